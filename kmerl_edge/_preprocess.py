@@ -1,0 +1,385 @@
+"""The one preprocessing function shared by the trainer, the exporter and the runtime.
+
+Pipeline (parameters live in :class:`PreprocessConfig`, which is written into every bundle):
+
+1. **Validate**: ``signal`` is (n_leads, n_samples) in mV, ``fs`` is required (there is no default rate),
+   leads are named. NaN/Inf raise :class:`NonFiniteSignalError`; a wrong layout raises
+   :class:`SignalShapeError`; under ``min_duration_s`` (5 s) raises :class:`SignalTooShortError`.
+2. **Quality** per lead on the input signal (mV, device rate): flat / lead-off, saturation or clipping,
+   implausible amplitude, excessive high-frequency noise. Flat and saturated leads are *unusable*; noisy
+   leads are *usable but flagged*.
+3. **Resample** to 500 Hz with :func:`scipy.signal.resample_poly` (polyphase, anti-aliased).
+4. **Band-pass** 0.5–40 Hz, zero-phase Butterworth (``sosfiltfilt``). The 0.5 Hz high-pass removes
+   baseline wander; the 40 Hz low-pass removes mains (50/60 Hz) and EMG and keeps the band every 1–3-lead
+   patch we target can deliver (a 100 Hz device has a 50 Hz Nyquist limit).
+5. **Window** into 10-s windows. Longer recordings: windows every ``hop_s`` (5 s) plus one aligned to the
+   end, so every sample is scored; the classifier averages window probabilities. 5–10 s: the window is
+   padded with zeros *after* normalisation (zero is the normalised mean) and flagged ``padded``.
+6. **Normalise** each lead of each window to zero mean and unit standard deviation (z-score).
+
+Why per-lead z-score: wearables differ in gain (µV vs ADC counts vs mV, electrode spacing on a patch
+changes amplitude by 2–5×), and a per-lead affine normalisation makes the model exactly insensitive to
+any positive gain and offset per lead. Per-lead rather than per-record, because leads of one device
+have different amplitude (V2 is typically 3× lead I), and a lead subset must look the same whichever
+other leads are present. ``norm_eps`` (mV) only guards flat leads, which the quality check flags anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ._errors import (
+    NonFiniteSignalError,
+    NoUsableLeadsError,
+    SamplingRateError,
+    SignalShapeError,
+    SignalTooShortError,
+)
+from ._leads import canonical_leads, lead_ids
+
+__all__ = [
+    "PreprocessConfig",
+    "QualityConfig",
+    "LeadQuality",
+    "QualityReport",
+    "Preprocessed",
+    "preprocess",
+    "assess_quality",
+    "resample_signal",
+    "filter_signal",
+    "normalize_window",
+]
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of the per-lead quality check. Amplitudes are in mV."""
+
+    flat_std_mv: float = 0.01  # std of the band-passed lead below this: flat line / lead off
+    flat_ptp_mv: float = 0.05  # or peak-to-peak below this
+    saturation_fraction: float = 0.01  # fraction of samples sitting exactly on the lead's min or max
+    max_abs_mv: float = 20.0  # band-passed amplitude beyond this is not a surface ECG
+    noise_ratio: float = 0.6  # std above 40 Hz / std within 0.5–40 Hz beyond this: noisy
+    min_saturation_run: int = 5  # consecutive samples on a rail that count as clipping
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that turns a device signal into model input. Stored in the bundle manifest."""
+
+    target_fs: float = 500.0
+    window_s: float = 10.0
+    min_duration_s: float = 5.0
+    hop_s: float = 5.0
+    highpass_hz: float = 0.5
+    lowpass_hz: float = 40.0
+    filter_order: int = 4
+    normalization: str = "zscore_per_lead"
+    norm_eps_mv: float = 1e-3
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.target_fs))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["quality"] = self.quality.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        d = dict(d)
+        q = QualityConfig(**d.pop("quality", {}))
+        return cls(**d, quality=q)
+
+
+@dataclass(frozen=True)
+class LeadQuality:
+    """Quality of one lead. ``usable`` is False for flat or saturated leads."""
+
+    lead: str
+    flat: bool
+    saturated: bool
+    out_of_range: bool
+    noisy: bool
+    std_mv: float
+    noise_ratio: float
+
+    @property
+    def usable(self) -> bool:
+        return not (self.flat or self.saturated or self.out_of_range)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        names = ("flat", "saturated", "out_of_range", "noisy")
+        return tuple(n for n in names if getattr(self, n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lead": self.lead,
+            "usable": self.usable,
+            "flags": list(self.flags),
+            "std_mv": round(self.std_mv, 5),
+            "noise_ratio": round(self.noise_ratio, 4),
+        }
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Per-lead and overall quality of one input. ``flags`` holds record-level notes such as ``padded``."""
+
+    leads: tuple[LeadQuality, ...]
+    flags: tuple[str, ...] = ()
+    dropped_leads: tuple[str, ...] = ()
+
+    @property
+    def usable_leads(self) -> tuple[str, ...]:
+        return tuple(q.lead for q in self.leads if q.usable)
+
+    @property
+    def overall(self) -> str:
+        """``good`` (all leads usable, nothing flagged), ``degraded`` or ``unusable``."""
+        if not self.usable_leads:
+            return "unusable"
+        if any(q.flags for q in self.leads) or self.flags or self.dropped_leads:
+            return "degraded"
+        return "good"
+
+    def __getitem__(self, lead: str) -> LeadQuality:
+        for q in self.leads:
+            if q.lead == lead:
+                return q
+        raise KeyError(lead)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall": self.overall,
+            "flags": list(self.flags),
+            "dropped_leads": list(self.dropped_leads),
+            "leads": {q.lead: q.to_dict() for q in self.leads},
+        }
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """Model-ready input: ``windows`` is (n_windows, n_leads, 5000) float32 at 500 Hz."""
+
+    windows: np.ndarray
+    lead_ids: np.ndarray
+    leads: tuple[str, ...]
+    window_starts_s: tuple[float, ...]
+    quality: QualityReport
+    padded: bool
+
+
+def _check_fs(fs: float) -> float:
+    if fs is None:
+        raise SamplingRateError("a sampling rate is required (there is no default fs)")
+    try:
+        f = float(fs)
+    except (TypeError, ValueError):
+        raise SamplingRateError(f"sampling rate must be a number, got {fs!r}") from None
+    if not np.isfinite(f) or f <= 0:
+        raise SamplingRateError(f"sampling rate must be positive and finite, got {fs!r}")
+    if f < 50.0:
+        raise SamplingRateError(f"sampling rate {f} Hz is too low for ECG (need at least 50 Hz)")
+    return f
+
+
+def _as_signal(signal: Any, n_leads: int) -> np.ndarray:
+    x = np.asarray(signal)
+    if x.dtype.kind not in "fiu":
+        raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    if x.ndim == 1 and n_leads == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise SignalShapeError(f"signal must be (n_leads, n_samples), got shape {x.shape}")
+    if x.shape[0] != n_leads:
+        hint = " (did you pass samples × leads? transpose it)" if x.shape[1] == n_leads else ""
+        raise SignalShapeError(f"signal has {x.shape[0]} rows but {n_leads} leads were named{hint}")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise NonFiniteSignalError(f"signal holds {bad} NaN/Inf samples; report gaps instead of filling them")
+    return x
+
+
+def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+    frac = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return frac.numerator, frac.denominator
+
+
+def resample_signal(x: np.ndarray, *, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (scipy.signal.resample_poly)."""
+    from scipy.signal import resample_poly
+
+    fs_in = _check_fs(fs_in)
+    if abs(fs_in - fs_out) < 1e-9:
+        return np.asarray(x, dtype=np.float64)
+    up, down = _ratio(fs_in, fs_out)
+    return resample_poly(x, up, down, axis=-1, padtype="line")
+
+
+@lru_cache(maxsize=32)
+def _sos(fs: float, lo: float, hi: float, order: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    nyq = fs / 2.0
+    hi = min(hi, 0.45 * fs)
+    return butter(order, [lo / nyq, hi / nyq], btype="bandpass", output="sos")
+
+
+@lru_cache(maxsize=32)
+def _sos_high(fs: float, cut: float, order: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(order, cut / (fs / 2.0), btype="highpass", output="sos")
+
+
+def filter_signal(x: np.ndarray, *, fs: float, config: PreprocessConfig) -> np.ndarray:
+    """Zero-phase band-pass (baseline removal + low-pass) along the last axis."""
+    from scipy.signal import sosfiltfilt
+
+    sos = _sos(float(fs), config.highpass_hz, config.lowpass_hz, config.filter_order)
+    padlen = min(int(fs), x.shape[-1] - 1)  # one second of odd-extension padding tames edge transients
+    return sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
+
+
+def normalize_window(x: np.ndarray, *, config: PreprocessConfig) -> np.ndarray:
+    """Per-lead z-score of one window (leads × samples)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return (x - mean) / np.maximum(std, config.norm_eps_mv)
+
+
+def _saturated(row: np.ndarray, cfg: QualityConfig) -> bool:
+    n = row.size
+    for rail in (row.max(), row.min()):
+        on = row == rail
+        count = int(on.sum())
+        if count < cfg.min_saturation_run:
+            continue
+        if count / n >= cfg.saturation_fraction:
+            return True
+        # a long run on a rail (clipping plateau) even if rare overall
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], on.astype(np.int8), [0]))))
+        runs = edges[1::2] - edges[0::2]
+        if runs.size and runs.max() >= max(cfg.min_saturation_run, int(0.02 * 500)):
+            return True
+    return False
+
+
+def assess_quality(
+    signal: np.ndarray, *, fs: float, leads: Sequence[str], config: PreprocessConfig | None = None
+) -> QualityReport:
+    """Per-lead quality of a (n_leads, n_samples) mV signal at its own rate."""
+    from scipy.signal import sosfiltfilt
+
+    cfg = config or PreprocessConfig()
+    names = canonical_leads(leads)
+    fs = _check_fs(fs)
+    x = _as_signal(signal, len(names))
+    qc = cfg.quality
+    band = filter_signal(x, fs=fs, config=cfg)
+    hf_cut = cfg.lowpass_hz
+    if fs / 2.0 > hf_cut * 1.2:
+        sos = _sos_high(fs, hf_cut, cfg.filter_order)
+        padlen = min(60, x.shape[-1] - 1)
+        hf = sosfiltfilt(sos, x, axis=-1, padlen=padlen)
+        hf_std = hf.std(axis=-1)
+    else:
+        hf_std = np.zeros(len(names))
+    out = []
+    for i, lead in enumerate(names):
+        std = float(band[i].std())
+        ptp = float(np.ptp(band[i]))
+        flat = std < qc.flat_std_mv or ptp < qc.flat_ptp_mv
+        ratio = float(hf_std[i] / max(std, 1e-9)) if not flat else 0.0
+        out.append(
+            LeadQuality(
+                lead=lead,
+                flat=flat,
+                saturated=(not flat) and _saturated(x[i], qc),
+                out_of_range=bool(np.abs(band[i]).max() > qc.max_abs_mv),
+                noisy=(not flat) and ratio > qc.noise_ratio,
+                std_mv=std,
+                noise_ratio=ratio,
+            )
+        )
+    return QualityReport(tuple(out))
+
+
+def _window_starts(n: int, win: int, hop: int) -> list[int]:
+    if n <= win:
+        return [0]
+    starts = list(range(0, n - win + 1, hop))
+    if starts[-1] + win < n:
+        starts.append(n - win)
+    return starts
+
+
+def preprocess(
+    signal: np.ndarray,
+    *,
+    fs: float,
+    leads: Sequence[str],
+    config: PreprocessConfig | None = None,
+    drop_bad_leads: bool = False,
+) -> Preprocessed:
+    """Turn a (n_leads, n_samples) mV signal at ``fs`` Hz into model windows.
+
+    Returns :class:`Preprocessed` with float32 windows (n_windows, n_leads, 5000) at 500 Hz, the lead ids
+    (indices into :data:`kmerl_edge.LEADS`) and a :class:`QualityReport`. With ``drop_bad_leads`` the
+    unusable leads (flat, saturated, out of range) are removed and listed in ``quality.dropped_leads``;
+    :class:`NoUsableLeadsError` is raised if none is left.
+    """
+    cfg = config or PreprocessConfig()
+    names = canonical_leads(leads)
+    fs = _check_fs(fs)
+    x = _as_signal(signal, len(names))
+    duration = x.shape[1] / fs
+    if duration + 1e-9 < cfg.min_duration_s:
+        raise SignalTooShortError(
+            f"recording is {duration:.2f} s long; at least {cfg.min_duration_s:g} s is needed"
+        )
+    quality = assess_quality(x, fs=fs, leads=names, config=cfg)
+    dropped: tuple[str, ...] = ()
+    if drop_bad_leads:
+        keep = [i for i, q in enumerate(quality.leads) if q.usable]
+        if not keep:
+            detail = ", ".join(f"{q.lead}: {'/'.join(q.flags)}" for q in quality.leads)
+            raise NoUsableLeadsError(f"no usable lead ({detail})")
+        dropped = tuple(q.lead for q in quality.leads if not q.usable)
+        x = x[keep]
+        names = tuple(names[i] for i in keep)
+    y = resample_signal(x, fs_in=fs, fs_out=cfg.target_fs)
+    y = filter_signal(y, fs=cfg.target_fs, config=cfg)
+    win = cfg.window_samples
+    hop = int(round(cfg.hop_s * cfg.target_fs))
+    n = y.shape[1]
+    starts = _window_starts(n, win, hop)
+    padded = n < win
+    windows = np.zeros((len(starts), len(names), win), dtype=np.float32)
+    for w, s in enumerate(starts):
+        seg = normalize_window(y[:, s : s + win], config=cfg)
+        windows[w, :, : seg.shape[1]] = seg
+    flags = ("padded",) if padded else ()
+    report = QualityReport(quality.leads, flags=flags, dropped_leads=dropped)
+    return Preprocessed(
+        windows=windows,
+        lead_ids=lead_ids(names),
+        leads=names,
+        window_starts_s=tuple(s / cfg.target_fs for s in starts),
+        quality=report,
+        padded=padded,
+    )

@@ -1,0 +1,121 @@
+"""The shared preprocessing function on real records: rates, windows, quality, named errors."""
+
+import numpy as np
+import pytest
+
+import kmerl_edge as ke
+
+
+@pytest.fixture(scope="module")
+def rec(records_dir):
+    return ke.read_record(records_dir / "00001_hr")
+
+
+def test_output_layout_and_lead_ids(rec):
+    pre = ke.preprocess(rec.signal[[7, 0]], fs=rec.fs, leads=["V2", "I"])
+    assert pre.windows.shape == (1, 2, 5000)
+    assert pre.windows.dtype == np.float32
+    assert pre.lead_ids.tolist() == [7, 0]
+    assert pre.leads == ("V2", "I")
+    np.testing.assert_allclose(pre.windows.mean(axis=-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(pre.windows.std(axis=-1), 1.0, atol=1e-3)
+
+
+def test_fs_is_required():
+    with pytest.raises(TypeError):
+        ke.preprocess(np.zeros((1, 5000)), leads=["I"])  # type: ignore[call-arg]
+    with pytest.raises(ke.SamplingRateError):
+        ke.preprocess(np.zeros((1, 5000)), fs=0, leads=["I"])
+
+
+def test_100hz_and_500hz_versions_of_one_record_agree(records_dir):
+    hr = ke.read_record(records_dir / "00001_hr")
+    lr = ke.read_record(records_dir / "00001_lr")
+    a = ke.preprocess(hr.signal[:2], fs=hr.fs, leads=hr.leads[:2]).windows[0]
+    b = ke.preprocess(lr.signal[:2], fs=lr.fs, leads=lr.leads[:2]).windows[0]
+    # same heart beats after polyphase resampling 100→500 Hz and the same 0.5–40 Hz band
+    for i in range(2):
+        assert np.corrcoef(a[i, 500:4500], b[i, 500:4500])[0, 1] > 0.95
+
+
+def test_insensitive_to_device_gain_and_offset(rec):
+    x = rec.signal[:3]
+    a = ke.preprocess(x, fs=rec.fs, leads=rec.leads[:3]).windows
+    gains = np.array([[1000.0], [0.2], [3.7]])  # µV-like, attenuated, amplified
+    b = ke.preprocess(x * gains + 5.0, fs=rec.fs, leads=rec.leads[:3]).windows
+    np.testing.assert_allclose(a, b, atol=2e-4)
+
+
+def test_resampling_from_a_wearable_rate(rec):
+    from scipy.signal import resample_poly
+
+    x130 = resample_poly(rec.signal[:1].astype(np.float64), 13, 50, axis=-1)  # 130 Hz, like a chest strap
+    pre = ke.preprocess(x130, fs=130.0, leads=["I"])
+    ref = ke.preprocess(rec.signal[:1], fs=500.0, leads=["I"])
+    assert pre.windows.shape == (1, 1, 5000)
+    assert np.corrcoef(pre.windows[0, 0, 500:4500], ref.windows[0, 0, 500:4500])[0, 1] > 0.95
+
+
+def test_long_recording_is_windowed_with_documented_hop(rec):
+    x = np.concatenate([rec.signal[:1]] * 3, axis=1)  # 30 s
+    pre = ke.preprocess(x, fs=rec.fs, leads=["I"])
+    assert pre.window_starts_s == (0.0, 5.0, 10.0, 15.0, 20.0)
+    x = np.concatenate([rec.signal[:1]] * 3, axis=1)[:, :13000]  # 26 s: last window aligned to the end
+    pre = ke.preprocess(x, fs=rec.fs, leads=["I"])
+    assert pre.window_starts_s[-1] == 16.0
+
+
+def test_short_recordings_are_padded_and_flagged_or_refused(rec):
+    pre = ke.preprocess(rec.signal[:1, :3500], fs=rec.fs, leads=["I"])
+    assert pre.padded and "padded" in pre.quality.flags
+    assert np.all(pre.windows[0, 0, 3500:] == 0)
+    with pytest.raises(ke.SignalTooShortError, match="4.00 s"):
+        ke.preprocess(rec.signal[:1, :2000], fs=rec.fs, leads=["I"])
+
+
+def test_nan_and_shape_errors(rec):
+    x = rec.signal[:2].copy()
+    x[1, 100] = np.nan
+    with pytest.raises(ke.NonFiniteSignalError):
+        ke.preprocess(x, fs=rec.fs, leads=["I", "II"])
+    with pytest.raises(ke.SignalShapeError, match="transpose"):
+        ke.preprocess(rec.signal[:2].T, fs=rec.fs, leads=["I", "II"])
+    with pytest.raises(ke.SignalShapeError):
+        ke.preprocess(rec.signal[:2], fs=rec.fs, leads=["I"])
+
+
+def test_quality_flags_flat_saturated_and_noisy_leads(rec):
+    x = rec.signal[:4].astype(np.float64).copy()
+    x[1] = 0.002  # lead off: flat
+    x[2] = np.clip(x[2], -0.05, 0.05)  # clipped amplifier
+    rng = np.random.default_rng(0)
+    x[3] = x[3] + rng.normal(0, 1.0, x.shape[1])  # broadband EMG-like noise
+    q = ke.preprocess(x, fs=rec.fs, leads=rec.leads[:4]).quality
+    assert q["I"].usable and not q["I"].flags
+    assert q["II"].flat and not q["II"].usable
+    assert q["III"].saturated and not q["III"].usable
+    assert q["aVR"].noisy and q["aVR"].usable
+    assert q.overall == "degraded"
+    pre = ke.preprocess(x, fs=rec.fs, leads=rec.leads[:4], drop_bad_leads=True)
+    assert pre.leads == ("I", "aVR")
+    assert pre.quality.dropped_leads == ("II", "III")
+
+
+def test_real_clean_record_is_good_quality(records_dir):
+    for name in ("00001_hr", "E07500"):
+        r = ke.read_record(records_dir / name)
+        q = ke.preprocess(r.signal, fs=r.fs, leads=r.leads).quality
+        assert q.overall in {"good", "degraded"}
+        assert len(q.usable_leads) == 12
+
+
+def test_all_leads_unusable_is_a_named_error():
+    with pytest.raises(ke.NoUsableLeadsError, match="flat"):
+        ke.preprocess(np.zeros((2, 5000)), fs=500.0, leads=["I", "II"], drop_bad_leads=True)
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    cfg = ke.PreprocessConfig(hop_s=2.5)
+    assert ke.PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
