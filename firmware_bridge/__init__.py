@@ -1,0 +1,1 @@
+"""K-MERL Edge firmware bridge (in progress)."""
