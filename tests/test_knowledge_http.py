@@ -1,0 +1,218 @@
+"""The LLM pipeline against a real loopback HTTP server speaking OpenAI chat-completions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.knowledge import (
+    AnswerCache,
+    HTTPConfig,
+    LLMBackend,
+    LLMBackendError,
+    LLMConfig,
+    LLMRequestError,
+    OpenAIChatBackend,
+    default_lexicon,
+    dry_run,
+    extract_knowledge,
+    load_knowledge,
+)
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "knowledge"))
+from chat_server import ScriptedChatServer, describe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+REPORTS = [
+    "sinus rhythm. normal ecg.",
+    "fence: sinus bradycardia. left axis deviation.",
+    "garbled: atrial fibrillation with rapid ventricular response.",
+    "flaky: sinus rhythm. left bundle branch block.",
+    "slow: sinus tachycardia. left ventricular hypertrophy.",
+    "sinus rhythm. normal ecg.",  # a duplicate: asked once
+    "NSR. first degree av block.",
+]
+
+
+class Oracle:
+    """Scripted answers: lexicon entities, plus malformed output, 5xx and a slow answer on cue."""
+
+    def __init__(self) -> None:
+        self.lex = default_lexicon()
+        self.seen: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> tuple[int, str | None, float]:
+        d = describe(body)
+        with self.lock:
+            self.seen[d["key"]] += 1
+            nth = self.seen[d["key"]]
+        report = d["report"] or ""
+        if d["stage"] == "extract":
+            if report.startswith("flaky") and nth == 1:
+                return 503, None, 0.0
+            if report.startswith("slow") and nth == 1:
+                return 200, "[]", 1.5  # longer than the client timeout: retried
+            if report.startswith("garbled") and d["turns"] == 1:
+                return 200, "Sure! The entities are atrial fibrillation and tachycardia.", 0.0
+            names = list(self.lex.positives(report))
+            if report.startswith("NSR"):
+                names = ["NSR", "first degree AV block"]
+            if report.startswith("sinus rhythm. normal"):
+                names.append("aortic stenosis")  # hallucinated: the support check must drop it
+            if report.startswith("fence"):
+                inner = ", ".join(f"'{n}'" for n in names)
+                return 200, f"```json\n[{inner},]\n```", 0.0
+            return 200, json.dumps(names), 0.0
+        if d["stage"] == "verify":
+            return 200, ("NO" if d["entity"] == "left axis deviation" else "**YES**"), 0.0
+        if d["stage"] == "merge":
+            names = json.loads(body["messages"][0]["content"].split("Entities: ", 1)[1])
+            return 200, json.dumps({n: ("sinus rhythm" if n == "nsr" else n) for n in names}), 0.0
+        if d["stage"] == "superclass":
+            names = json.loads(body["messages"][0]["content"].split("Entities: ", 1)[1])
+            groups: dict[str, list[str]] = {}
+            for n in names:
+                e = self.lex.lookup(n)
+                groups.setdefault(self.lex.entities[e].superclass if e else "OTHER", []).append(n)
+            return 200, json.dumps(groups) + "\n", 0.0
+        return 400, None, 0.0
+
+
+def _backend(url: str, **kw: Any) -> LLMBackend:
+    chat = OpenAIChatBackend(HTTPConfig(base_url=url, model="scripted-llama", timeout_s=0.5, max_retries=3,
+                                        backoff_s=0.01))
+    return LLMBackend(chat, LLMConfig(concurrency=4, max_reask=2, batch_size=4, **kw))
+
+
+def test_pipeline_over_http_repairs_reasks_retries_and_writes_same_format(tmp_path: Path) -> None:
+    with ScriptedChatServer(Oracle()) as server:
+        backend = _backend(server.base_url)
+        ids = [f"r{i}" for i in range(len(REPORTS))]
+        extract_knowledge(REPORTS, ids, out_dir=tmp_path / "k", backend=backend, cache=tmp_path / "c.sqlite")
+        log = list(server.log)
+    k = load_knowledge(tmp_path / "k")
+    c = k.stats["counters"]
+    # malformed JSON (fences, single quotes, trailing comma) repaired; prose re-asked once
+    assert c["repaired"] >= 1 and c["reasked"] == 1 and c["malformed"] == 1 and "parse_failed" not in c
+    assert c["chat_http_503"] == 1 and c["chat_timeouts"] >= 1 and c["chat_retries"] >= 2
+    assert c["verify_rejected"] == 1  # "left axis deviation" answered NO
+    assert c["unsupported_dropped"] == 1  # "aortic stenosis" is not in the report
+    assert "aortic stenosis" not in k.vocabulary and "left axis deviation" not in k.vocabulary
+    # synonyms merged corpus-wide; rows aligned with record ids; duplicate report asked once
+    assert k.synonyms["nsr"] == "sinus rhythm"
+    row = dict(zip(k.vocabulary, k.row("r6")))
+    assert row["sinus rhythm"] == 1 and row["first degree av block"] == 1
+    assert dict(zip(k.vocabulary, k.row("r2")))["atrial fibrillation"] == 1
+    assert k.row("r0").tolist() == k.row("r5").tolist()
+    assert sum(1 for e in log if e["stage"] == "extract" and e["report"] == REPORTS[0]) == 1
+    assert k.scp_codes["complete left bundle branch block"] == ("CLBBB",)
+    assert "left ventricular hypertrophy" in k.superclasses["HYP"]
+    assert k.provenance["extractor"] == "llm" and k.provenance["model"] == "openai-http:scripted-llama"
+    assert all(e["path"] == "/v1/chat/completions" for e in log)
+
+
+def test_rerun_is_served_from_cache_without_any_request(tmp_path: Path) -> None:
+    with ScriptedChatServer(Oracle()) as server:
+        extract_knowledge(REPORTS, list(range(7)), out_dir=tmp_path / "a", backend=_backend(server.base_url),
+                          cache=tmp_path / "c.sqlite")
+        n = len(server.log)
+        est = dry_run(REPORTS, _backend(server.base_url), cache=tmp_path / "c.sqlite")
+        extract_knowledge(REPORTS, list(range(7)), out_dir=tmp_path / "b", backend=_backend(server.base_url),
+                          cache=tmp_path / "c.sqlite")
+        assert len(server.log) == n
+    assert est["n_unique_nonempty_reports"] == 6 and est["extract_calls_already_cached"] == 6
+    assert est["estimated_calls"]["extract"] == 6 and est["estimated_calls"]["total"] > 6
+    assert load_knowledge(tmp_path / "a").vocabulary == load_knowledge(tmp_path / "b").vocabulary
+
+
+def test_endpoint_down_and_4xx_raise_named_errors() -> None:
+    chat = OpenAIChatBackend(HTTPConfig(base_url="http://127.0.0.1:9/v1", model="m", timeout_s=0.2,
+                                        max_retries=1, backoff_s=0.01))
+    with pytest.raises(LLMBackendError):
+        chat.complete([{"role": "user", "content": "x"}])
+    assert chat.stats()["connection_errors"] == 2
+    with ScriptedChatServer(lambda body: (404, None, 0.0)) as server:
+        chat = OpenAIChatBackend(HTTPConfig(base_url=server.base_url, model="m", max_retries=3, backoff_s=0.01))
+        with pytest.raises(LLMRequestError):
+            chat.complete([{"role": "user", "content": "x"}])
+        assert len(server.log) == 1  # a 4xx is not retried
+
+
+def _cached(path: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+_CHILD = """
+import sys
+from trainer.knowledge import HTTPConfig, LLMBackend, LLMConfig, OpenAIChatBackend, extract_knowledge
+url, cache, out = sys.argv[1:4]
+reports = [f"sinus rhythm {{i}}. left bundle branch block." for i in range({n})]
+chat = OpenAIChatBackend(HTTPConfig(base_url=url, model="m", timeout_s=30, max_retries=0))
+extract_knowledge(reports, list(range({n})), out_dir=out, backend=LLMBackend(chat, LLMConfig(concurrency=2)),
+                  cache=cache)
+"""
+
+
+def test_killed_run_resumes_from_cache_without_repeating_an_answered_call(tmp_path: Path) -> None:
+    n = 10
+    script = textwrap.dedent(_CHILD.format(n=n))
+    with ScriptedChatServer(Oracle()) as server:
+        server.hang_after = 9  # answer 9 calls, then hang: the child is killed mid-run
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        child = subprocess.Popen([sys.executable, "-c", script, server.base_url, str(tmp_path / "c.sqlite"),
+                                  str(tmp_path / "out")], env=env, cwd=REPO)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with server.lock:
+                hung = sum(1 for e in server.log if e.get("answered") is False)
+            if hung >= 1:
+                break
+            time.sleep(0.02)
+        # let the child store the answers it already received (the server wrote them), then kill -9
+        while time.time() < deadline:
+            with server.lock:
+                answered = sum(1 for e in server.log if e.get("answered"))
+            if answered == 9 and _cached(tmp_path / "c.sqlite") == 9:
+                break
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert hung >= 1, "the child never reached the hang"
+        assert not (tmp_path / "out" / "entities.json").exists()  # nothing half-written
+        first = [e for e in server.log if e.get("answered")]
+        assert len(first) == 9
+        server.hang_after = None
+        server.release.set()
+        mark = len(server.log)
+        reports = [f"sinus rhythm {i}. left bundle branch block." for i in range(n)]
+        chat = OpenAIChatBackend(HTTPConfig(base_url=server.base_url, model="m", timeout_s=5, max_retries=0))
+        extract_knowledge(reports, list(range(n)), out_dir=tmp_path / "out",
+                          backend=LLMBackend(chat, LLMConfig(concurrency=2)), cache=tmp_path / "c.sqlite")
+        second = server.log[mark:]
+    answered_before = {e["key"] for e in first}
+    assert not answered_before & {e["key"] for e in second}, "an answered call was asked again"
+    assert len({e["key"] for e in second}) == len(second)
+    # and the resumed run is complete: n extract + 2n verify + merge + superclass
+    assert len(answered_before | {e["key"] for e in second}) == 3 * n + 2
+    k = load_knowledge(tmp_path / "out")
+    assert k.label_matrix.shape == (n, 2) and k.label_matrix.sum() == 2 * n
+    with AnswerCache(tmp_path / "c.sqlite") as cache:
+        assert len(cache) == 3 * n + 2
