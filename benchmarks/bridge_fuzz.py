@@ -29,7 +29,10 @@ import numpy as np
 
 from firmware_bridge import DeviceConfig, FrameDecoder, FrameEncoder, GapEvent, SampleBlock, quantise
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl" / "records500" / "00000"
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl" / "records500" / "00000"
+_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "records"
+# the 500 shared PTB-XL records when present (../shared/data), else the 3 committed real fixtures
+DATA = _SHARED if _SHARED.is_dir() else _FIXTURES
 LEADS = ("I", "II", "V2")
 FS = 500.0
 LSB_PV = 1_000_000

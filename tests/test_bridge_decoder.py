@@ -21,7 +21,7 @@ SPF = 10
 def truth() -> np.ndarray:
     from pathlib import Path
 
-    rec = Path(__file__).resolve().parents[1].parent / "shared/data/ptbxl/records500/00000/00001_hr"
+    rec = Path(__file__).resolve().parent / "fixtures" / "records" / "00001_hr"
     sig = read_record(rec, leads=("I", "II", "V2")).signal
     return quantise(sig, 1_000_000)  # (3, 5000) counts of 1 µV
 

@@ -34,9 +34,9 @@ from firmware_bridge import (  # noqa: E402
 from kmerl_edge import read_record  # noqa: E402
 from kmerl_edge._errors import SamplingRateError  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PTBXL = DATA / "ptbxl" / "records500" / "00000" / "00001_hr"
-CPSC21 = DATA / "cpsc2021" / "data_101_6"
+RECORDS = Path(__file__).resolve().parent / "fixtures" / "records"  # committed real records
+PTBXL = RECORDS / "00001_hr"
+CPSC21 = RECORDS / "data_101_6"
 ROOT = Path(__file__).resolve().parents[1]
 
 

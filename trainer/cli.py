@@ -1,0 +1,188 @@
+"""``kmerl-train``: prepare shards, train (DDP via torchrun), evaluate, and the knowledge pipeline.
+
+    kmerl-train prepare --source ptbxl --root ../shared/data/ptbxl --out shards/ptbxl
+    torchrun --nproc-per-node 8 -m trainer.cli train --preset paper --data shards/mimic --out runs/paper
+    kmerl-train train --preset cpu-small --data shards/ptbxl --out runs/small [--resume]
+    kmerl-train eval --checkpoint runs/small --task ptbxl_super --splits ../shared/data/merl_splits \
+        --data-root ../shared/data/ptbxl --out results/small
+    kmerl-train knowledge …          (trainer.knowledge.cli)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kmerl_edge._errors import KmerlError
+
+__all__ = ["main", "read_source"]
+
+SOURCES = ("mimic", "ptbxl", "cinc", "cpsc2018", "cpsc2021", "merl")
+
+
+def read_source(source: str, root: str, **kw: Any) -> Any:
+    """A :class:`trainer.data.Dataset` for ``--source`` (mimic, ptbxl, cinc, cpsc2018, cpsc2021, merl)."""
+    from . import data as d
+
+    if source == "mimic":
+        return d.read_mimic_iv_ecg(root)
+    if source == "ptbxl":
+        return d.read_ptbxl(root, rate=int(kw.get("rate") or 500))
+    if source == "cinc":
+        return d.read_cinc(root)
+    if source == "cpsc2018":
+        return d.read_cpsc2018(root, reference=kw.get("reference"))
+    if source == "cpsc2021":
+        return d.read_cpsc2021_af(root)
+    if source == "merl":
+        return d.read_merl_split(kw["splits"], kw["task"], kw["split"], data_root=root, rate=int(kw.get("rate") or 500))
+    raise KmerlError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise KmerlError(f"--set expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        try:
+            val: Any = json.loads(v)
+        except ValueError:
+            val = v
+        if "." in k:
+            head, sub = k.split(".", 1)
+            out.setdefault(head, {})[sub] = val
+        else:
+            out[k] = val
+    return out
+
+
+def _cmd_prepare(a: argparse.Namespace) -> int:
+    from .shards import prepare_shards
+
+    ds = read_source(a.source, a.root, rate=a.rate, splits=a.splits, task=a.task, split=a.split,
+                     reference=a.reference)
+    if a.limit:
+        ds.items = ds.items[: a.limit]
+    print(f"{ds.name}: {len(ds)} items; skipped by the reader: {ds.skipped or 'none'}", file=sys.stderr)
+    prepare_shards(ds, a.out, shard_size=a.shard_size, workers=a.workers, windows=a.windows, dtype=a.dtype,
+                   progress=not a.no_progress)
+    from .shards import open_shards
+
+    s = open_shards(a.out)
+    print(json.dumps({"out": a.out, "rows": len(s), "failed": s.index["n_failed"]}))
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from ._config import TrainConfig, get_preset
+    from .labels import LabelMatrix
+    from .train import train
+
+    cfg = TrainConfig.from_json(a.config) if a.config else get_preset(a.preset)
+    ov = _overrides(a.set or [])
+    if a.max_steps is not None:
+        ov["max_steps"] = a.max_steps
+    if ov:
+        cfg = cfg.override(**ov)
+    labels = LabelMatrix.from_knowledge(a.knowledge) if a.knowledge else None
+    res = train(cfg, data=a.data, out_dir=a.out, labels=labels, resume=a.resume, device=a.device,
+                progress=not a.no_progress, stop_at_step=a.stop_at_step,
+                label_missing="zeros" if a.allow_unlabelled else "error")
+    if res.rank == 0:
+        print(json.dumps({"out": str(res.out_dir), "steps": res.steps, "checkpoint": str(res.final_checkpoint),
+                          "samples_per_s": round(res.samples_per_s, 2),
+                          "last_loss": res.losses[-1] if res.losses else None}))
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    leads = [s.split(",") for s in a.leads] if a.leads else None
+    res = run_eval(
+        checkpoint=a.checkpoint, task=a.task, splits_root=a.splits, data_root=a.data_root, out_dir=a.out,
+        lead_subsets=leads, probe=not a.no_probe, probe_fractions=tuple(a.fractions), device=a.device,
+        limit=a.limit, random_baseline=not a.no_baseline,
+    )
+    print(json.dumps(res["summary"], indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kmerl-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pr = sub.add_parser("prepare", help="preprocess a dataset into memory-mapped training shards")
+    pr.add_argument("--source", choices=SOURCES, required=True)
+    pr.add_argument("--root", required=True, help="dataset directory")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--rate", type=int, default=500, help="PTB-XL: 500 or 100 Hz records")
+    pr.add_argument("--splits", help="merl: the merl_splits directory")
+    pr.add_argument("--task", help="merl: ptbxl_super, ptbxl_sub, ptbxl_form, ptbxl_rhythm, icbeb, chapman")
+    pr.add_argument("--split", default="train")
+    pr.add_argument("--reference", help="cpsc2018: REFERENCE.csv (default <root>/REFERENCE.csv)")
+    pr.add_argument("--shard-size", type=int, default=4096)
+    pr.add_argument("--workers", type=int, default=None)
+    pr.add_argument("--windows", choices=("first", "all"), default="first")
+    pr.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    pr.add_argument("--limit", type=int, default=0, help="only the first N items")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=_cmd_prepare)
+
+    tr = sub.add_parser("train", help="train (launch with torchrun for several processes / GPUs)")
+    tr.add_argument("--preset", default="cpu-small", help="paper, cpu-small or test")
+    tr.add_argument("--config", help="a TrainConfig JSON file (instead of --preset)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config field (JSON value), e.g. --set loss.bce_weight=0")
+    tr.add_argument("--data", required=True, help="shard store from `prepare`")
+    tr.add_argument("--knowledge", help="knowledge directory (entity label matrix); default: dataset labels")
+    tr.add_argument("--allow-unlabelled", action="store_true", help="records without a label row get zeros")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--max-steps", type=int)
+    tr.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="zero-shot and linear-probe evaluation on a MERL benchmark task")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--splits", required=True, help="merl_splits directory")
+    ev.add_argument("--data-root", required=True)
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--leads", action="append", help="a named lead subset, e.g. I,II (repeatable)")
+    ev.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    ev.add_argument("--no-probe", action="store_true")
+    ev.add_argument("--no-baseline", action="store_true")
+    ev.add_argument("--limit", type=int, default=0)
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=_cmd_eval)
+    sub.add_parser("knowledge", help="the knowledge-extraction pipeline (trainer.knowledge)", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "knowledge":
+        try:
+            from trainer.knowledge import cli as kcli  # type: ignore[attr-defined]
+        except ImportError:
+            print("kmerl-train: the knowledge CLI (trainer.knowledge.cli) is not installed", file=sys.stderr)
+            return 2
+        return int(kcli.main(args[1:]) or 0)
+    a = _parser().parse_args(args)
+    try:
+        return int(a.func(a))
+    except KmerlError as exc:
+        print(f"kmerl-train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

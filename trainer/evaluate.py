@@ -1,0 +1,479 @@
+"""Evaluation: zero-shot classification through the cardiac query head and the linear probe.
+
+- :func:`evaluate_zero_shot`: class names (or prompts) → text encoder → ``project_queries`` → query head
+  → per-class probabilities; macro AUC and macro max-F1 for every lead count 1–12 added in the paper's
+  order (I, II, III, aVF, aVR, aVL, V1–V6) and for any named lead subset.
+- :func:`linear_probe`: a logistic-regression head on frozen pooled encoder features, trained on 1 / 10 /
+  100 % of the training labels; the epoch is selected on the *validation* split (never on test) and the
+  learning rate follows a cosine schedule stepped once per *epoch*. :func:`random_encoder` gives the
+  randomly initialised baseline.
+- :func:`run_eval` runs both on a MERL benchmark task and writes ``results.json``, ``results.md`` and
+  ``auc_vs_leads.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmerl_edge._errors import KmerlError
+from kmerl_edge._leads import LEADS, PAPER_LEAD_ORDER, canonical_leads
+from kmerl_edge._preprocess import PreprocessConfig, preprocess
+
+from ._errors import TrainConfigError
+from .data import Dataset, lead_presence, load_item
+
+__all__ = [
+    "EvalData",
+    "eval_data_from_dataset",
+    "eval_data_from_shards",
+    "macro_auc",
+    "max_f1",
+    "evaluate_zero_shot",
+    "extract_features",
+    "linear_probe",
+    "random_encoder",
+    "plot_auc_vs_leads",
+    "results_markdown",
+    "run_eval",
+    "load_prompts",
+]
+
+
+@dataclass
+class EvalData:
+    """Preprocessed evaluation data: ``signals`` (N, 12, 5000) float32 in canonical lead order (absent
+    leads are zeros and ``present`` False), ``labels`` (N, C) multi-hot of ``classes``."""
+
+    name: str
+    signals: np.ndarray
+    present: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    record_ids: list[str]
+    failed: dict[str, str]
+
+    def __len__(self) -> int:
+        return int(self.signals.shape[0])
+
+
+def eval_data_from_dataset(
+    dataset: Dataset, *, config: PreprocessConfig | None = None, classes: Sequence[str] | None = None
+) -> EvalData:
+    """Read and preprocess every item (its first 10-s window) with :func:`kmerl_edge.preprocess`.
+    Items that fail are listed in ``failed`` (record id → reason), not dropped silently."""
+    cfg = config or PreprocessConfig()
+    cls = tuple(dataset.classes if classes is None else classes)
+    sig, pres, ids, keep = [], [], [], []
+    failed: dict[str, str] = {}
+    for i, item in enumerate(dataset.items):
+        try:
+            rec = load_item(item)
+            pre = preprocess(rec.signal, fs=rec.fs, leads=rec.leads, config=cfg)
+        except KmerlError as exc:
+            failed[item.record_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        w = np.zeros((len(LEADS), pre.windows.shape[-1]), dtype=np.float32)
+        w[[LEADS.index(x) for x in pre.leads]] = pre.windows[0]
+        sig.append(w)
+        pres.append(lead_presence(pre.leads))
+        ids.append(item.record_id)
+        keep.append(i)
+    y = dataset.label_matrix(cls)[keep] if keep else np.zeros((0, len(cls)), np.float32)
+    n = len(sig)
+    return EvalData(
+        dataset.name,
+        np.stack(sig) if n else np.zeros((0, len(LEADS), cfg.window_samples), np.float32),
+        np.stack(pres) if n else np.zeros((0, len(LEADS)), bool),
+        y.astype(np.float32),
+        cls,
+        ids,
+        failed,
+    )
+
+
+def eval_data_from_shards(store: Any, classes: Sequence[str] | None = None) -> EvalData:
+    """An :class:`EvalData` from a :class:`trainer.shards.ShardStore` (labels from its items)."""
+    cls = tuple(store.index.get("classes", []) if classes is None else classes)
+    sig = store.batch(list(range(len(store))))
+    return EvalData(str(store.root), sig, np.asarray(store.present), store.label_matrix(cls), cls,
+                    store.record_ids, {})
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _max_f1(y: np.ndarray, s: np.ndarray) -> float:
+    pos = y > 0.5
+    if not pos.any():
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    ys, ss = pos[order], s[order]
+    tp = np.cumsum(ys)
+    k = np.arange(1, len(ys) + 1)
+    last = np.r_[ss[1:] != ss[:-1], True]  # only thresholds between distinct scores
+    prec, rec = tp / k, tp / pos.sum()
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+    return float(f1[last].max())
+
+
+def macro_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, list[float]]:
+    """Macro ROC-AUC over classes that have both positives and negatives, and the per-class AUCs (NaN
+    for classes that cannot be scored)."""
+    per = [_auc(labels[:, c], scores[:, c]) for c in range(labels.shape[1])]
+    ok = [a for a in per if not np.isnan(a)]
+    return (float(np.mean(ok)) if ok else float("nan")), per
+
+
+def max_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, list[float]]:
+    """Macro of the per-class maximum F1 over thresholds (classes with positives only)."""
+    per = [_max_f1(labels[:, c], scores[:, c]) for c in range(labels.shape[1])]
+    ok = [a for a in per if not np.isnan(a)]
+    return (float(np.mean(ok)) if ok else float("nan")), per
+
+
+# -------------------------------------------------------------------------------------------- zero-shot
+def _keep_tokens(present: np.ndarray, leads: Sequence[str], t: int) -> tuple[Any, Any, int]:
+    import torch
+
+    rows = [LEADS.index(x) for x in leads]
+    idx, n_none = [], 0
+    for p in present:
+        have = [r for r in rows if p[r]]
+        if not have:
+            n_none += 1
+        idx.append(np.concatenate([np.arange(r * t, (r + 1) * t) for r in have]) if have else np.zeros(0, np.int64))
+    k = max(1, max(len(i) for i in idx))
+    keep = torch.zeros(len(idx), k, dtype=torch.long)
+    mask = torch.zeros(len(idx), k, dtype=torch.bool)
+    for b, i in enumerate(idx):
+        keep[b, : len(i)] = torch.from_numpy(i)
+        mask[b, : len(i)] = True
+    return keep, mask, n_none
+
+
+def _encode(model: Any, data: EvalData, leads: Sequence[str], batch_size: int, device: str, fn: Any) -> Any:
+    import torch
+
+    out = []
+    t = model.cfg.tokens_per_lead
+    n_none = 0
+    lead_ids = torch.arange(len(LEADS), device=device)
+    with torch.no_grad():
+        for s in range(0, len(data), batch_size):
+            sig = torch.from_numpy(np.ascontiguousarray(data.signals[s : s + batch_size])).float().to(device)
+            keep, mask, nn_ = _keep_tokens(data.present[s : s + batch_size], leads, t)
+            n_none += nn_
+            tokens, pooled, m = model.encoder(sig, lead_ids, keep.to(device), mask.to(device))
+            out.append(fn(tokens, pooled, m).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0), n_none
+
+
+def _text_embeddings(text_encoder: Any, prompts: Sequence[str]) -> Any:
+    import torch
+
+    if isinstance(text_encoder, torch.Tensor):
+        return text_encoder
+    return text_encoder.encode(list(prompts))
+
+
+def evaluate_zero_shot(
+    model: Any,
+    text_encoder: Any,
+    dataset: EvalData | Dataset,
+    classes: Sequence[str] | None = None,
+    lead_subsets: Sequence[Sequence[str]] | None = None,
+    *,
+    prompts: Mapping[str, str] | None = None,
+    lead_counts: bool = True,
+    batch_size: int = 64,
+    device: str = "cpu",
+    preprocess_config: PreprocessConfig | None = None,
+) -> dict[str, Any]:
+    """Zero-shot scores of ``model`` (a KMERLModel) on ``dataset``.
+
+    ``classes``: the label columns to score (default: all of the dataset's); each is asked as the text
+    ``prompts.get(class, class)`` embedded by ``text_encoder`` (a :class:`trainer.text.TextEncoder`, or a
+    (C, text_dim) tensor of precomputed embeddings). ``lead_counts``: evaluate the first 1…12 leads of
+    :data:`kmerl_edge.PAPER_LEAD_ORDER`; ``lead_subsets``: extra named subsets (e.g. ``[["I", "II"]]``).
+
+    Returns ``{"dataset", "n", "classes", "prompts", "by_lead_count": {"1": result, …, "12": …},
+    "by_subset": {"I,II": result}, "failed"}`` where ``result = {"leads", "macro_auc", "macro_max_f1",
+    "per_class_auc", "per_class_max_f1", "n_without_leads"}``; per-class values are ``None`` for a class
+    without positives (or negatives), and such classes are left out of the macro averages.
+    """
+    import torch
+
+    data = dataset if isinstance(dataset, EvalData) else eval_data_from_dataset(
+        dataset, config=preprocess_config, classes=classes)
+    cls = tuple(data.classes if classes is None else classes)
+    col = [data.classes.index(c) for c in cls]
+    y = data.labels[:, col]
+    texts = [(prompts or {}).get(c, c) for c in cls]
+    model = model.to(device).eval()
+    emb = _text_embeddings(text_encoder, texts).to(device).float()
+    if emb.shape != (len(cls), model.cfg.text_dim):
+        raise TrainConfigError(f"text embeddings {tuple(emb.shape)} do not fit the model's text_dim {model.cfg.text_dim}")
+    with torch.no_grad():
+        queries = model.project_queries(emb)
+
+    def score(tokens: Any, pooled: Any, m: Any) -> Any:
+        return torch.sigmoid(model.query_head(queries, tokens, m))
+
+    def run(leads: Sequence[str]) -> dict[str, Any]:
+        probs, n_none = _encode(model, data, leads, batch_size, device, score)
+        p = probs.numpy() if len(data) else np.zeros((0, len(cls)))
+        auc, per_auc = macro_auc(y, p)
+        f1, per_f1 = max_f1(y, p)
+        return {
+            "leads": list(leads),
+            "macro_auc": None if np.isnan(auc) else auc,
+            "macro_max_f1": None if np.isnan(f1) else f1,
+            "per_class_auc": {c: (None if np.isnan(a) else a) for c, a in zip(cls, per_auc)},
+            "per_class_max_f1": {c: (None if np.isnan(a) else a) for c, a in zip(cls, per_f1)},
+            "n_without_leads": n_none,
+        }
+
+    out: dict[str, Any] = {"dataset": data.name, "n": len(data), "classes": list(cls), "prompts": texts,
+                           "by_lead_count": {}, "by_subset": {}, "failed": data.failed}
+    if lead_counts:
+        for k in range(1, 13):
+            out["by_lead_count"][str(k)] = run(PAPER_LEAD_ORDER[:k])
+    for subset in lead_subsets or ():
+        leads = canonical_leads(subset)
+        out["by_subset"][",".join(leads)] = run(leads)
+    return out
+
+
+def plot_auc_vs_leads(results: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
+    """PNG of macro AUC against the number of leads (paper order), one line per ``name → zero-shot result``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, res in results.items():
+        ks = sorted(int(k) for k in res["by_lead_count"])
+        aucs = [res["by_lead_count"][str(k)]["macro_auc"] for k in ks]
+        ax.plot(ks, [np.nan if a is None else a for a in aucs], marker="o", label=name)
+    ax.set_xticks(range(1, 13))
+    ax.set_xticklabels([f"{k}\n+{PAPER_LEAD_ORDER[k - 1]}" for k in range(1, 13)], fontsize=7)
+    ax.set_xlabel("number of leads (added in the paper's order)")
+    ax.set_ylabel("macro AUC (zero-shot)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- linear probe
+def extract_features(
+    model: Any, data: EvalData, *, leads: Sequence[str] = LEADS, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """(N, width) pooled encoder features of the frozen encoder (no masking beyond absent leads)."""
+    model = model.to(device).eval()
+    feats, _ = _encode(model, data, canonical_leads(leads), batch_size, device, lambda t, p, m: p)
+    return feats.numpy() if len(data) else np.zeros((0, model.cfg.width), np.float32)
+
+
+def random_encoder(config: Any, seed: int = 0) -> Any:
+    """A randomly initialised KMERLModel of ``config`` (the linear-probe baseline)."""
+    import torch
+
+    from kmerl_edge._model import KMERLModel
+
+    torch.manual_seed(seed)
+    return KMERLModel(config).eval()
+
+
+def _subsample(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    n = y.shape[0]
+    k = max(1, int(round(fraction * n)))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n)[:k])
+
+
+def linear_probe(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    epochs: int = 100,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train a linear head (BCE) on frozen ``(features, labels)`` for each training fraction.
+
+    The epoch whose **validation** macro AUC is best is selected and only then scored on test; the
+    learning rate follows a cosine schedule stepped once **per epoch**. Features are standardised with
+    the training subset's mean and std.
+    """
+    import torch
+
+    xtr, ytr = train
+    out: dict[str, Any] = {}
+    for frac in fractions:
+        if not 0 < frac <= 1:
+            raise TrainConfigError(f"probe fractions must be in (0, 1], got {frac}")
+        sel = _subsample(ytr, frac, seed)
+        x, y = xtr[sel], ytr[sel]
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+        xt, xv, xs = (torch.from_numpy(((a - mu) / sd).astype(np.float32)) for a in (x, val[0], test[0]))
+        yt = torch.from_numpy(y.astype(np.float32))
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(x.shape[1], y.shape[1])
+        torch.nn.init.zeros_(head.weight)  # logistic regression from zero: the gradient sets the direction
+        torch.nn.init.zeros_(head.bias)
+        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        g = torch.Generator().manual_seed(seed)
+        best: tuple[float, int, Any] = (-1.0, -1, None)
+        for ep in range(epochs):
+            head.train()
+            perm = torch.randperm(len(xt), generator=g)
+            for s in range(0, len(xt), batch_size):
+                b = perm[s : s + batch_size]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(head(xt[b]), yt[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()  # per epoch
+            head.eval()
+            with torch.no_grad():
+                v_auc, _ = macro_auc(val[1], torch.sigmoid(head(xv)).numpy())
+            v = -1.0 if np.isnan(v_auc) else v_auc
+            if v > best[0]:
+                best = (v, ep, {k: t.clone() for k, t in head.state_dict().items()})
+        if best[2] is not None:
+            head.load_state_dict(best[2])
+        with torch.no_grad():
+            p = torch.sigmoid(head(xs)).numpy()
+        t_auc, _ = macro_auc(test[1], p)
+        t_f1, _ = max_f1(test[1], p)
+        out[f"{frac * 100:g}%"] = {
+            "fraction": frac,
+            "n_train": int(len(sel)),
+            "best_epoch": best[1],
+            "val_macro_auc": None if best[0] < 0 else best[0],
+            "test_macro_auc": None if np.isnan(t_auc) else t_auc,
+            "test_macro_max_f1": None if np.isnan(t_f1) else t_f1,
+        }
+    return out
+
+
+# -------------------------------------------------------------------------------------------- reporting
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    """A markdown table of zero-shot AUC per lead count and linear-probe AUC per fraction."""
+    lines = [f"## {results.get('task', '')} ({results.get('checkpoint', '')})", ""]
+    zs = results.get("zero_shot")
+    if zs:
+        ks = sorted(zs["by_lead_count"], key=int)
+        lines += ["Zero-shot macro AUC (%) by number of leads (paper order):", "",
+                  "| leads | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),
+                  "| AUC | " + " | ".join(_fmt(zs["by_lead_count"][k]["macro_auc"]) for k in ks) + " |",
+                  "| max-F1 | " + " | ".join(_fmt(zs["by_lead_count"][k]["macro_max_f1"]) for k in ks) + " |", ""]
+        if zs.get("by_subset"):
+            lines += ["| lead subset | AUC | max-F1 |", "|---|---|---|"]
+            for name, r in zs["by_subset"].items():
+                lines.append(f"| {name} | {_fmt(r['macro_auc'])} | {_fmt(r['macro_max_f1'])} |")
+            lines.append("")
+    for key, title in (("linear_probe", "K-MERL encoder"), ("linear_probe_random", "random init")):
+        lp = results.get(key)
+        if lp:
+            if "Linear probe" not in "\n".join(lines):
+                lines += ["Linear probe test macro AUC (%) (epoch selected on validation):", "",
+                          "| encoder | " + " | ".join(lp) + " |", "|---|" + "---|" * len(lp)]
+            lines.append(f"| {title} | " + " | ".join(_fmt(v["test_macro_auc"]) for v in lp.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_prompts(splits_root: str | Path) -> dict[str, str]:
+    """MERL's class prompts (``CKEPE_prompt.json``: class code → description) if present."""
+    p = Path(splits_root) / "CKEPE_prompt.json"
+    return {str(k): str(v) for k, v in json.loads(p.read_text()).items()} if p.is_file() else {}
+
+
+def run_eval(
+    *,
+    checkpoint: str | Path,
+    task: str,
+    splits_root: str | Path,
+    data_root: str | Path,
+    out_dir: str | Path,
+    lead_subsets: Sequence[Sequence[str]] | None = None,
+    probe: bool = True,
+    probe_fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    probe_epochs: int = 100,
+    random_baseline: bool = True,
+    device: str = "cpu",
+    limit: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Zero-shot on the test split (+ linear probe on train/val/test) of MERL task ``task``; writes
+    ``results.json``, ``results.md`` and ``auc_vs_leads.png`` into ``out_dir`` and returns the results."""
+    from .checkpoint import load_teacher
+    from .data import read_merl_split
+    from .text import load_text_encoder
+
+    teacher = load_teacher(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for s in ("train", "val", "test") if probe else ("test",):
+        ds = read_merl_split(splits_root, task, s, data_root=data_root)
+        if limit:
+            ds.items = ds.items[:limit]
+        splits[s] = eval_data_from_dataset(ds, config=teacher.preprocess)
+    te = load_text_encoder(teacher.text_encoder, device=device)
+    prompts = load_prompts(splits_root)
+    zs = evaluate_zero_shot(teacher.model, te, splits["test"], lead_subsets=lead_subsets, prompts=prompts,
+                            device=device)
+    res: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "zero_shot": zs,
+                           "n": {k: len(v) for k, v in splits.items()}}
+    if probe:
+        feats = {k: extract_features(teacher.model, v, device=device) for k, v in splits.items()}
+        args = [(feats[k], splits[k].labels) for k in ("train", "val", "test")]
+        res["linear_probe"] = linear_probe(*args, fractions=probe_fractions, epochs=probe_epochs, seed=seed)
+        if random_baseline:
+            rnd = random_encoder(teacher.config, seed)
+            rf = {k: extract_features(rnd, v, device=device) for k, v in splits.items()}
+            args = [(rf[k], splits[k].labels) for k in ("train", "val", "test")]
+            res["linear_probe_random"] = linear_probe(*args, fractions=probe_fractions, epochs=probe_epochs,
+                                                      seed=seed)
+    plot_auc_vs_leads({Path(str(checkpoint)).name or "model": zs}, out / "auc_vs_leads.png")
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "results.md").write_text(results_markdown(res))
+    res["summary"] = {
+        "task": task,
+        "zero_shot_auc_12_leads": zs["by_lead_count"]["12"]["macro_auc"],
+        "zero_shot_auc_1_lead": zs["by_lead_count"]["1"]["macro_auc"],
+        "linear_probe": {k: v["test_macro_auc"] for k, v in res.get("linear_probe", {}).items()},
+        "linear_probe_random": {k: v["test_macro_auc"] for k, v in res.get("linear_probe_random", {}).items()},
+        "out": str(out),
+    }
+    return res
