@@ -6,8 +6,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from kmerl_edge._model import KMERLModel
@@ -145,10 +146,10 @@ def quantize_onnx_dynamic(src: str | Path, out_path: str | Path, *, per_channel:
 class _Calibration:
     """ONNX Runtime ``CalibrationDataReader`` over real windows."""
 
-    def __init__(self, feeds: list[dict[str, object]]) -> None:
+    def __init__(self, feeds: Sequence[Mapping[str, Any]]) -> None:
         self._it = iter(feeds)
 
-    def get_next(self) -> dict[str, object] | None:
+    def get_next(self) -> Mapping[str, Any] | None:
         return next(self._it, None)
 
     def rewind(self) -> None:  # pragma: no cover - used by some calibrators
@@ -158,7 +159,7 @@ class _Calibration:
 def quantize_onnx_static(
     src: str | Path,
     out_path: str | Path,
-    calibration: list[dict[str, object]],
+    calibration: Sequence[Mapping[str, Any]],
     *,
     target: str = "cpu",
 ) -> Path:

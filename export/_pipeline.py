@@ -1,0 +1,535 @@
+"""``export_bundle``: teacher checkpoint → device bundle, in three visible steps.
+
+1. :func:`distil` — student for 1..max_leads leads, distilled on real ECG; query vectors precomputed;
+2. :func:`lower` — ONNX fp32 / int8, int8 QDQ ONNX for TensorRT, ExecuTorch fp32 / int8, each compared
+   with the torch fp32 student on real windows (1, 2, 3 leads) and timed (batch 1); a failed parity
+   check raises :class:`ParityError` before anything is written;
+3. :func:`save` — one atomic bundle write with parity, latency and the teacher → student → int8 AUC change
+   in the manifest and the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kmerl_edge._leads import LEADS
+
+from ._config import ExportConfig
+from ._data import EcgWindows, default_ptbxl_root, load_ptbxl_windows, load_windows_npz
+from ._distill import distill_student, embed_texts, macro_auc, model_logits
+from ._parity import ParityError, ParityResult, check_parity, median_latency_ms
+from ._teacher import TeacherSpec, load_text_encoder, resolve_teacher
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from kmerl_edge._model import KMERLModel
+
+__all__ = ["Distilled", "Lowered", "distil", "lower", "save", "export_bundle", "resolve_data", "add_label_set"]
+
+log = logging.getLogger("export")
+
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Distilled:
+    """Output of step 1."""
+
+    teacher: TeacherSpec
+    student: KMERLModel
+    queries: dict[str, torch.Tensor]
+    teacher_queries: dict[str, torch.Tensor]
+    text_spec: str
+    train: EcgWindows
+    eval: EcgWindows
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Lowered:
+    """Output of step 2: artifact file → (path in the work dir, manifest info), plus metrics."""
+
+    files: dict[str, tuple[Path, dict[str, Any]]]
+    metrics: dict[str, Any]
+    workdir: Path
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def resolve_data(data: EcgWindows | str | Path | None) -> EcgWindows:
+    """``EcgWindows``, a ``.npz`` written by :func:`export._data.save_windows_npz`, a PTB-XL root, or
+    None for ``../shared/data/ptbxl``."""
+    if isinstance(data, EcgWindows):
+        return data
+    if data is not None and str(data).endswith(".npz"):
+        return load_windows_npz(data)
+    root = Path(data) if data is not None else default_ptbxl_root()
+    if root is None:
+        raise FileNotFoundError("no ECG data given and ../shared/data/ptbxl is not there; pass data=")
+    return load_ptbxl_windows(root)
+
+
+def _split(data: EcgWindows, fold: int) -> tuple[EcgWindows, EcgWindows]:
+    ev = data.fold(fold)
+    tr = data.without_fold(fold)
+    if len(ev) == 0 or len(tr) == 0:  # tiny fixtures: use everything for both, say so in the metrics
+        return data, data
+    return tr, ev
+
+
+# ------------------------------------------------------------------------------------------- step 1
+
+
+def distil(
+    teacher: Any,
+    config: ExportConfig,
+    data: EcgWindows | str | Path | None = None,
+    *,
+    text_encoder: Any = None,
+) -> Distilled:
+    """Step 1: distil ``teacher`` into ``config.student`` and precompute the deployed query vectors."""
+    import torch
+
+    from kmerl_edge._model import create_model
+
+    spec = resolve_teacher(teacher)
+    windows = resolve_data(data)
+    train, ev = _split(windows, config.auc_fold)
+    enc = text_encoder or spec.text_encoder
+    if enc is None or isinstance(enc, str):
+        enc = load_text_encoder(enc)
+    if int(getattr(enc, "dim", spec.model.cfg.text_dim)) != spec.model.cfg.text_dim:
+        raise ValueError(f"text encoder dim {enc.dim} != teacher text_dim {spec.model.cfg.text_dim}")
+    texts = {name: embed_texts(enc, list(classes)) for name, classes in config.label_sets.items()}
+    if config.entities:
+        texts["_entities"] = embed_texts(enc, list(config.entities))
+    torch.manual_seed(config.seed)
+    student = create_model(config.student, text_dim=spec.model.cfg.text_dim)
+    res = distill_student(
+        spec.model, student, texts, train, max_leads=config.max_leads, config=config.distill,
+        deployed=list(config.label_sets),
+    )
+    return Distilled(
+        spec, res.student, res.queries, res.teacher_queries, str(getattr(enc, "spec", type(enc).__name__)),
+        train, ev, res.history, res.seconds,
+    )
+
+
+# ------------------------------------------------------------------------------------------- step 2
+
+
+def _ort_runner(path: Path, queries: np.ndarray) -> Runner:
+    from ._onnx import ort_session
+
+    sess: Any = ort_session(path, threads=1)
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, dict(zip(names, (x, lid, queries))))[0])
+
+    return run
+
+
+def _pte_runner(path: Path, queries: np.ndarray) -> Runner:
+    import torch
+    from executorch.runtime import Runtime
+
+    method: Any = Runtime.get().load_program(str(path)).load_method("forward")
+    q = torch.from_numpy(queries)
+
+    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, x.shape[0], 64):
+            res = method.execute([torch.from_numpy(np.ascontiguousarray(x[i : i + 64])), torch.from_numpy(lid), q])
+            outs.append(res[0].numpy().copy())
+        return np.concatenate(outs)
+
+    return run
+
+
+def _torch_runner(model: KMERLModel, queries: np.ndarray) -> Runner:
+    import torch
+
+    from kmerl_edge._model import DeviceGraph
+
+    g = DeviceGraph(model).eval()
+    q = torch.from_numpy(queries)
+
+    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return g(torch.from_numpy(x), torch.from_numpy(lid), q).numpy()
+
+    return run
+
+
+def _bind(run: Runner, x: np.ndarray, lid: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: run(x, lid)
+
+
+def _groups(label_sets: Mapping[str, tuple[str, ...]]) -> list[slice]:
+    out, off = [], 0
+    for classes in label_sets.values():
+        out.append(slice(off, off + len(classes)))
+        off += len(classes)
+    return out
+
+
+class _Evaluator:
+    """Runs one artifact on the eval windows for each lead set: parity vs torch, latency, AUC."""
+
+    def __init__(self, d: Distilled, config: ExportConfig) -> None:
+        import torch
+
+        self.config = config
+        self.queries = torch.cat([d.queries[n] for n in config.label_sets]).numpy().astype(np.float32)
+        self.groups = _groups(config.label_sets)
+        n = min(len(d.eval), config.parity.max_windows) if config.parity.max_windows else len(d.eval)
+        self.eval = d.eval.subset(np.arange(n))
+        self.inputs = {len(ls): self.eval.select(ls) for ls in config.parity.lead_sets}
+        self.lead_sets = {len(ls): ls for ls in config.parity.lead_sets}
+        torch_run = _torch_runner(d.student, self.queries)
+        self.ref = {k: torch_run(x, lid) for k, (x, lid) in self.inputs.items()}
+        self.logits: dict[str, dict[int, np.ndarray]] = {"torch": self.ref}
+        # the AUC is computed on the first label set that the eval data is labelled with
+        self.auc_slice: slice | None = None
+        if self.eval.labels is not None and self.eval.label_set in config.label_sets:
+            names = list(config.label_sets)
+            g = self.groups[names.index(self.eval.label_set)]
+            if tuple(config.label_sets[self.eval.label_set]) == tuple(self.eval.classes):
+                self.auc_slice = g
+
+    def evaluate(self, name: str, run: Runner, precision: str) -> tuple[dict[str, Any], list[ParityResult]]:
+        results, lat = [], {}
+        self.logits[name] = {}
+        for k, (x, lid) in self.inputs.items():
+            out = run(x, lid)
+            self.logits[name][k] = out
+            results.append(
+                check_parity(self.ref[k], out, precision=precision, leads=self.lead_sets[k], groups=self.groups,
+                             config=self.config.parity)
+            )
+            lat[str(k)] = round(
+                median_latency_ms(_bind(run, np.ascontiguousarray(x[:1]), lid), iters=self.config.latency_iters,
+                                  warmup=self.config.latency_warmup), 4
+            )
+        info = {
+            "latency_ms": lat,
+            "parity": {str(r.n_leads): r.to_dict() for r in results},
+            "parity_ok": all(r.ok for r in results),
+        }
+        return info, results
+
+    def auc(self, name: str) -> dict[str, float]:
+        if self.auc_slice is None or self.eval.labels is None:
+            return {}
+        return {
+            str(k): round(macro_auc(self.eval.labels, v[:, self.auc_slice]), 4) for k, v in self.logits[name].items()
+        }
+
+
+def _describe_failure(name: str, precision: str, results: list[ParityResult], cfg: ExportConfig) -> str:
+    bad = [r for r in results if not r.ok]
+    parts = []
+    for r in bad:
+        if precision == "fp32":
+            parts.append(f"{r.n_leads} lead(s): max |diff| {r.max_abs_diff:.2e} > {cfg.parity.fp32_max_abs:g}")
+        else:
+            parts.append(
+                f"{r.n_leads} lead(s): SQNR {r.sqnr_db:.1f} dB (≥ {cfg.parity.int8_min_sqnr_db:g}), top-class "
+                f"agreement {r.top1_agreement:.1%} (≥ {cfg.parity.int8_min_top1_agreement:.0%})"
+            )
+    return f"{name} ({precision}): " + "; ".join(parts)
+
+
+def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None) -> Lowered:
+    """Step 2: build every artifact in ``config.backends`` into ``workdir``, check parity, time it.
+
+    Raises :class:`ParityError` naming every artifact and lead count that missed its bound.
+    """
+    import torch
+
+    wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kmerl-export-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    student = d.student.eval()
+    ev = _Evaluator(d, config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    files: dict[str, tuple[Path, dict[str, Any]]] = {}
+    failures: list[str] = []
+    metrics: dict[str, Any] = {"artifacts": {}}
+    rng = np.random.default_rng(config.seed)
+    calib_idx = rng.permutation(len(d.train))[: config.calibration_windows]
+    calib: list[tuple[np.ndarray, np.ndarray]] = []
+    for j, i in enumerate(calib_idx):  # real windows, lead counts 1..max_leads, random leads
+        k = 1 + j % config.max_leads
+        leads = [LEADS[t] for t in sorted(rng.choice(len(LEADS), size=k, replace=False))]
+        x, lid = d.train.subset([int(i)]).select(leads)
+        calib.append((x, lid))
+
+    def record(fname: str, path: Path, backend: str, precision: str, bname: str, run: Runner, kind: str = "model",
+               **extra: Any) -> dict[str, Any]:
+        info, results = ev.evaluate(bname, run, precision)
+        info = {"backend": backend, "precision": precision, "backend_name": bname, "kind": kind,
+                "max_leads": config.max_leads, **extra, **info}
+        if not info["parity_ok"]:
+            failures.append(_describe_failure(fname, precision, results, config))
+        metrics["artifacts"][fname] = {k: v for k, v in info.items() if k not in ("kind",)} | {
+            "bytes": path.stat().st_size
+        }
+        files[fname] = (path, info)
+        log.info("%s: latency %s parity_ok %s", fname, info["latency_ms"], info["parity_ok"])
+        return info
+
+    try:
+        # torch reference latency (not an artifact: weights.safetensors is written by save())
+        tinfo, _ = ev.evaluate("torch", _torch_runner(student, ev.queries), "fp32")
+        metrics["torch"] = {"latency_ms": tinfo["latency_ms"]}
+        want_onnx = any(b.startswith("onnxruntime") for b in config.backends) or config.qdq_for_tensorrt
+        if want_onnx:
+            from ._onnx import export_onnx, quantize_onnx_dynamic, quantize_onnx_static
+
+            fp32 = export_onnx(student, wd / "model.onnx", max_leads=config.max_leads)
+            feeds = [{"signal": x, "lead_ids": lid, "queries": ev.queries} for x, lid in calib]
+            if "onnxruntime" in config.backends:
+                record("model.onnx", fp32, "onnxruntime", "fp32", "onnxruntime", _ort_runner(fp32, ev.queries))
+            if "onnxruntime-int8" in config.backends:
+                cands: dict[str, tuple[Path, dict[str, Any], list[ParityResult]]] = {}
+                modes = ["dynamic", "static"] if config.onnx_int8 == "auto" else [config.onnx_int8]
+                for mode in modes:
+                    p = wd / f"model.int8-{mode}.onnx"
+                    if mode == "dynamic":
+                        quantize_onnx_dynamic(fp32, p)
+                    else:
+                        quantize_onnx_static(fp32, p, feeds, target="cpu")
+                    info, res = ev.evaluate(f"onnxruntime-int8-{mode}", _ort_runner(p, ev.queries), "int8")
+                    cands[mode] = (p, info, res)
+                metrics["onnx_int8_candidates"] = {
+                    m: {"latency_ms": c[1]["latency_ms"], "parity": c[1]["parity"], "parity_ok": c[1]["parity_ok"],
+                        "bytes": c[0].stat().st_size}
+                    for m, c in cands.items()
+                }
+                ok = [m for m, c in cands.items() if c[1]["parity_ok"]] or list(cands)
+                best = min(ok, key=lambda m: float(np.median(list(cands[m][1]["latency_ms"].values()))))
+                metrics["onnx_int8_choice"] = best
+                dst = wd / "model.int8.onnx"
+                shutil.copyfile(cands[best][0], dst)
+                record("model.int8.onnx", dst, "onnxruntime", "int8", "onnxruntime-int8",
+                       _ort_runner(dst, ev.queries), quantization=best)
+            if config.qdq_for_tensorrt:
+                qdq = quantize_onnx_static(fp32, wd / "model.qdq.onnx", feeds, target="tensorrt")
+                # not a runtime artifact: TensorRT builds its int8 engine from it; parity measured in ORT CPU
+                record("model.qdq.onnx", qdq, "tensorrt", "int8", "onnxruntime-qdq-tensorrt",
+                       _ort_runner(qdq, ev.queries), kind="onnx-qdq", format="onnx-qdq",
+                       note="int8 QDQ ONNX (symmetric, per-channel) for `kmerl-export tensorrt`; "
+                            "latency/parity measured with ONNX Runtime CPU")
+        if "executorch" in config.backends or "executorch-int8" in config.backends:
+            from ._executorch import PTE_MAX_BATCH, export_pte
+
+            if "executorch" in config.backends:
+                p = export_pte(student, wd / "model.pte", max_leads=config.max_leads)
+                record("model.pte", p, "executorch", "fp32", "executorch", _pte_runner(p, ev.queries),
+                       max_batch=PTE_MAX_BATCH)
+            if "executorch-int8" in config.backends:
+                cal = [(x, lid, ev.queries) for x, lid in calib]
+                p = export_pte(student, wd / "model.int8.pte", max_leads=config.max_leads,
+                               quantize=config.executorch_int8, calibration=cal)
+                record("model.int8.pte", p, "executorch", "int8", "executorch-int8", _pte_runner(p, ev.queries),
+                       max_batch=PTE_MAX_BATCH, quantization=config.executorch_int8,
+                       needs_quantized_kernels=config.executorch_int8 == "dynamic")
+    finally:
+        torch.set_num_threads(threads)
+    if failures:
+        raise ParityError("export failed its parity checks against the torch fp32 student:\n  " + "\n  ".join(failures))
+    metrics["auc"] = _auc_metrics(d, config, ev)
+    metrics["parity_windows"] = {"n": len(ev.eval), "source": ev.eval.source,
+                                 "lead_sets": {str(k): list(v) for k, v in ev.lead_sets.items()}}
+    return Lowered(files, metrics, wd)
+
+
+def _auc_metrics(d: Distilled, config: ExportConfig, ev: _Evaluator) -> dict[str, Any]:
+    if not config.eval_auc or ev.auc_slice is None or ev.eval.labels is None:
+        return {"note": "not measured (evaluation windows carry no labels of a deployed label set)"}
+
+    name = ev.eval.label_set
+    tq = d.teacher_queries[name]
+    teacher_auc: dict[str, float] = {}
+    x12, lid12 = ev.eval.select(LEADS)
+    teacher_auc["12"] = round(macro_auc(ev.eval.labels, model_logits(d.teacher.model, x12, lid12, tq)), 4)
+    for k, (x, lid) in ev.inputs.items():
+        teacher_auc[str(k)] = round(macro_auc(ev.eval.labels, model_logits(d.teacher.model, x, lid, tq)), 4)
+    out: dict[str, Any] = {
+        "label_set": name,
+        "data": ev.eval.source,
+        "fold": None if d.eval is d.train else config.auc_fold,
+        "n_windows": len(ev.eval),
+        "lead_sets": {str(k): list(v) for k, v in ev.lead_sets.items()},
+        "teacher": teacher_auc,
+        "student": ev.auc("torch"),
+    }
+    for art in ev.logits:
+        if art != "torch" and "int8" in art and not art.endswith(("-dynamic", "-static")):
+            out[art] = ev.auc(art)
+    changes: dict[str, dict[str, float]] = {}
+    for art in [a for a in out if a not in ("label_set", "data", "fold", "n_windows", "lead_sets", "teacher")]:
+        changes[f"{art}_vs_teacher"] = {
+            k: round(100 * (v - teacher_auc[k]), 2) for k, v in out[art].items() if k in teacher_auc
+        }
+    out["change_points"] = changes
+    out["meaningful"] = bool(d.teacher.trained) and d.eval is not d.train
+    if not d.teacher.trained:
+        out["note"] = "teacher is not trained: these AUCs and their changes are not meaningful"
+    elif d.eval is d.train:
+        out["note"] = "no held-out fold in the data: AUC measured on the distillation windows"
+    return out
+
+
+# ------------------------------------------------------------------------------------------- step 3
+
+
+def _summary_table(metrics: Mapping[str, Any]) -> str:
+    rows = ["| artifact | leads | median ms (batch 1) | bytes | parity |", "| --- | --- | --- | --- | --- |"]
+    for k, v in metrics.get("torch", {}).get("latency_ms", {}).items():
+        rows.append(f"| torch fp32 (eager) | {k} | {v:.3f} | – | reference |")
+    for name, a in metrics.get("artifacts", {}).items():
+        for k, v in a["latency_ms"].items():
+            p = a["parity"][k]
+            par = (f"max abs {p['max_abs_diff']:.1e}" if a["precision"] == "fp32"
+                   else f"SQNR {p['sqnr_db']:.1f} dB, top-1 {p['top1_agreement']:.1%}")
+            rows.append(f"| {name} ({a['precision']}) | {k} | {v:.3f} | {a['bytes']} | {par} |")
+    return "\n".join(rows)
+
+
+def save(d: Distilled, lowered: Lowered, out_dir: str | Path, config: ExportConfig, *, overwrite: bool = False) -> Path:
+    """Step 3: write the bundle atomically (weights, queries, artifacts, metrics, model card)."""
+    import torch
+
+    from kmerl_edge import PreprocessConfig
+    from kmerl_edge._bundle import write_bundle
+
+    versions: dict[str, str] = {"torch": torch.__version__, "python": platform.python_version()}
+    for mod in ("onnx", "onnxruntime", "executorch"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - optional
+            pass
+    state = {k: v for k, v in d.student.state_dict().items() if not k.startswith(("ecg_proj.", "text_proj."))}
+    metrics = dict(lowered.metrics)
+    metrics["distillation"] = {"seconds": round(d.seconds, 1), "steps": config.distill.steps,
+                               "final": d.history[-1] if d.history else {}, "train_windows": len(d.train)}
+    auc = metrics.get("auc", {})
+    desc = config.description or (
+        f"K-MERL Edge device student `{config.student}` for 1–{config.max_leads} leads (any of the 12), distilled "
+        f"from teacher `{d.teacher.model.cfg.name}`."
+    )
+    desc += "\n\n## Export summary (this machine)\n\n" + _summary_table(metrics)
+    if auc.get("change_points"):
+        desc += "\n\nAUC change vs teacher (points, " + str(auc.get("label_set")) + "): " + str(auc["change_points"])
+        if not auc.get("meaningful"):
+            desc += " — **not meaningful: the teacher is not trained.**"
+    extra = {name: (path, info) for name, (path, info) in lowered.files.items()}
+    provenance = {
+        "source": "kmerl-export",
+        "teacher": {"model": d.teacher.model.cfg.name, **{k: v for k, v in d.teacher.meta.items() if k != "model"}},
+        "teacher_trained": d.teacher.trained,
+        "text_encoder": d.text_spec,
+        # what `kmerl-export queries` loads to embed new class names (same encoder and pooling)
+        "text_encoder_spec": d.text_spec,
+        "data": {"train": d.train.source, "eval": d.eval.source, "licence": "PTB-XL: CC BY 4.0 (Wagner et al., 2020)"},
+        "export_config": config.to_dict(),
+        "versions": versions,
+        "latency_note": "median of batch-1 runs, 1 thread, on the export machine (shared; see metrics)",
+    }
+    return write_bundle(
+        out_dir,
+        weights=state,
+        model_config=d.student.cfg,
+        preprocess_config=PreprocessConfig(),
+        label_sets=config.label_sets,
+        queries={k: v for k, v in d.queries.items()},
+        trained=d.teacher.trained,
+        provenance=_jsonable(provenance),
+        metrics=_jsonable(metrics),
+        extra_files=extra,
+        description=desc,
+        overwrite=overwrite,
+        max_leads=config.max_leads,
+    )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        f = float(x)
+        return f if np.isfinite(f) else str(f)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def export_bundle(
+    teacher: Any,
+    out_dir: str | Path,
+    config: ExportConfig | None = None,
+    *,
+    data: EcgWindows | str | Path | None = None,
+    text_encoder: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Teacher (checkpoint path, trainer ``Teacher`` or ``KMERLModel``) → device bundle at ``out_dir``.
+
+    distil → lower → save; nothing is written to ``out_dir`` unless every parity check passes.
+    """
+    cfg = config or ExportConfig()
+    d = distil(teacher, cfg, data, text_encoder=text_encoder)
+    with tempfile.TemporaryDirectory(prefix="kmerl-export-") as td:
+        low = lower(d, cfg, td)
+        return save(d, low, out_dir, cfg, overwrite=overwrite)
+
+
+def add_label_set(
+    bundle_dir: str | Path,
+    name: str,
+    classes: list[str],
+    *,
+    text_encoder: Any = None,
+) -> Path:
+    """Embed ``classes`` with the text encoder, project them with the bundle's ``query_proj`` and add the
+    label set ``name`` to the bundle (the device graph takes queries as an input: no re-export needed)."""
+    from kmerl_edge._bundle import load_bundle, update_label_sets
+
+    b = load_bundle(bundle_dir)
+    if not classes:
+        raise ValueError("no class names given")
+    if text_encoder is None or isinstance(text_encoder, str):
+        spec = text_encoder or b.manifest.get("provenance", {}).get("text_encoder_spec")
+        if spec and Path(str(spec)).is_absolute() and not Path(str(spec)).exists():
+            raise FileNotFoundError(
+                f"the bundle's queries were made with text encoder {spec}, which is not on this machine; "
+                "pass the same encoder (--text-encoder DIR): another encoder would give wrong queries"
+            )
+        text_encoder = load_text_encoder(str(spec) if spec and Path(str(spec)).exists() else None)
+    enc = text_encoder
+    w = b.weights()
+    emb = embed_texts(enc, classes).numpy().astype(np.float32)
+    if emb.shape[1] != w["query_proj.weight"].shape[1]:
+        raise ValueError(f"text encoder dim {emb.shape[1]} != bundle text_dim {w['query_proj.weight'].shape[1]}")
+    q = emb @ w["query_proj.weight"].T + w["query_proj.bias"]
+    update_label_sets(b.path, {name: (classes, q.astype(np.float32))})
+    return b.path

@@ -1,0 +1,342 @@
+"""Build the embedded default model from the real ECG in ``../shared/data``, end to end, seeded:
+
+    python -m export.default_model --shared ../shared/data --work runs/default --out kmerl_edge/default_bundle
+
+1. **Data.** Training: PTB-XL folds 1–9 (English reports composed from the SCP statements), the 50 CinC
+   2021 records (SNOMED diagnoses as report text), the 10 CPSC-2018 records (their labels as text), and
+   CPSC-2021 10-s windows of patients 21, 84 and 92 (rhythm annotation as text). Evaluation: PTB-XL fold 10
+   and CPSC-2021 patients 8, 35 and 101 — held out by patient, never seen in training or distillation.
+2. **Knowledge.** The lexicon backend of :mod:`trainer.knowledge` turns every report into entities; the
+   superclass step adds the five PTB-XL superclass names ("normal ECG", "myocardial infarction", …) as
+   entities, as the paper's superclass aggregation does.
+3. **Teacher.** :func:`trainer.train.train` (lead and segment masking, contrastive + query BCE).
+4. **Student.** :func:`export.export_bundle` distils into a ≤ 3-lead student and lowers it to ONNX fp32 /
+   int8 and ExecuTorch fp32 / int8, parity-checked.
+5. **Evaluation.** Zero-shot macro AUC on PTB-XL fold 10 (12 leads, I+II+V2, I+II, I, II) for the teacher,
+   the student and the int8 student; AF-vs-rest AUC on the held-out CPSC-2021 windows with lead I and lead
+   II. The numbers go into the manifest and the model card.
+
+It runs on a 2-core CPU within a developer session. It is a demonstration of the whole chain on a very
+small public training set (≈ 750 recordings), not a clinical model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES, RHYTHM_SCP_CODES
+
+__all__ = ["build_default_model", "default_datasets", "evaluate_classifier", "main"]
+
+CPSC2021_EVAL_PATIENTS = ("8", "35", "101")
+CPSC2018_NAMES = {
+    "SNR": "sinus rhythm",
+    "AF": "atrial fibrillation",
+    "IAVB": "first degree AV block",
+    "LBBB": "left bundle branch block",
+    "RBBB": "right bundle branch block",
+    "PAC": "premature atrial contraction",
+    "PVC": "premature ventricular contraction",
+    "STD": "ST depression",
+    "STE": "ST elevation",
+}
+#: The superclass aggregation: knowledge superclass id → the class name the query head learns.
+SUPERCLASS_NAMES = dict(PTBXL_SUPERCLASS_CODES)
+EVAL_SUBSETS: tuple[tuple[str, ...], ...] = (
+    tuple(("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")),
+    ("I", "II", "V2"),
+    ("I", "II"),
+    ("I",),
+    ("II",),
+)
+
+
+def _patient(record_id: str) -> str:
+    return record_id.split("@")[0].split("_")[1]
+
+
+def default_datasets(shared: Path) -> dict[str, Any]:
+    """The training dataset (items with reports) and the two evaluation datasets (items with class labels)."""
+    import csv
+
+    from trainer.data import Dataset, EcgItem, read_cinc, read_cpsc2021_af, read_ptbxl
+
+    ptb = read_ptbxl(shared / "ptbxl")
+    train: list[EcgItem] = []
+    ev: list[EcgItem] = []
+    for it in ptb.items:
+        fold = int(it.meta["strat_fold"])
+        if fold == 10:
+            codes = dict(it.meta["scp_codes"])
+            labels = [name for code, name in RHYTHM_SCP_CODES.items() if code in codes]
+            ev.append(replace(it, labels=tuple(labels) + tuple(_superclasses(it, shared))))
+        else:
+            train.append(replace(it, record_id=f"ptbxl:{it.record_id}"))
+    cinc = read_cinc(shared / "cinc2021")
+    train += [replace(it, record_id=f"cinc:{it.record_id}") for it in cinc.items if it.report]
+    with open(shared / "cpsc2018" / "index.csv") as f:
+        for row in csv.DictReader(f):
+            names = [CPSC2018_NAMES.get(code, code) for code in row["labels"].split("|") if code]
+            train.append(
+                EcgItem(
+                    record_id=f"cpsc2018:{row['record']}",
+                    path=str(shared / "cpsc2018" / f"{row['record']}.mat"),
+                    report=". ".join(names) + ".",
+                    labels=tuple(names),
+                )
+            )
+    af = read_cpsc2021_af(shared / "cpsc2021")
+    af_eval: list[EcgItem] = []
+    for it in af.items:
+        is_af = "AF" in it.labels
+        text = "atrial fibrillation." if is_af else "sinus rhythm."
+        item = replace(it, record_id=f"cpsc2021:{it.record_id}", report=text,
+                       labels=("atrial fibrillation",) if is_af else ())
+        (af_eval if _patient(it.record_id) in CPSC2021_EVAL_PATIENTS else train).append(item)
+    classes = tuple(c for cs in DEFAULT_LABEL_SETS.values() for c in cs)
+    return {
+        "train": Dataset("kmerl-default-train", train),
+        "ptbxl_fold10": Dataset("ptbxl_fold10", ev, classes=classes),
+        "cpsc2021_heldout": Dataset("cpsc2021_heldout", af_eval, classes=("atrial fibrillation",)),
+    }
+
+
+def _superclasses(item: Any, shared: Path) -> list[str]:
+    from trainer.data import _scp_statements  # the official SCP → diagnostic class table
+
+    table = _scp_statements(shared / "ptbxl")
+    out = []
+    for code in dict(item.meta["scp_codes"]):
+        st = table.get(code) if hasattr(table, "get") else None
+        cls = getattr(st, "diagnostic_class", None) if st is not None else None
+        if cls in SUPERCLASS_NAMES and SUPERCLASS_NAMES[cls] not in out:
+            out.append(SUPERCLASS_NAMES[cls])
+    return out
+
+
+def build_labels(train: Any, work: Path) -> Any:
+    """Lexicon entities for every training report plus superclass-name columns (superclass aggregation)."""
+    import scipy.sparse as sp
+
+    from trainer.knowledge import extract_knowledge, load_knowledge
+    from trainer.labels import LabelMatrix
+
+    ids = [it.record_id for it in train.items]
+    out = extract_knowledge([it.report for it in train.items], ids, out_dir=work / "knowledge", progress=False)
+    k = load_knowledge(out)
+    vocab = list(k.vocabulary)
+    dense = np.asarray(k.label_matrix.todense(), dtype=np.float32)
+    extra = [n for n in SUPERCLASS_NAMES.values() if n not in vocab]
+    cols = {n: i for i, n in enumerate(vocab + extra)}
+    y = np.concatenate([dense, np.zeros((dense.shape[0], len(extra)), np.float32)], axis=1)
+    for sc, members in k.superclasses.items():
+        name = SUPERCLASS_NAMES.get(sc)
+        if name is None:
+            continue
+        member_cols = [vocab.index(m) for m in members if m in vocab]
+        if member_cols:
+            y[:, cols[name]] = np.maximum(y[:, cols[name]], dense[:, member_cols].max(axis=1))
+    return LabelMatrix(tuple(vocab + extra), sp.csr_matrix(y), tuple(str(r) for r in k.record_ids)), k
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if y.min() == y.max():
+        return None
+    return float(roc_auc_score(y, s))
+
+
+def evaluate_classifier(
+    score_fn: Any, data: Any, classes: Sequence[str], subsets: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """Macro AUC of ``score_fn(windows (n, L, 5000), lead_ids (L,)) -> probs (n, len(classes))`` on an
+    :class:`trainer.evaluate.EvalData` for each lead subset (records lacking a lead of the subset are
+    left out and counted)."""
+    from kmerl_edge import LEADS, lead_ids
+
+    col = [data.classes.index(c) for c in classes]
+    y = data.labels[:, col]
+    out: dict[str, Any] = {}
+    for leads in subsets:
+        ids = lead_ids(leads)
+        have = data.present[:, ids].all(axis=1)
+        x = np.ascontiguousarray(data.signals[have][:, ids])
+        probs = score_fn(x, ids) if len(x) else np.zeros((0, len(classes)))
+        per = {c: _auc(y[have, i], probs[:, i]) for i, c in enumerate(classes)}
+        vals = [v for v in per.values() if v is not None]
+        out[",".join(leads) if len(leads) < len(LEADS) else "12 leads"] = {
+            "macro_auc": float(np.mean(vals)) if vals else None,
+            "per_class_auc": per,
+            "n": int(have.sum()),
+        }
+    return out
+
+
+def build_default_model(
+    shared: Path,
+    work: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    teacher_model: str = "kmerl-vit-tiny",
+    epochs: int = 30,
+    batch_size: int = 32,
+    distill_steps: int = 1500,
+    student: str = "kmerl-student-s",
+) -> Path:
+    import torch
+
+    from trainer._config import get_preset
+    from trainer.checkpoint import load_teacher
+    from trainer.evaluate import eval_data_from_dataset
+    from trainer.shards import prepare_shards
+    from trainer.text import load_text_encoder
+    from trainer.train import train as train_teacher
+
+    torch.manual_seed(seed)  # the trainer and exporter seed their own generators from `seed`
+    t0 = time.time()
+    work.mkdir(parents=True, exist_ok=True)
+    ds = default_datasets(shared)
+    train = ds["train"]
+    print(f"[1/5] data: {len(train)} training items; eval: {len(ds['ptbxl_fold10'])} PTB-XL fold 10, "
+          f"{len(ds['cpsc2021_heldout'])} CPSC-2021 windows (patients {', '.join(CPSC2021_EVAL_PATIENTS)})", flush=True)
+    labels, knowledge = build_labels(train, work)
+    print(f"[2/5] knowledge: {len(labels.entities)} entities "
+          f"({labels.matrix.sum() / max(len(train), 1):.1f} per record)", flush=True)
+    shards = prepare_shards(train, work / "shards", workers=2, progress=False)
+    cfg = get_preset("cpu-small").override(
+        model=teacher_model, epochs=epochs, batch_size=batch_size, seed=seed, lr=5e-4,
+        warmup_steps=50, ckpt_every=100000, log_every=20,
+    )
+    run = work / "teacher"
+    res = train_teacher(cfg, data=shards, out_dir=run, labels=labels, device="auto", progress=False,
+                        resume=(run / "train_config.json").exists())
+    print(f"[3/5] teacher: {res}", flush=True)
+    teacher = load_teacher(run)
+    text = load_text_encoder(teacher.text_encoder)
+    classes = [c for cs in DEFAULT_LABEL_SETS.values() for c in cs]
+    ptb_eval = eval_data_from_dataset(ds["ptbxl_fold10"], classes=classes)
+    af_eval = eval_data_from_dataset(ds["cpsc2021_heldout"], classes=["atrial fibrillation"])
+    emb = text.encode(classes)
+
+    def teacher_scores(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            q = teacher.model.project_queries(emb.float())
+            logits = teacher.model(torch.from_numpy(x), torch.from_numpy(ids), q)
+        return torch.sigmoid(logits).numpy()
+
+    metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes)}
+    print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
+    from export import ExportConfig, export_bundle
+
+    ecfg = ExportConfig(student=student, max_leads=3, seed=seed)
+    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps))
+    distil_data = _distillation_windows(shards, ptb_eval)
+    bundle = export_bundle(run, out, ecfg, data=distil_data, text_encoder=text, overwrite=True)
+    print(f"[4/5] bundle: {bundle}", flush=True)
+    import kmerl_edge
+
+    for backend in ("torch", "onnxruntime-int8"):
+        clf = kmerl_edge.load(bundle, backend=backend)
+        _, index = clf.bundle.all_queries()
+        pick = [index.index((ls, c)) for c in classes for ls in DEFAULT_LABEL_SETS if (ls, c) in index]
+
+        def scores(x: np.ndarray, ids: np.ndarray, clf: Any = clf, pick: list[int] = pick) -> np.ndarray:
+            return clf.run_windows(x, ids)[:, pick]
+
+        key = "student" if backend == "torch" else "student_int8"
+        metrics[key] = _evaluate(scores, ptb_eval, af_eval, classes, max_leads=3)
+        print(f"[5/5] {key} zero-shot:", json.dumps(_headline(metrics[key])), flush=True)
+    metrics["training"] = {
+        "train_items": len(train),
+        "entities": len(labels.entities),
+        "teacher_model": teacher_model,
+        "epochs": epochs,
+        "seed": seed,
+        "wall_s": round(time.time() - t0, 1),
+        "command": "python -m export.default_model --shared ../shared/data --work runs/default "
+                   "--out kmerl_edge/default_bundle",
+    }
+    from kmerl_edge._bundle import add_artifacts
+
+    add_artifacts(bundle, {}, metrics={"default_model": metrics})
+    (work / "default_model_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return bundle
+
+
+def _evaluate(fn: Any, ptb: Any, af: Any, classes: list[str], max_leads: int = 12) -> dict[str, Any]:
+    subsets = [s for s in EVAL_SUBSETS if len(s) <= max_leads]
+    superclass = list(DEFAULT_LABEL_SETS["ptbxl_superclass"])
+    idx = [classes.index(c) for c in superclass]
+
+    def sc(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return fn(x, ids)[:, idx]
+
+    af_idx = classes.index("atrial fibrillation")
+
+    def af_fn(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return fn(x, ids)[:, [af_idx]]
+
+    return {
+        "ptbxl_fold10_superclass": evaluate_classifier(sc, ptb, superclass, subsets),
+        "cpsc2021_af": evaluate_classifier(af_fn, af, ["atrial fibrillation"], [("I",), ("II",)]),
+    }
+
+
+def _headline(m: dict[str, Any]) -> dict[str, Any]:
+    out = {k: round(v["macro_auc"], 3) if v["macro_auc"] is not None else None
+           for k, v in m["ptbxl_fold10_superclass"].items()}
+    out.update({f"AF {k}": round(v["macro_auc"], 3) for k, v in m["cpsc2021_af"].items() if v["macro_auc"]})
+    return out
+
+
+def _distillation_windows(shards: Path, ptb_eval: Any) -> Any:
+    """Distillation data for :func:`export.export_bundle`: every training window (fold 0) and, as the
+    exporter's AUC fold 10, the held-out PTB-XL fold 10 windows with their superclass labels."""
+    from export import EcgWindows
+    from trainer.shards import open_shards
+
+    store = open_shards(shards)
+    train = np.asarray(store.batch(list(range(len(store)))), dtype=np.float32)
+    superclass = list(DEFAULT_LABEL_SETS["ptbxl_superclass"])
+    y_ev = ptb_eval.labels[:, [ptb_eval.classes.index(c) for c in superclass]]
+    return EcgWindows(
+        windows=np.concatenate([train, ptb_eval.signals.astype(np.float32)]),
+        labels=np.concatenate([np.zeros((len(train), len(superclass)), np.float32), y_ev]),
+        classes=tuple(superclass),
+        label_set="ptbxl_superclass",
+        folds=np.concatenate([np.zeros(len(train), np.int64), np.full(len(y_ev), 10, np.int64)]),
+        ids=tuple(store.record_ids) + tuple(ptb_eval.record_ids),
+        source="default-model training windows + PTB-XL fold 10",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.default_model", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=Path("runs/default"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "kmerl_edge" / "default_bundle")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher-model", default="kmerl-vit-tiny")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--distill-steps", type=int, default=1500)
+    ap.add_argument("--student", default="kmerl-student-s")
+    a = ap.parse_args(argv)
+    build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
+                        batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
