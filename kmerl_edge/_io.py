@@ -73,7 +73,10 @@ def _read_wfdb(base: Path) -> Record:
 
 
 def _fill_nan_along_time(signal: np.ndarray) -> np.ndarray:
-    out = signal.copy()
+    """Fill NaN/Inf samples of each lead by linear interpolation along time (all-NaN leads become 0)."""
+    if np.isfinite(signal).all():
+        return signal
+    out = np.array(signal, dtype=np.float32, copy=True)
     t = np.arange(out.shape[1])
     for row in out:
         bad = ~np.isfinite(row)

@@ -28,6 +28,7 @@ from kmerl_edge._config import ModelConfig
 from kmerl_edge._preprocess import PreprocessConfig
 
 from ._errors import CheckpointError
+from .shards import _fsync_dir, _fsync_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -55,16 +56,6 @@ class Teacher:
     @property
     def entities(self) -> list[str]:
         return list(self.meta.get("entities", []))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _tensors(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,10 +163,10 @@ def save_checkpoint(
         files += ["train_state.safetensors", "train_state.json"]
     for p in tmp.rglob("*"):
         if p.is_file():
-            _fsync(p)
-    _fsync(tmp)
+            _fsync_file(p)
+    _fsync_dir(tmp)
     os.replace(tmp, path)
-    _fsync(path.parent)
+    _fsync_dir(path.parent)
     return path
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kmerl_edge._io import Record, read_record
+from kmerl_edge._io import _fill_nan_along_time as fill_nan_along_time
 from kmerl_edge._leads import LEADS
 
 from ._errors import DatasetFormatError
@@ -112,20 +113,6 @@ class Dataset:
         return y
 
 
-def _fill_nan_along_time(signal: np.ndarray) -> np.ndarray:
-    if np.isfinite(signal).all():
-        return signal
-    out = np.array(signal, dtype=np.float32, copy=True)
-    t = np.arange(out.shape[1])
-    for row in out:
-        bad = ~np.isfinite(row)
-        if bad.all():
-            row[:] = 0.0
-        elif bad.any():
-            row[bad] = np.interp(t[bad], t[~bad], row[~bad])
-    return out
-
-
 def load_item(item: EcgItem) -> Record:
     """Read an item's signal (mV, canonical lead names), cut its window and fill NaN samples along time."""
     rec = read_record(item.path)
@@ -136,7 +123,7 @@ def load_item(item: EcgItem) -> Record:
         if not 0 <= a < b <= sig.shape[1]:
             raise DatasetFormatError(f"{item.record_id}: window {item.start_s}-{item.stop_s} s outside the record")
         sig = sig[:, a:b]
-    sig = _fill_nan_along_time(sig)
+    sig = fill_nan_along_time(sig)
     return Record(np.ascontiguousarray(sig, dtype=np.float32), rec.fs, rec.leads, item.record_id, rec.comments)
 
 
