@@ -99,7 +99,6 @@ def distill_student(
     import torch
     import torch.nn.functional as F
 
-    from kmerl_edge._leads import LEADS
 
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -111,7 +110,6 @@ def distill_student(
     sizes = [int(text_embeddings[n].shape[0]) for n in names]
     with torch.no_grad():
         t_queries = teacher.project_queries(text)
-    all_ids = np.arange(len(LEADS), dtype=np.int64)
     x_all = torch.from_numpy(np.ascontiguousarray(data.windows, dtype=np.float32))
 
     def teacher_targets(x: torch.Tensor, lid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,14 +117,28 @@ def distill_student(
             tokens, pooled, _ = teacher.encoder(x, lid)
             return pooled, teacher.query_head(t_queries, tokens, None)
 
+    # Leads a window really has (zero rows are leads its recording lacks, e.g. 2-lead Holter windows):
+    # the teacher is asked on those leads only, and the student's lead subsets are drawn from them.
+    present = (x_all.abs().amax(dim=-1) > 0).numpy()
+    usable = np.flatnonzero(present.any(axis=1))
+    if usable.size == 0:
+        raise ValueError("no distillation window has a non-zero lead")
+
     cache: tuple[torch.Tensor, torch.Tensor] | None = None
     if config.teacher_leads == "all" and config.steps > 0:
-        pooled_l, logit_l = [], []
-        for i in range(0, len(x_all), 32):
-            p, lg = teacher_targets(x_all[i : i + 32], torch.from_numpy(all_ids))
-            pooled_l.append(p)
-            logit_l.append(lg)
-        cache = (torch.cat(pooled_l), torch.cat(logit_l))
+        groups: dict[bytes, list[int]] = {}
+        for i in usable:
+            groups.setdefault(present[i].tobytes(), []).append(int(i))
+        pooled_all = torch.zeros(len(x_all), teacher.cfg.width)
+        logit_all = torch.zeros(len(x_all), t_queries.shape[0])
+        for rows in groups.values():
+            ids = torch.from_numpy(np.flatnonzero(present[rows[0]]).astype(np.int64))
+            for j in range(0, len(rows), 32):
+                r = torch.tensor(rows[j : j + 32])
+                p, lg = teacher_targets(x_all[r][:, ids], ids)
+                pooled_all[r] = p
+                logit_all[r] = lg
+        cache = (pooled_all, logit_all)
 
     adapter = torch.nn.Linear(student.cfg.width, teacher.cfg.width)
     params = [p for n, p in student.named_parameters() if not n.startswith(("ecg_proj.", "text_proj."))]
@@ -141,11 +153,34 @@ def distill_student(
     history: list[dict[str, float]] = []
     student.train()
     T = config.temperature
-    n = len(data)
+    n_present = present.sum(axis=1)
+    # logit columns distilled on few-lead windows (the others are masked out of their loss)
+    partial_cols = torch.zeros(sum(sizes), dtype=torch.bool)
+    off = 0
+    for name, sz in zip(names, sizes):
+        if name in config.partial_lead_label_sets:
+            partial_cols[off : off + sz] = True
+        off += sz
+    weight = np.zeros(len(present))
+    rich = np.intersect1d(usable, np.flatnonzero(n_present > max_leads))
+    partial = np.intersect1d(usable, np.flatnonzero(n_present <= max_leads))
+    if rich.size and partial.size:
+        share = min(max(float(config.partial_lead_share), 0.0), 1.0)
+        weight[rich] = (1.0 - share) / rich.size
+        weight[partial] = share / partial.size
+    else:
+        weight[usable] = 1.0 / usable.size
     for step in range(config.steps):
-        idx = rng.integers(0, n, size=min(config.batch_size, n))
         k = int(rng.integers(1, max_leads + 1))
-        lid = np.stack([np.sort(rng.choice(len(LEADS), size=k, replace=False)) for _ in idx]).astype(np.int64)
+        cand = usable[n_present[usable] >= k]
+        if cand.size == 0:  # no window has k leads
+            k = int(n_present[usable].max())
+            cand = usable[n_present[usable] >= k]
+        p_cand = weight[cand] / weight[cand].sum()
+        idx = rng.choice(cand, size=min(config.batch_size, cand.size), p=p_cand)
+        lid = np.stack(
+            [np.sort(rng.choice(np.flatnonzero(present[i]), size=k, replace=False)) for i in idx]
+        ).astype(np.int64)
         xb = x_all[torch.from_numpy(idx)]
         lid_t = torch.from_numpy(lid)
         xs = torch.gather(xb, 1, lid_t.unsqueeze(-1).expand(-1, -1, xb.shape[-1]))
@@ -158,8 +193,12 @@ def distill_student(
         tokens, pooled, _ = student.encoder(xs, lid_t)
         s_logits = student.query_head(student.project_queries(text), tokens, None)
         l_pool = F.mse_loss(adapter(pooled), t_pooled)
-        l_logit = F.binary_cross_entropy_with_logits(s_logits / T, torch.sigmoid(t_logits / T)) * T * T
-        l_logit = l_logit + F.mse_loss(s_logits, t_logits)
+        few = torch.from_numpy(n_present[idx] <= max_leads)
+        mask = torch.where(few.unsqueeze(1), partial_cols.unsqueeze(0), torch.ones_like(partial_cols).unsqueeze(0))
+        mask = mask.to(s_logits.dtype)
+        denom = mask.sum().clamp_min(1.0)
+        bce = F.binary_cross_entropy_with_logits(s_logits / T, torch.sigmoid(t_logits / T), reduction="none")
+        l_logit = (bce * mask).sum() / denom * T * T + (((s_logits - t_logits) ** 2) * mask).sum() / denom
         loss = config.pooled_weight * l_pool + config.logit_weight * l_logit
         opt.zero_grad(set_to_none=True)
         loss.backward()

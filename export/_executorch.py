@@ -53,6 +53,7 @@ def export_pte(
     max_leads: int = 3,
     quantize: str | None = None,
     calibration: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
+    keep_fp32: Sequence[str] = (),
 ) -> Path:
     """Lower ``DeviceGraph(model)`` to an XNNPACK ``.pte`` at ``out_path`` (written atomically).
 
@@ -81,7 +82,7 @@ def export_pte(
     with _quiet(), torch.no_grad():
         ep = torch.export.export(graph, example, dynamic_shapes=dyn, strict=False)
         if quantize is not None:
-            ep = _quantize(ep, example, dyn, quantize, calibration)
+            ep = _quantize(ep, example, dyn, quantize, calibration, keep_fp32)
         edge = to_edge_transform_and_lower(
             ep,
             partitioner=[XnnpackPartitioner()],
@@ -107,6 +108,7 @@ def _quantize(
     dyn: dict[str, Any],
     mode: str,
     calibration: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    keep_fp32: Sequence[str] = (),
 ) -> Any:
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -124,6 +126,14 @@ def _quantize(
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=(mode == "dynamic"))
     )
+    if keep_fp32:  # e.g. the patch embedding, whose input is the raw normalised signal
+
+        def outside_kept_modules(node: Any) -> bool:
+            stack = node.meta.get("nn_module_stack") or {}
+            names = [str(v[0]) for v in stack.values()]
+            return not any(n == s or n.startswith(s + ".") for n in names for s in keep_fp32)
+
+        quantizer.set_filter_function(outside_kept_modules)
     prepared = prepare_pt2e(ep.module(), quantizer)
     samples = list(calibration) or [tuple(t.numpy() for t in example)]
     for sig, lid, q in samples:

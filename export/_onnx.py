@@ -156,18 +156,37 @@ class _Calibration:
         pass
 
 
+def nodes_in_scopes(path: str | Path, scopes: Sequence[str]) -> list[str]:
+    """Names of the MatMul/Gemm nodes exported from the modules named in ``scopes`` (or their children)."""
+    import onnx
+
+    if not scopes:
+        return []
+    out = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+        if any(f"'{s}'" in meta or f"'{s}." in meta for s in scopes):
+            out.append(node.name)
+    return out
+
+
 def quantize_onnx_static(
     src: str | Path,
     out_path: str | Path,
     calibration: Sequence[Mapping[str, Any]],
     *,
     target: str = "cpu",
+    keep_fp32: Sequence[str] = (),
 ) -> Path:
     """Static int8 QDQ ONNX calibrated on real windows (``calibration``: ONNX feeds of real inputs).
 
     ``target="tensorrt"``: symmetric int8 activations and per-channel symmetric weights, Q/DQ around
     ``MatMul``/``Gemm`` only, which is what TensorRT's explicit-quantization builder fuses into int8
     kernels. ``target="cpu"``: uint8 activations, per-channel int8 weights (ONNX Runtime CPU QDQ).
+    ``keep_fp32``: module scopes (e.g. ``"encoder.patch_embed"``) whose MatMuls stay fp32, found through the
+    dynamo exporter's ``pkg.torch.onnx.name_scopes`` node metadata.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -177,6 +196,7 @@ def quantize_onnx_static(
     try:
         with tempfile.TemporaryDirectory() as td:
             pre = _preprocessed(Path(src), Path(td))
+            exclude = nodes_in_scopes(pre, keep_fp32)
             quantize_static(
                 str(pre),
                 str(tmp),
@@ -187,6 +207,7 @@ def quantize_onnx_static(
                 activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude,
                 extra_options={
                     "ActivationSymmetric": trt,
                     "WeightSymmetric": True,

@@ -248,7 +248,10 @@ def _describe_failure(name: str, precision: str, results: list[ParityResult], cf
         else:
             parts.append(
                 f"{r.n_leads} lead(s): SQNR {r.sqnr_db:.1f} dB (≥ {cfg.parity.int8_min_sqnr_db:g}), top-class "
-                f"agreement {r.top1_agreement:.1%} (≥ {cfg.parity.int8_min_top1_agreement:.0%})"
+                f"agreement {r.top1_agreement:.1%} (≥ {cfg.parity.int8_min_top1_agreement:.0%}"
+                + (f", ties within {r.tie_tolerance:g} logit; strict {r.top1_agreement_strict:.1%})"
+                   if r.tie_tolerance > 0 else "; near-ties of the reference count as disagreements: see "
+                   "ParityConfig.top1_tie_tolerance / --top1-tie-tolerance)")
             )
     return f"{name} ({precision}): " + "; ".join(parts)
 
@@ -312,7 +315,7 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                     if mode == "dynamic":
                         quantize_onnx_dynamic(fp32, p)
                     else:
-                        quantize_onnx_static(fp32, p, feeds, target="cpu")
+                        quantize_onnx_static(fp32, p, feeds, target="cpu", keep_fp32=config.int8_keep_fp32)
                     info, res = ev.evaluate(f"onnxruntime-int8-{mode}", _ort_runner(p, ev.queries), "int8")
                     cands[mode] = (p, info, res)
                 metrics["onnx_int8_candidates"] = {
@@ -328,7 +331,8 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 record("model.int8.onnx", dst, "onnxruntime", "int8", "onnxruntime-int8",
                        _ort_runner(dst, ev.queries), quantization=best)
             if config.qdq_for_tensorrt:
-                qdq = quantize_onnx_static(fp32, wd / "model.qdq.onnx", feeds, target="tensorrt")
+                qdq = quantize_onnx_static(fp32, wd / "model.qdq.onnx", feeds, target="tensorrt",
+                                           keep_fp32=config.int8_keep_fp32)
                 # not a runtime artifact: TensorRT builds its int8 engine from it; parity measured in ORT CPU
                 record("model.qdq.onnx", qdq, "tensorrt", "int8", "onnxruntime-qdq-tensorrt",
                        _ort_runner(qdq, ev.queries), kind="onnx-qdq", format="onnx-qdq",
@@ -343,11 +347,25 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                        max_batch=PTE_MAX_BATCH)
             if "executorch-int8" in config.backends:
                 cal = [(x, lid, ev.queries) for x, lid in calib]
-                p = export_pte(student, wd / "model.int8.pte", max_leads=config.max_leads,
-                               quantize=config.executorch_int8, calibration=cal)
-                record("model.int8.pte", p, "executorch", "int8", "executorch-int8", _pte_runner(p, ev.queries),
-                       max_batch=PTE_MAX_BATCH, quantization=config.executorch_int8,
-                       needs_quantized_kernels=config.executorch_int8 == "dynamic")
+                modes = ["static", "dynamic"] if config.executorch_int8 == "auto" else [config.executorch_int8]
+                tried: dict[str, Any] = {}
+                chosen = modes[-1]
+                for mode in modes:
+                    p = export_pte(student, wd / f"model.int8-{mode}.pte", max_leads=config.max_leads,
+                                   quantize=mode, calibration=cal, keep_fp32=config.int8_keep_fp32)
+                    info, _ = ev.evaluate(f"executorch-int8-{mode}", _pte_runner(p, ev.queries), "int8")
+                    tried[mode] = {"latency_ms": info["latency_ms"], "parity": info["parity"],
+                                   "parity_ok": info["parity_ok"], "bytes": p.stat().st_size}
+                    if info["parity_ok"]:  # static is faster; dynamic only when static fails parity
+                        chosen = mode
+                        break
+                metrics["executorch_int8_candidates"] = tried
+                metrics["executorch_int8_choice"] = chosen
+                dst = wd / "model.int8.pte"
+                shutil.copyfile(wd / f"model.int8-{chosen}.pte", dst)
+                record("model.int8.pte", dst, "executorch", "int8", "executorch-int8", _pte_runner(dst, ev.queries),
+                       max_batch=PTE_MAX_BATCH, quantization=chosen,
+                       needs_quantized_kernels=chosen == "dynamic")
     finally:
         torch.set_num_threads(threads)
     if failures:
@@ -406,7 +424,9 @@ def _summary_table(metrics: Mapping[str, Any]) -> str:
         for k, v in a["latency_ms"].items():
             p = a["parity"][k]
             par = (f"max abs {p['max_abs_diff']:.1e}" if a["precision"] == "fp32"
-                   else f"SQNR {p['sqnr_db']:.1f} dB, top-1 {p['top1_agreement']:.1%}")
+                   else f"SQNR {p['sqnr_db']:.1f} dB, top-1 {p['top1_agreement']:.1%}"
+                   + (f" (strict {p['top1_agreement_strict']:.1%}, ties ≤ {p['tie_tolerance']:g})"
+                      if p.get("tie_tolerance") else ""))
             rows.append(f"| {name} ({a['precision']}) | {k} | {v:.3f} | {a['bytes']} | {par} |")
     return "\n".join(rows)
 

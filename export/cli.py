@@ -25,7 +25,7 @@ import numpy as np
 
 from kmerl_edge._errors import KmerlError
 
-from ._config import DEFAULT_BACKENDS, DEFAULT_STUDENT, DistillConfig, ExportConfig
+from ._config import DEFAULT_BACKENDS, DEFAULT_STUDENT, DistillConfig, ExportConfig, ParityConfig
 
 __all__ = ["main", "build_tensorrt_engines"]
 
@@ -59,7 +59,6 @@ def build_tensorrt_engines(
     from kmerl_edge._backends import TorchBackend
     from kmerl_edge._bundle import add_artifacts, load_bundle
 
-    from ._config import ParityConfig
     from ._parity import ParityError, check_parity, median_latency_ms
     from ._pipeline import _bind, _groups, resolve_data
     from ._tensorrt import EngineConfig, build_engine, engine_file_name, profile_shapes
@@ -69,7 +68,9 @@ def build_tensorrt_engines(
     q, _ = b.all_queries()
     windows = resolve_data(data)
     ev = windows.fold(10) if windows.folds is not None and len(windows.fold(10)) else windows
-    pc = ParityConfig()
+    # the same bounds the bundle was exported with (recorded in its provenance)
+    recorded = b.manifest.get("provenance", {}).get("export_config", {}).get("parity", {})
+    pc = ParityConfig(top1_tie_tolerance=float(recorded.get("top1_tie_tolerance", 0.0)))
     lead_sets = [ls for ls in pc.lead_sets if len(ls) <= max_leads]
     ref_backend = TorchBackend(b)
     groups = _groups(b.label_sets)
@@ -138,11 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=DistillConfig.batch_size)
     b.add_argument("--backends", default=",".join(DEFAULT_BACKENDS))
     b.add_argument("--onnx-int8", default="auto", choices=["auto", "dynamic", "static"])
-    b.add_argument("--executorch-int8", default="static", choices=["static", "dynamic"])
+    b.add_argument("--executorch-int8", default="auto", choices=["auto", "static", "dynamic"])
     b.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
     b.add_argument("--entities", default="", help="comma-separated entity names to distil as extra queries")
     b.add_argument("--data", default=None, help="PTB-XL root or windows .npz (default ../shared/data/ptbxl)")
     b.add_argument("--latency-iters", type=int, default=200)
+    b.add_argument("--top1-tie-tolerance", type=float, default=0.0,
+                   help="logit margin under which the reference's top classes count as tied (0: strict)")
     b.add_argument("--overwrite", action="store_true")
     q = sub.add_parser("queries", help="add a label set (precomputed query vectors) to a bundle")
     q.add_argument("--bundle", required=True)
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 distill=replace(DistillConfig(), steps=a.steps, batch_size=a.batch_size),
                 backends=tuple(_csv(a.backends)), onnx_int8=a.onnx_int8, executorch_int8=a.executorch_int8,
                 qdq_for_tensorrt=not a.no_qdq, entities=tuple(_csv(a.entities)), latency_iters=a.latency_iters,
+                parity=ParityConfig(top1_tie_tolerance=a.top1_tie_tolerance),
             )
             print(export_bundle(_teacher(a.teacher), a.out, cfg, data=a.data, overwrite=a.overwrite))
         elif a.cmd == "queries":

@@ -192,6 +192,11 @@ def build_default_model(
     batch_size: int = 32,
     distill_steps: int = 1500,
     student: str = "kmerl-student-s",
+    bce_weight: float = 1.0,
+    tie_tolerance: float = 0.02,
+    calibration_windows: int = 256,
+    qdq_for_tensorrt: bool = True,
+    command: str = "",
 ) -> Path:
     import torch
 
@@ -215,7 +220,7 @@ def build_default_model(
     shards = prepare_shards(train, work / "shards", workers=2, progress=False)
     cfg = get_preset("cpu-small").override(
         model=teacher_model, epochs=epochs, batch_size=batch_size, seed=seed, lr=5e-4,
-        warmup_steps=50, ckpt_every=100000, log_every=20,
+        warmup_steps=50, ckpt_every=100000, log_every=20, loss={"bce_weight": bce_weight},
     )
     run = work / "teacher"
     res = train_teacher(cfg, data=shards, out_dir=run, labels=labels, device="auto", progress=False,
@@ -239,7 +244,11 @@ def build_default_model(
     from export import ExportConfig, export_bundle
 
     ecfg = ExportConfig(student=student, max_leads=3, seed=seed)
-    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps))
+    # Parity on every held-out fold-10 window; int8 top-class flips between reference logits closer than
+    # `tie_tolerance` are ties (the strict figure is recorded next to it in the manifest).
+    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps),
+                   parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
+                   calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
     distil_data = _distillation_windows(shards, ptb_eval)
     bundle = export_bundle(run, out, ecfg, data=distil_data, text_encoder=text, overwrite=True)
     print(f"[4/5] bundle: {bundle}", flush=True)
@@ -261,10 +270,15 @@ def build_default_model(
         "entities": len(labels.entities),
         "teacher_model": teacher_model,
         "epochs": epochs,
+        "batch_size": batch_size,
+        "bce_weight": bce_weight,
+        "distill_steps": distill_steps,
+        "int8_top1_tie_tolerance": tie_tolerance,
+        "calibration_windows": calibration_windows,
+        "student": student,
         "seed": seed,
         "wall_s": round(time.time() - t0, 1),
-        "command": "python -m export.default_model --shared ../shared/data --work runs/default "
-                   "--out kmerl_edge/default_bundle",
+        "command": command or "python -m export.default_model",
     }
     from kmerl_edge._bundle import add_artifacts
 
@@ -332,9 +346,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--distill-steps", type=int, default=1500)
     ap.add_argument("--student", default="kmerl-student-s")
+    ap.add_argument("--bce-weight", type=float, default=1.0, help="weight of the cardiac-query BCE loss")
+    ap.add_argument("--top1-tie-tolerance", type=float, default=0.02,
+                    help="int8 parity: logit margin under which reference top classes count as tied")
+    ap.add_argument("--calibration-windows", type=int, default=256)
+    ap.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
     a = ap.parse_args(argv)
+    import shlex
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    command = "python -m export.default_model " + " ".join(shlex.quote(x) for x in args)
     build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
-                        batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student)
+                        batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
+                        bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
+                        calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq, command=command)
     return 0
 
 

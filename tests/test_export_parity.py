@@ -106,3 +106,81 @@ def test_failing_parity_raises_and_writes_nothing(tmp_path: Path) -> None:
         export_bundle(create_model("kmerl-test-micro"), out, cfg, data=FIXTURE, text_encoder=_HashedText())
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no staging leftovers either
+
+
+def test_tie_tolerance_forgives_only_reference_near_ties():
+    import numpy as np
+
+    from export import ParityConfig, check_parity, top1_agreement
+
+    ref = np.array([[1.000, 0.999, -2.0], [2.0, 0.0, -1.0]], dtype=np.float32)
+    out = np.array([[0.998, 1.001, -2.0], [0.0, 2.0, -1.0]], dtype=np.float32)  # a near-tie flip, a real flip
+    g = [slice(0, 3)]
+    assert top1_agreement(ref, out, g) == 0.0
+    assert top1_agreement(ref, out, g, tie_tolerance=0.01) == 0.5  # the real flip still counts
+    strict = check_parity(ref, out, precision="int8", leads=("I",), groups=g, config=ParityConfig())
+    tol = check_parity(ref, out, precision="int8", leads=("I",), groups=g,
+                       config=ParityConfig(top1_tie_tolerance=0.01, int8_min_sqnr_db=0.0))
+    assert not strict.ok and strict.top1_agreement_strict == 0.0
+    assert tol.top1_agreement == 0.5 and tol.top1_agreement_strict == 0.0 and tol.tie_tolerance == 0.01
+
+
+def test_int8_keep_fp32_finds_the_patch_embedding_matmul(tmp_path):
+    """The static int8 paths keep the patch embedding in fp32; the lookup must find exactly that MatMul."""
+    import onnx
+    import torch
+
+    from export._onnx import export_onnx, nodes_in_scopes
+    from kmerl_edge._model import create_model
+
+    torch.manual_seed(0)
+    p = export_onnx(create_model("kmerl-test-micro").eval(), tmp_path / "m.onnx", max_leads=3)
+    found = nodes_in_scopes(p, ["encoder.patch_embed"])
+    assert len(found) == 1
+    node = next(n for n in onnx.load(str(p)).graph.node if n.name == found[0])
+    assert node.op_type in ("MatMul", "Gemm")
+    assert nodes_in_scopes(p, []) == []
+    assert len(nodes_in_scopes(p, ["encoder.blocks.0.attn"])) == 6  # q, k, v, out + QK^T and AV
+
+
+def test_distillation_only_uses_the_leads_a_window_has():
+    """A 2-lead Holter window (other rows zero) is never shown to teacher or student with absent leads."""
+    import numpy as np
+    import torch
+
+    from export import DistillConfig, EcgWindows
+    from export._distill import distill_student
+    from kmerl_edge._model import create_model
+
+    torch.manual_seed(0)
+    teacher, student = create_model("kmerl-test-micro"), create_model("kmerl-test-micro")
+    rng = np.random.default_rng(0)
+    w = np.zeros((6, 12, 5000), np.float32)
+    w[:3] = rng.standard_normal((3, 12, 5000))  # 12-lead records
+    w[3:, :2] = rng.standard_normal((3, 2, 5000))  # leads I and II only
+    seen: dict[str, list[tuple[int, ...]]] = {"teacher": [], "student": []}
+    zero_lead_rows = {"teacher": 0, "student": 0}
+
+    def spy(name, enc):
+        orig = enc.forward
+
+        def forward(x, lead_ids, *a, **k):
+            ids = lead_ids if lead_ids.dim() == 2 else lead_ids.unsqueeze(0).expand(x.shape[0], -1)
+            for row_x, row_ids in zip(x, ids):
+                seen[name].append(tuple(int(i) for i in row_ids))
+                zero_lead_rows[name] += int(bool((row_x.abs().amax(-1) == 0).any()))
+            return orig(x, lead_ids, *a, **k)
+
+        enc.forward = forward
+
+    spy("teacher", teacher.encoder)
+    spy("student", student.encoder)
+    emb = {"rhythm": torch.randn(3, teacher.cfg.text_dim)}
+    cfg = DistillConfig(steps=40, batch_size=6)
+    distill_student(teacher, student, emb, EcgWindows(w), max_leads=3, config=cfg)
+    # teacher targets: the 12-lead rows on all 12 leads, the Holter rows on I and II only
+    assert set(seen["teacher"]) == {tuple(range(12)), (0, 1)}
+    # no row given to either model holds a lead its recording lacks; Holter rows were used
+    assert zero_lead_rows == {"teacher": 0, "student": 0}
+    assert any(ids in {(0,), (1,), (0, 1)} for ids in seen["student"])
+    assert all(1 <= len(ids) <= 3 for ids in seen["student"])
