@@ -233,6 +233,10 @@ def plot_latency_vs_leads(report: Mapping[str, Any], path: str | Path, key: str 
     ax.set_title(f"{report['bundle']['model']}, batch 1, {report['machine'].get('threads')} thread(s)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -262,9 +266,4 @@ def plot_auc_vs_leads(tasks: Sequence[Mapping[str, Any]], path: str | Path) -> P
         ax.set_xticks([1, 2, 3, 6, 12])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, path)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import statistics
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from kmerl_edge._bundle import atomic_write_bytes
 
 from ._errors import KnowledgeFormatError
 from ._types import Extraction
@@ -77,20 +77,6 @@ def _npz_bytes(matrix: sp.csr_matrix) -> bytes:
     buf = io.BytesIO()
     sp.save_npz(buf, matrix, compressed=True)
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_knowledge(
@@ -174,11 +160,11 @@ def write_knowledge(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / LABELS_FILE, labels_bytes)
-    _atomic_write(out / UNCERTAIN_FILE, unc_bytes)
-    _atomic_write(out / RECORD_IDS_FILE, ids_bytes)
-    _atomic_write(out / NAMES_FILE, names_bytes)
-    _atomic_write(out / ENTITIES_FILE, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / LABELS_FILE, labels_bytes)
+    atomic_write_bytes(out / UNCERTAIN_FILE, unc_bytes)
+    atomic_write_bytes(out / RECORD_IDS_FILE, ids_bytes)
+    atomic_write_bytes(out / NAMES_FILE, names_bytes)
+    atomic_write_bytes(out / ENTITIES_FILE, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return out
 
 
