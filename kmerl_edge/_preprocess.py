@@ -231,28 +231,52 @@ def resample_signal(x: np.ndarray, *, fs_in: float, fs_out: float) -> np.ndarray
 
 
 @lru_cache(maxsize=32)
-def _sos(fs: float, lo: float, hi: float, order: int) -> np.ndarray:
-    from scipy.signal import butter
+def _sos(fs: float, lo: float, hi: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band-pass second-order sections and their step-response initial state (both cached per rate)."""
+    from scipy.signal import butter, sosfilt_zi
 
     nyq = fs / 2.0
     hi = min(hi, 0.45 * fs)
-    return butter(order, [lo / nyq, hi / nyq], btype="bandpass", output="sos")
+    sos = butter(order, [lo / nyq, hi / nyq], btype="bandpass", output="sos")
+    return sos, sosfilt_zi(sos)
 
 
 @lru_cache(maxsize=32)
-def _sos_high(fs: float, cut: float, order: int) -> np.ndarray:
-    from scipy.signal import butter
+def _sos_high(fs: float, cut: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.signal import butter, sosfilt_zi
 
-    return butter(order, cut / (fs / 2.0), btype="highpass", output="sos")
+    sos = butter(order, cut / (fs / 2.0), btype="highpass", output="sos")
+    return sos, sosfilt_zi(sos)
+
+
+def _filtfilt(sos_zi: tuple[np.ndarray, np.ndarray], x: np.ndarray, padlen: int) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt(sos, x, axis=-1, padlen=padlen)`` (odd extension, step-response initial
+    state), with the initial state computed once per filter instead of on every call — the same numbers
+    (tested against scipy), about a third less time on a 10-s window."""
+    from scipy.signal import sosfilt
+
+    sos, zi = sos_zi
+    x = np.asarray(x, dtype=np.float64)
+    if padlen > 0:
+        left = 2 * x[..., :1] - x[..., padlen:0:-1]
+        right = 2 * x[..., -1:] - x[..., -2 : -padlen - 2 : -1]
+        ext = np.concatenate((left, x, right), axis=-1)
+    else:
+        ext = x
+    z = zi.reshape(zi.shape[0], *([1] * (ext.ndim - 1)), 2)  # (sections, ...leading axes, 2)
+    y, _ = sosfilt(sos, ext, axis=-1, zi=z * ext[..., 0][None, ..., None])
+    y, _ = sosfilt(sos, y[..., ::-1], axis=-1, zi=z * y[..., -1][None, ..., None])
+    y = y[..., ::-1]
+    if padlen > 0:
+        y = y[..., padlen:-padlen]
+    return np.ascontiguousarray(y)
 
 
 def filter_signal(x: np.ndarray, *, fs: float, config: PreprocessConfig) -> np.ndarray:
     """Zero-phase band-pass (baseline removal + low-pass) along the last axis."""
-    from scipy.signal import sosfiltfilt
-
     sos = _sos(float(fs), config.highpass_hz, config.lowpass_hz, config.filter_order)
     padlen = min(int(fs), x.shape[-1] - 1)  # one second of odd-extension padding tames edge transients
-    return sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
+    return _filtfilt(sos, x, max(padlen, 0))
 
 
 def normalize_window(x: np.ndarray, *, config: PreprocessConfig) -> np.ndarray:
@@ -283,34 +307,38 @@ def assess_quality(
     signal: np.ndarray, *, fs: float, leads: Sequence[str], config: PreprocessConfig | None = None
 ) -> QualityReport:
     """Per-lead quality of a (n_leads, n_samples) mV signal at its own rate."""
-    from scipy.signal import sosfiltfilt
-
     cfg = config or PreprocessConfig()
     names = canonical_leads(leads)
     fs = _check_fs(fs)
     x = _as_signal(signal, len(names))
+    return _quality(x, fs, names, cfg, filter_signal(x, fs=fs, config=cfg))
+
+
+def _quality(
+    x: np.ndarray, fs: float, names: Sequence[str], cfg: PreprocessConfig, band: np.ndarray
+) -> QualityReport:
+    """Quality flags from the raw signal ``x`` and its band-passed version ``band`` (same rate)."""
     qc = cfg.quality
-    band = filter_signal(x, fs=fs, config=cfg)
     hf_cut = cfg.lowpass_hz
     if fs / 2.0 > hf_cut * 1.2:
-        sos = _sos_high(fs, hf_cut, cfg.filter_order)
-        padlen = min(60, x.shape[-1] - 1)
-        hf = sosfiltfilt(sos, x, axis=-1, padlen=padlen)
+        hf = _filtfilt(_sos_high(fs, hf_cut, cfg.filter_order), x, min(60, x.shape[-1] - 1))
         hf_std = hf.std(axis=-1)
     else:
         hf_std = np.zeros(len(names))
+    std_all = band.std(axis=-1)
+    ptp_all = np.ptp(band, axis=-1)
+    absmax_all = np.abs(band).max(axis=-1)
     out = []
     for i, lead in enumerate(names):
-        std = float(band[i].std())
-        ptp = float(np.ptp(band[i]))
-        flat = std < qc.flat_std_mv or ptp < qc.flat_ptp_mv
+        std = float(std_all[i])
+        flat = std < qc.flat_std_mv or float(ptp_all[i]) < qc.flat_ptp_mv
         ratio = float(hf_std[i] / max(std, 1e-9)) if not flat else 0.0
         out.append(
             LeadQuality(
                 lead=lead,
                 flat=flat,
                 saturated=(not flat) and _saturated(x[i], qc),
-                out_of_range=bool(np.abs(band[i]).max() > qc.max_abs_mv),
+                out_of_range=bool(absmax_all[i] > qc.max_abs_mv),
                 noisy=(not flat) and ratio > qc.noise_ratio,
                 std_mv=std,
                 noise_ratio=ratio,
@@ -352,7 +380,8 @@ def preprocess(
         raise SignalTooShortError(
             f"recording is {duration:.2f} s long; at least {cfg.min_duration_s:g} s is needed"
         )
-    quality = assess_quality(x, fs=fs, leads=names, config=cfg)
+    band = filter_signal(x, fs=fs, config=cfg)
+    quality = _quality(x, fs, names, cfg, band)
     dropped: tuple[str, ...] = ()
     if drop_bad_leads:
         keep = [i for i, q in enumerate(quality.leads) if q.usable]
@@ -361,9 +390,12 @@ def preprocess(
             raise NoUsableLeadsError(f"no usable lead ({detail})")
         dropped = tuple(q.lead for q in quality.leads if not q.usable)
         x = x[keep]
+        band = band[keep]
         names = tuple(names[i] for i in keep)
-    y = resample_signal(x, fs_in=fs, fs_out=cfg.target_fs)
-    y = filter_signal(y, fs=cfg.target_fs, config=cfg)
+    if abs(fs - cfg.target_fs) < 1e-9:
+        y = band  # already at the model rate: the quality check's band-pass is the model's band-pass
+    else:
+        y = filter_signal(resample_signal(x, fs_in=fs, fs_out=cfg.target_fs), fs=cfg.target_fs, config=cfg)
     win = cfg.window_samples
     hop = int(round(cfg.hop_s * cfg.target_fs))
     n = y.shape[1]

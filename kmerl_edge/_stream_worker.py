@@ -19,19 +19,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._leads import LEADS, lead_ids
+from ._leads import lead_ids
 from ._preprocess import (
     LeadQuality,
     PreprocessConfig,
     QualityReport,
-    assess_quality,
     filter_signal,
     normalize_window,
     resample_signal,
 )
+from ._preprocess import _quality as _quality_of_rows
 from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS
 
 __all__ = ["InferenceWorker", "WindowJob", "Outcome", "WorkerStats", "warmup"]
+
+_QUALITY_CHUNK = 256  # rows filtered together by the quality check (bounds the float64 working set)
 
 
 class _Sink(Protocol):
@@ -214,23 +216,29 @@ class InferenceWorker:
         self.stats.batch_sizes.append(len(jobs))
         self.stats.busy_s += time.perf_counter() - t0
 
-    def _quality(self, jobs: Sequence[WindowJob]) -> list[list[LeadQuality]]:
-        """Per-lead quality of every job, rows of equal rate and length assessed together."""
+    def _quality(
+        self, jobs: Sequence[WindowJob]
+    ) -> tuple[list[list[LeadQuality]], dict[tuple[int, int], np.ndarray]]:
+        """Per-lead quality of every job, rows of equal rate and length assessed together; also the
+        band-passed rows, keyed (job, row), which are the model's band-pass when the rate is the model's."""
         cfg = self.config
         groups: dict[tuple[float, int], list[tuple[int, int]]] = {}
         for j, job in enumerate(jobs):
             for r in range(job.data.shape[0]):
                 groups.setdefault((job.fs, job.data.shape[1]), []).append((j, r))
         out: list[list[LeadQuality | None]] = [[None] * job.data.shape[0] for job in jobs]
-        step = len(LEADS)  # assess_quality labels rows by lead name; 12 distinct names per call
-        for (fs, _), rows in groups.items():
-            for k in range(0, len(rows), step):
-                part = rows[k : k + step]
-                x = np.stack([jobs[j].data[r] for j, r in part]).astype(np.float64)
-                rep = assess_quality(x, fs=fs, leads=LEADS[: len(part)], config=cfg)
-                for (j, r), lq in zip(part, rep.leads):
+        bands: dict[tuple[int, int], np.ndarray] = {}
+        for (fs, _), all_rows in groups.items():
+            for k in range(0, len(all_rows), _QUALITY_CHUNK):
+                rows = all_rows[k : k + _QUALITY_CHUNK]
+                x = np.stack([jobs[j].data[r] for j, r in rows]).astype(np.float64)
+                band = filter_signal(x, fs=fs, config=cfg)
+                names = tuple(f"row{i}" for i in range(len(rows)))  # placeholders: relabelled below
+                rep = _quality_of_rows(x, fs, names, cfg, band)
+                for i, ((j, r), lq) in enumerate(zip(rows, rep.leads)):
                     out[j][r] = replace(lq, lead=jobs[j].leads[r])
-        return [[q for q in row if q is not None] for row in out]
+                    bands[(j, r)] = band[i]
+        return [[q for q in row if q is not None] for row in out], bands
 
     def _gappy_window(self, x: np.ndarray, fs: float, segments: Sequence[tuple[int, int]]) -> np.ndarray:
         """Model input for a window with gaps: each gap-free stretch resampled and band-passed on its own,
@@ -258,7 +266,7 @@ class InferenceWorker:
     def _score(self, jobs: Sequence[WindowJob], done: set[int]) -> None:
         cfg = self.config
         clf = self.classifier
-        quality = self._quality(jobs)
+        quality, bands = self._quality(jobs)
         plans: list[tuple[int, list[int], QualityReport, dict[str, str]]] = []
         for j, job in enumerate(jobs):
             excluded = dict(job.excluded)
@@ -291,9 +299,12 @@ class InferenceWorker:
                 by_shape.setdefault((job.fs, job.data.shape[1], len(keep)), []).append(p)
         win = cfg.window_samples
         for (fs, _, _), members in by_shape.items():
-            x = np.stack([jobs[plans[p][0]].data[plans[p][1]] for p in members]).astype(np.float64)
-            y = resample_signal(x, fs_in=fs, fs_out=cfg.target_fs)
-            y = filter_signal(y, fs=cfg.target_fs, config=cfg)
+            if abs(fs - cfg.target_fs) < 1e-9:  # already band-passed at the model rate by the quality check
+                y = np.stack([np.stack([bands[(plans[p][0], r)] for r in plans[p][1]]) for p in members])
+            else:
+                x = np.stack([jobs[plans[p][0]].data[plans[p][1]] for p in members]).astype(np.float64)
+                y = resample_signal(x, fs_in=fs, fs_out=cfg.target_fs)
+                y = filter_signal(y, fs=cfg.target_fs, config=cfg)
             y = normalize_window(y[..., :win], config=cfg)
             w = np.zeros((len(members), y.shape[1], win), dtype=np.float32)
             w[..., : y.shape[-1]] = y

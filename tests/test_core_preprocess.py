@@ -119,3 +119,35 @@ def test_config_round_trips_through_json():
 
     cfg = ke.PreprocessConfig(hop_s=2.5)
     assert ke.PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_zero_phase_filter_matches_scipy_sosfiltfilt():
+    """The band-pass reuses a cached initial state; it must give scipy.signal.sosfiltfilt's numbers."""
+    from scipy.signal import sosfiltfilt
+
+    from kmerl_edge._preprocess import _filtfilt, _sos, _sos_high
+
+    rng = np.random.default_rng(3)
+    for shape in [(5000,), (3, 5000), (12, 1000), (2, 70)]:
+        x = rng.standard_normal(shape)
+        for key in (_sos(500.0, 0.5, 40.0, 4), _sos(128.0, 0.5, 40.0, 4), _sos_high(500.0, 40.0, 4)):
+            for pad in (0, 60, shape[-1] - 1):
+                np.testing.assert_allclose(
+                    _filtfilt(key, x, pad), sosfiltfilt(key[0], x, axis=-1, padlen=pad), rtol=0, atol=1e-12
+                )
+
+
+def test_windows_at_the_model_rate_equal_the_documented_pipeline(rec):
+    """At 500 Hz the quality check's band-pass is reused for the windows: same result as resample →
+    band-pass → z-score done step by step, also after dropping a lead."""
+    from kmerl_edge._preprocess import filter_signal, normalize_window, resample_signal
+
+    cfg = ke.PreprocessConfig()
+    sig = rec.signal[:3, :5000].copy()
+    sig[1] = 0.0  # lead II off: dropped
+    pre = ke.preprocess(sig, fs=rec.fs, leads=rec.leads[:3], drop_bad_leads=True)
+    assert pre.leads == ("I", "III")
+    keep = sig[[0, 2]]
+    ref = normalize_window(filter_signal(resample_signal(keep, fs_in=rec.fs, fs_out=500), fs=500, config=cfg),
+                           config=cfg)
+    np.testing.assert_allclose(pre.windows[0], ref.astype(np.float32), rtol=0, atol=1e-6)

@@ -71,9 +71,10 @@ def test_window_times_follow_device_clock(clf: Any, ecg: np.ndarray) -> None:
     assert st.windows == st.scored == 16 and st.samples == x.shape[1]
 
 
-def test_session_scores_equal_offline_preprocess(clf: Any, ecg: np.ndarray) -> None:
-    """Each window goes through exactly the steps of ``preprocess`` (resample → filter → normalise)."""
-    fs = 130.0  # a device rate that needs resampling: build it from the real record
+@pytest.mark.parametrize("fs", [130.0, 500.0])
+def test_session_scores_equal_offline_preprocess(clf: Any, ecg: np.ndarray, fs: float) -> None:
+    """Each window goes through exactly the steps of ``preprocess`` (resample → filter → normalise), both
+    at a device rate that needs resampling and at the model rate (where the quality band-pass is reused)."""
     from kmerl_edge._preprocess import resample_signal
 
     x = resample_signal(ecg[:1, : int(30 * FS)].astype(np.float64), fs_in=FS, fs_out=fs).astype(np.float32)
