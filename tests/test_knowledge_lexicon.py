@@ -62,6 +62,17 @@ def test_negation_scope_ends_with_the_clause() -> None:
     assert pos("sinus rhythm. no definite pathology.") == {"sinus rhythm": False, "normal ECG": False}
 
 
+def test_overlapping_matches_of_one_pattern_and_hedged_attributions() -> None:
+    # "normal ekg" (inside "lagetyp normal ekg") must not hide "ekg normal"
+    assert "normal ECG" in pos("sinusrhythmus lagetyp normal ekg normal")
+    # a textbook attribution is not a finding of this patient
+    found = pos("left bundle branch block, this is most commonly due to ischaemic heart disease.")
+    assert "complete left bundle branch block" in found and "myocardial ischemia" not in found
+    # high voltages are certain, the LVH they suggest is flagged uncertain
+    assert pos("voltages are high in chest leads suggesting lvh.") == {
+        "voltage criteria for left ventricular hypertrophy": False, "left ventricular hypertrophy": True}
+
+
 def test_every_scp_statement_is_in_the_lexicon_with_its_superclass() -> None:
     lex = default_lexicon()
     by_code = {c: e for e in lex.entities.values() for c in e.scp_codes}
@@ -76,11 +87,27 @@ def test_every_scp_statement_is_in_the_lexicon_with_its_superclass() -> None:
 def test_snomed_names_of_the_cinc_codes_are_recognised() -> None:
     snomed = json.loads((Path(__file__).resolve().parents[1] / "trainer" / "knowledge" / "data" /
                          "snomed_ct.json").read_text())
+    official = [ln.strip() for ln in (Path(__file__).resolve().parent / "fixtures" / "knowledge" /
+                                      "cinc_dx_codes.txt").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    # exactly the 133 codes of the official tables, the first 30 (dx_mapping_scored.csv) marked scored
+    assert len(official) == len(set(official)) == 133
+    assert set(snomed["codes"]) == set(official)
+    assert [c for c, row in snomed["codes"].items() if row["scored"]] == official[:30]
     lex = default_lexicon()
+    mapped = 0
     for code, row in snomed["codes"].items():
+        assert set(row) == {"name", "scored", "text", "entity"}, code
+        if row["entity"] is None:
+            continue
+        mapped += 1
+        # the verbatim official name and the cleaned text both name the entity
         assert lex.lookup(row["name"]) == row["entity"], code
+        assert lex.lookup(row["text"]) == row["entity"], code
+        assert code in lex.entities[row["entity"]].snomed_codes
+    assert mapped >= 125
     heads = sorted((DATA / "cinc2021").glob("*.hea"))
-    used = {c for h in heads for line in h.read_text().splitlines() if line.startswith("# Dx")
+    used = {c.strip() for h in heads for line in h.read_text().splitlines() if line.startswith("# Dx")
             for c in line.split(":", 1)[1].strip().split(",")}
     assert used <= set(snomed["codes"])
 
@@ -96,8 +123,15 @@ def test_real_ptbxl_reports_reach_measured_precision_and_recall(tmp_path: Path) 
     assert load_scp_statements(PTBXL).keys() == default_lexicon().scp_statements.keys()
     r = evaluate_ptbxl(PTBXL)
     de = r["ptbxl_free_text"]["codes"]
-    assert de["micro_precision"] >= 0.78 and de["micro_recall"] >= 0.80  # measured 0.80 / 0.82
-    assert r["ptbxl_free_text"]["superclasses"]["micro_f1"] >= 0.78
+    assert de["micro_precision"] >= 0.79 and de["micro_recall"] >= 0.81  # measured 0.804 / 0.827
+    assert de["macro_recall"] >= 0.60  # measured 0.616
+    assert r["ptbxl_free_text"]["superclasses"]["micro_f1"] >= 0.80  # measured 0.822
+    # patterns were tuned on strat_fold 1-8 only; folds 9-10 are the honest held-out estimate
+    assert {k: v["n_records"] for k, v in r["splits"].items()} == {"tuning": 353, "held_out": 147}
+    held = r["ptbxl_free_text"]["splits"]["held_out"]
+    assert held["codes"]["micro_precision"] >= 0.73 and held["codes"]["micro_recall"] >= 0.77  # 0.748 / 0.787
+    assert held["superclasses"]["micro_f1"] >= 0.80  # measured 0.816
+    assert r["ptbxl_free_text"]["splits"]["tuning"]["codes"]["n_records"] == 353
     en = r["composed_english"]["codes"]  # nearly circular, see evaluate.py
     assert en["micro_precision"] == 1.0 and en["micro_recall"] == 1.0
     assert r["ptbxl_free_text"]["reports_with_no_entity"] <= 20

@@ -121,6 +121,20 @@ def test_cinc_reader_snomed_and_values() -> None:
     np.testing.assert_allclose(rec.signal, raw / 1000.0, atol=1e-6)
 
 
+def test_cinc_report_uses_the_cleaned_snomed_text(tmp_path: Path) -> None:
+    # the committed E07500 record, its Dx line extended with codes whose official names are misspelt
+    records = Path(__file__).resolve().parent / "fixtures" / "records"
+    shutil.copy(records / "E07500.mat", tmp_path / "E07500.mat")
+    hea = (records / "E07500.hea").read_text().replace(
+        "# Dx: 67741000119109,426177001", "# Dx: 67741000119109,426177001,164917005,251199005,270492004,55930002")
+    (tmp_path / "E07500.hea").write_text(hea)
+    (it,) = read_cinc(tmp_path).items
+    assert it.labels == ("67741000119109", "426177001", "164917005", "251199005", "270492004", "55930002")
+    assert it.report == ("left atrial enlargement. sinus bradycardia. q wave abnormal. counterclockwise rotation. "
+                         "first degree av block. st changes.")
+    assert "qwave" not in it.report and "countercolockwise" not in it.report
+
+
 @needs_shared
 def test_cpsc2018_reader_with_reference_csv(tmp_path: Path) -> None:
     ref = tmp_path / "REFERENCE.csv"

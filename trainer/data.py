@@ -289,14 +289,15 @@ def _snomed_names() -> dict[str, str]:
     import json
 
     d = json.loads(p.read_text())
-    return {code: str(v.get("name", "")) for code, v in d.get("codes", {}).items()}
+    # ``text`` is the cleaned English form of the official (verbatim, sometimes misspelt) ``name``
+    return {code: str(v.get("text") or v.get("name", "")) for code, v in d.get("codes", {}).items()}
 
 
 def read_cinc(root: str | Path) -> Dataset:
     """PhysioNet/CinC 2020–2021 records (Georgia, Ningbo/Chapman, CPSC re-release, PTB-XL …): every
     ``.hea`` under ``root`` (recursively) with its data file; labels are the SNOMED-CT codes of the
-    ``# Dx:`` line; the report is the codes' English names (from the knowledge package's SNOMED table,
-    where known) joined as sentences."""
+    ``# Dx:`` line; the report is the codes' English names (the cleaned ``text`` of the knowledge package's
+    SNOMED table, where known) joined as sentences."""
     root = Path(root)
     heads = sorted(root.rglob("*.hea"))
     if not heads:

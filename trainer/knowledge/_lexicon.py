@@ -1,10 +1,11 @@
 """The offline default extractor: an entity lexicon with negation and uncertainty scopes.
 
-The lexicon (``data/lexicon.json``) holds ~100 cardiac entities, each with a canonical English name, a
+The lexicon (``data/lexicon.json``) holds ~125 cardiac entities, each with a canonical English name, a
 superclass (NORM, MI, STTC, CD, HYP from PTB-XL's ``diagnostic_class``; RHYTHM and FORM for the rhythm and
 form statements; OTHER), the SCP-ECG codes it stands for, and English, German and Swedish patterns. The
 English descriptions of all 71 SCP statements (embedded copy of ``scp_statements.csv``) and the SNOMED-CT
-names of the CinC challenge diagnoses (``data/snomed_ct.json``) are added as patterns automatically.
+names of the CinC challenge diagnoses (``data/snomed_ct.json``: the official name and its cleaned ``text``,
+for every code whose ``entity`` is not null) are added as patterns automatically.
 
 Matching runs per clause on normalised text (:mod:`._text`); overlapping candidates are resolved longest
 first, so "unvollständiger rechtsschenkelblock" wins over "rechtsschenkelblock" and "no definite
@@ -60,6 +61,22 @@ def _compile(patterns: list[str]) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(f"(?:{p})" for p in alts) + r")(?![a-z0-9])")
 
 
+def _spans(rx: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    """Non-empty matches of ``rx`` starting at every position, overlapping ones included.
+
+    ``finditer`` would hide a match that overlaps an earlier one of the same pattern ("lagetyp normal ekg
+    normal": "normal ekg" would hide "ekg normal", then lose to "lagetyp normal"); the caller resolves
+    overlaps longest first across all patterns.
+    """
+    out = []
+    pos = 0
+    while (m := rx.search(text, pos)) is not None:
+        if m.end() > m.start():
+            out.append((m.start(), m.end()))
+        pos = m.start() + 1
+    return out
+
+
 def _data_text(name: str) -> str:
     return resources.files(__package__).joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
@@ -85,7 +102,8 @@ class Lexicon:
                 if code in self.scp_statements:
                     pats.append(re.escape(token_string(self.scp_statements[code]["description"])))
             for code in snomed_of.get(name, []):
-                pats.append(re.escape(token_string(snomed["codes"][code]["name"])))  # type: ignore[index]
+                row = snomed["codes"][code]  # type: ignore[index]
+                pats.extend(re.escape(token_string(row[k])) for k in ("name", "text") if row.get(k))
             self.entities[name] = LexiconEntity(
                 name, raw["superclass"], tuple(raw["scp_codes"]), tuple(sorted(snomed_of.get(name, [])))
             )
@@ -124,9 +142,9 @@ class Lexicon:
     def _find_in_clause(self, text: str, pre_window: int, post_window: int) -> list[Mention]:
         cands: list[tuple[int, int, str, str]] = []  # start, end (char), kind, entity/cue kind
         for name, rx in self._entity_res.items():
-            cands.extend((m.start(), m.end(), "entity", name) for m in rx.finditer(text) if m.end() > m.start())
+            cands.extend((s, e, "entity", name) for s, e in _spans(rx, text))
         for kind, rx in self._cue_res.items():
-            cands.extend((m.start(), m.end(), "cue", kind) for m in rx.finditer(text) if m.end() > m.start())
+            cands.extend((s, e, "cue", kind) for s, e in _spans(rx, text))
         # longest first; entities before cues on equal length; then leftmost
         cands.sort(key=lambda c: (-(c[1] - c[0]), c[2] != "entity", c[0]))
         taken: list[tuple[int, int, str, str]] = []

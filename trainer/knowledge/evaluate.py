@@ -14,6 +14,11 @@ count as positive); the reference is every key of ``scp_codes`` (any likelihood)
 precision / recall / F1 over (record, code) pairs; macro precision and recall averaged over the codes
 present in the reference (a code never predicted has precision 0); the same at superclass level (NORM, MI,
 STTC, CD, HYP via ``diagnostic_class``); and per-code counts.
+
+Every score is given for all records and, under ``splits``, separately for PTB-XL's recommended
+``strat_fold`` split: ``tuning`` (folds 1-8, the only reports the hand-written patterns were tuned on) and
+``held_out`` (folds 9-10, never looked at while writing patterns), so the held-out numbers are an honest
+estimate of the lexicon on unseen reports.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from typing import Any
 from ._lexicon import LexiconBackend, LexiconConfig
 from ._scp import ScpStatement, compose_english_report, load_scp_statements, parse_scp_codes
 
-__all__ = ["score", "evaluate_ptbxl", "main"]
+__all__ = ["score", "evaluate_ptbxl", "main", "SPLITS"]
+
+#: ``strat_fold`` values of each reported split (PTB-XL's recommended folds: 9 validation, 10 test).
+SPLITS: dict[str, tuple[int, ...]] = {"tuning": (1, 2, 3, 4, 5, 6, 7, 8), "held_out": (9, 10)}
 
 
 def score(pred: Sequence[set[str]], gold: Sequence[set[str]]) -> dict[str, Any]:
@@ -77,9 +85,13 @@ def evaluate_ptbxl(ptbxl_dir: str | Path, backend: LexiconBackend | None = None)
     with (ptbxl_dir / "ptbxl_database.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     gold = [set(parse_scp_codes(r["scp_codes"])) for r in rows]
+    folds = [int(float(r["strat_fold"])) if r.get("strat_fold") else None for r in rows]
+    split_idx = {name: [i for i, f in enumerate(folds) if f in members] for name, members in SPLITS.items()}
     backend = backend or LexiconBackend(LexiconConfig())
     result: dict[str, Any] = {"n_records": len(rows), "reference": "scp_codes keys (any likelihood)",
-                              "extractor": backend.describe()}
+                              "extractor": backend.describe(),
+                              "splits": {name: {"strat_folds": list(SPLITS[name]), "n_records": len(idx)}
+                                         for name, idx in split_idx.items()}}
     sets = {
         "ptbxl_free_text": [r["report"] for r in rows],
         "composed_english": [compose_english_report(g_row["scp_codes"], statements) for g_row in rows],
@@ -87,13 +99,21 @@ def evaluate_ptbxl(ptbxl_dir: str | Path, backend: LexiconBackend | None = None)
     for name, reports in sets.items():
         ext = backend.extract(reports)
         pred = [_codes_of(e, ext.scp_codes_of) for e in ext.per_report]
-        codes = score(pred, gold)
-        sup = score([_superclasses(p, statements) for p in pred], [_superclasses(g, statements) for g in gold])
+        pred_sup = [_superclasses(p, statements) for p in pred]
+        gold_sup = [_superclasses(g, statements) for g in gold]
         result[name] = {
-            "codes": codes,
-            "superclasses": sup,
+            "codes": score(pred, gold),
+            "superclasses": score(pred_sup, gold_sup),
             "reports_with_no_entity": sum(1 for e in ext.per_report if not e),
             "counters": ext.counters,
+            "splits": {
+                split: {
+                    "codes": score([pred[i] for i in idx], [gold[i] for i in idx]),
+                    "superclasses": score([pred_sup[i] for i in idx], [gold_sup[i] for i in idx]),
+                    "reports_with_no_entity": sum(1 for i in idx if not ext.per_report[i]),
+                }
+                for split, idx in split_idx.items()
+            },
         }
     result["note"] = ("composed_english is nearly circular: the composer writes the SCP descriptions that "
                       "the lexicon contains as patterns; it measures plumbing, not accuracy.")
@@ -101,14 +121,19 @@ def evaluate_ptbxl(ptbxl_dir: str | Path, backend: LexiconBackend | None = None)
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = ["| report set | level | micro P | micro R | micro F1 | macro P | macro R | labels |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| report set | records | level | micro P | micro R | micro F1 | macro P | macro R | labels |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in ("ptbxl_free_text", "composed_english"):
-        for level in ("codes", "superclasses"):
-            s = result[name][level]
-            lines.append(f"| {name} | {level} | {s['micro_precision']:.3f} | {s['micro_recall']:.3f} | "
-                         f"{s['micro_f1']:.3f} | {s['macro_precision']:.3f} | {s['macro_recall']:.3f} | "
-                         f"{s['n_labels_present']} |")
+        parts = [(f"all ({result['n_records']})", result[name])]
+        if name == "ptbxl_free_text":
+            parts += [(f"{split} (folds {SPLITS[split][0]}-{SPLITS[split][-1]}, {result['splits'][split]['n_records']})",
+                       result[name]["splits"][split]) for split in SPLITS]
+        for records, part in parts:
+            for level in ("codes", "superclasses"):
+                s = part[level]
+                lines.append(f"| {name} | {records} | {level} | {s['micro_precision']:.3f} | "
+                             f"{s['micro_recall']:.3f} | {s['micro_f1']:.3f} | {s['macro_precision']:.3f} | "
+                             f"{s['macro_recall']:.3f} | {s['n_labels_present']} |")
     return "\n".join(lines)
 
 
