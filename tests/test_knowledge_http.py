@@ -152,6 +152,66 @@ def test_endpoint_down_and_4xx_raise_named_errors() -> None:
         assert len(server.log) == 1  # a 4xx is not retried
 
 
+def test_supplied_prompts_replace_builtin_ones_are_recorded_and_asked_anew(tmp_path: Path) -> None:
+    """The paper's merge / superclass text can be supplied without code changes (CLI ``--prompts``); the
+    replaced stages are asked anew, the unchanged ones come from the cache, and the provenance says which
+    prompts are verbatim."""
+    from trainer.knowledge.cli import main
+
+    merge = "Please merge (supplied text) the synonymous entities. Output format is JSON."
+    superclass = "Please aggregate (supplied text) the entities into superclasses. Output format is JSON."
+    reports = tmp_path / "reports.csv"
+    reports.write_text("ecg_id,report\n" + "".join(f'{i},"{r}"\n' for i, r in enumerate(REPORTS)))
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"merge": merge, "superclass": superclass, "verbatim": ["merge", "superclass"]}))
+    oracle = Oracle()
+    asked: list[str] = []
+
+    def recording(body: dict[str, Any]) -> tuple[int, str | None, float]:
+        asked.append(body["messages"][0]["content"])
+        return oracle(body)
+
+    with ScriptedChatServer(recording) as server:
+        common = ["extract", "--reports", str(reports), "--backend", "http", "--base-url", server.base_url,
+                  "--model", "scripted-llama", "--timeout", "2", "--cache", str(tmp_path / "c.sqlite"),
+                  "--no-progress"]
+        assert main([*common, "--out", str(tmp_path / "a")]) == 0
+        first = len(server.log)
+        assert not any(merge in a or superclass in a for a in asked)
+        assert main([*common, "--out", str(tmp_path / "b"), "--prompts", str(prompts)]) == 0
+        second = server.log[first:]
+    assert {e["stage"] for e in second} == {"merge", "superclass"}  # extract/verify came from the cache
+    assert any(a.startswith(merge) for a in asked) and any(a.startswith(superclass) for a in asked)
+    prov_a = load_knowledge(tmp_path / "a").provenance
+    prov_b = load_knowledge(tmp_path / "b").provenance
+    assert prov_a["prompts_verbatim"] == {"extract": True, "verify": True, "merge": False, "superclass": False}
+    assert prov_b["prompts_verbatim"] == {"extract": True, "verify": True, "merge": True, "superclass": True}
+    assert prov_b["prompts"]["merge"] == merge and prov_b["prompts"]["superclass"] == superclass
+    assert prov_b["prompts"]["extract"] == prov_a["prompts"]["extract"]
+    assert load_knowledge(tmp_path / "b").synonyms["nsr"] == "sinus rhythm"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [({"merge": "x", "verbatim": ["superclass"]}, "not replaced"), ({"summarise": "x"}, "unknown prompt stage"),
+     ({"merge": ""}, "empty"), (["merge"], "JSON object")],
+)
+def test_bad_prompts_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: Any, message: str
+) -> None:
+    from trainer.knowledge.cli import main
+
+    reports = tmp_path / "reports.csv"
+    reports.write_text("ecg_id,report\n1,sinus rhythm\n")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(doc))
+    rc = main(["extract", "--reports", str(reports), "--backend", "http", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m", "--out", str(tmp_path / "o"), "--prompts", str(prompts)])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def _cached(path: Path) -> int:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:

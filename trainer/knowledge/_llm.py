@@ -10,7 +10,8 @@ items) and, failing that, re-asked with a corrective message; each of these even
 counted (``repaired``, ``malformed``, ``reasked``, ``parse_failed``).
 
 Prompts: the extraction and verification prompts are the paper's, verbatim. The merge and superclass
-prompts are *paraphrased: verbatim text not available offline* (see :data:`MERGE_PROMPT`).
+prompts are *paraphrased: verbatim text not available offline* (see :data:`MERGE_PROMPT`); supply the
+paper's text with ``LLMConfig(prompts=..., prompts_verbatim=...)`` or ``--prompts FILE.json``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ SUPERCLASS_PROMPT = (
     "under one myocardial infarction superclass). Output format is a JSON object mapping each superclass "
     'to the list of its member entities, {"Superclass1": ["Entity1", "Entity2"], ...}'
 )
+
+_BUILTIN_PROMPTS = {
+    "extract": EXTRACT_PROMPT,
+    "verify": VERIFY_PROMPT,
+    "merge": MERGE_PROMPT,
+    "superclass": SUPERCLASS_PROMPT,
+}
+_BUILTIN_VERBATIM = {"extract": True, "verify": True, "merge": False, "superclass": False}
 
 _FORMATS = {
     "extract": "[Entity1, Entity2, ...]",
@@ -169,6 +178,12 @@ class LLMConfig:
     ``concurrency`` bounds the calls in flight; ``max_reask`` the corrective re-asks per call;
     ``verify`` runs step 2 and ``support_check`` drops entities the report text does not support;
     ``merge`` / ``superclass`` run steps 3 and 4 in batches of ``batch_size`` names.
+
+    ``prompts`` replaces built-in prompts by stage name (``extract``, ``verify``, ``merge``,
+    ``superclass``), e.g. with the paper's merge and superclass prompts where you have their text (the
+    built-in ones are paraphrased); ``prompts_verbatim`` says which of the replacements are the paper's
+    verbatim text. Both are recorded in the provenance, and the answer cache is keyed by the prompt, so a
+    changed prompt is asked anew.
     """
 
     concurrency: int = 8
@@ -178,10 +193,28 @@ class LLMConfig:
     merge: bool = True
     superclass: bool = True
     batch_size: int = 200
+    prompts: dict[str, str] = field(default_factory=dict)
+    prompts_verbatim: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_reask < 0 or self.batch_size < 1:
             raise ValueError(f"invalid LLMConfig {self}")
+        unknown = (set(self.prompts) | set(self.prompts_verbatim)) - set(_FORMATS)
+        if unknown:
+            raise ValueError(f"unknown prompt stage(s) {sorted(unknown)}; stages are {sorted(_FORMATS)}")
+        if set(self.prompts_verbatim) - set(self.prompts):
+            raise ValueError("prompts_verbatim names a stage whose prompt is not replaced")
+        if any(not str(v).strip() for v in self.prompts.values()):
+            raise ValueError("a replacement prompt is empty")
+
+    def prompt(self, stage: str) -> str:
+        """The prompt of ``stage``: the replacement if given, else the built-in one."""
+        return self.prompts.get(stage) or _BUILTIN_PROMPTS[stage]
+
+    def verbatim(self) -> dict[str, bool]:
+        """Per stage, whether the prompt in use is the paper's text verbatim."""
+        return {st: (st in self.prompts_verbatim) if st in self.prompts else _BUILTIN_VERBATIM[st]
+                for st in _BUILTIN_PROMPTS}
 
 
 def _norm_name(name: str) -> str:
@@ -204,28 +237,25 @@ class LLMBackend:
     def describe(self) -> dict[str, Any]:
         return {"extractor": "llm", "model": self.chat.model_id, "params": dict(self.chat.params),
                 "config": asdict(self.config),
-                "prompts": {"extract": EXTRACT_PROMPT, "verify": VERIFY_PROMPT, "merge": MERGE_PROMPT,
-                            "superclass": SUPERCLASS_PROMPT},
-                "prompts_verbatim": {"extract": True, "verify": True, "merge": False, "superclass": False}}
+                "prompts": {st: self.config.prompt(st) for st in _BUILTIN_PROMPTS},
+                "prompts_verbatim": self.config.verbatim()}
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._counters[key] += n
 
     # messages --------------------------------------------------------------------------------------
-    @staticmethod
-    def messages_for(stage: str, payload: str, entity: str | None = None) -> list[dict[str, str]]:
+    def messages_for(self, stage: str, payload: str, entity: str | None = None) -> list[dict[str, str]]:
         """The first-turn chat messages of one call (public so tests and dry runs can key the cache)."""
-        if stage == "extract":
-            content = f"{EXTRACT_PROMPT}\n\nECG report: {payload}"
-        elif stage == "verify":
-            content = f"{VERIFY_PROMPT}\n\nECG report: {payload}\nExtracted entity: {entity}"
-        elif stage == "merge":
-            content = f"{MERGE_PROMPT}\n\nEntities: {payload}"
-        elif stage == "superclass":
-            content = f"{SUPERCLASS_PROMPT}\n\nEntities: {payload}"
-        else:
+        if stage not in _BUILTIN_PROMPTS:
             raise ValueError(stage)
+        prompt = self.config.prompt(stage)
+        if stage == "extract":
+            content = f"{prompt}\n\nECG report: {payload}"
+        elif stage == "verify":
+            content = f"{prompt}\n\nECG report: {payload}\nExtracted entity: {entity}"
+        else:
+            content = f"{prompt}\n\nEntities: {payload}"
         return [{"role": "user", "content": content}]
 
     def _call(self, stage: str, messages: list[dict[str, str]], cache: AnswerCache) -> str:

@@ -70,7 +70,29 @@ def _backend(args: argparse.Namespace) -> ExtractorBackend:
         if not args.model_path:
             raise KmerlError("--backend transformers needs --model-path")
         chat = TransformersChatBackend(TransformersConfig(model_path=args.model_path))
-    return LLMBackend(chat, LLMConfig(concurrency=args.concurrency, max_reask=args.max_reask))
+    prompts, verbatim = _read_prompts(args.prompts) if args.prompts else ({}, ())
+    return LLMBackend(chat, LLMConfig(concurrency=args.concurrency, max_reask=args.max_reask,
+                                      prompts=prompts, prompts_verbatim=verbatim))
+
+
+def _read_prompts(path: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``{"merge": "...", "superclass": "...", "verbatim": ["merge", "superclass"]}`` -> (prompts, verbatim)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise KmerlError(f"cannot read prompts file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise KmerlError(f"{path}: expected a JSON object of stage -> prompt text")
+    verbatim = doc.pop("verbatim", [])
+    if not isinstance(verbatim, list) or not all(isinstance(v, str) for v in verbatim):
+        raise KmerlError(f"{path}: 'verbatim' must be a list of stage names")
+    if not all(isinstance(v, str) for v in doc.values()):
+        raise KmerlError(f"{path}: every prompt must be a string")
+    try:
+        LLMConfig(prompts=doc, prompts_verbatim=tuple(verbatim))
+    except ValueError as exc:
+        raise KmerlError(f"{path}: {exc}") from exc
+    return doc, tuple(verbatim)
 
 
 def build_parser(prog: str = "kmerl-train knowledge") -> argparse.ArgumentParser:
@@ -95,6 +117,8 @@ def build_parser(prog: str = "kmerl-train knowledge") -> argparse.ArgumentParser
         p.add_argument("--concurrency", type=int, default=8)
         p.add_argument("--max-reask", type=int, default=2)
         p.add_argument("--cache", help="SQLite answer cache (resumes interrupted LLM runs)")
+        p.add_argument("--prompts", help='JSON file replacing LLM prompts by stage, e.g. {"merge": "...", '
+                       '"superclass": "...", "verbatim": ["merge", "superclass"]} for the paper\'s own text')
 
     p = sub.add_parser("extract", help="extract entities and write the knowledge directory")
     add_input(p)
