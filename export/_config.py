@@ -77,9 +77,11 @@ class ExportConfig:
     - ``backends``: artifacts to build: ``onnxruntime`` (fp32), ``onnxruntime-int8``, ``executorch``,
       ``executorch-int8``. The int8 QDQ ONNX for TensorRT is always written when ``qdq_for_tensorrt``.
     - ``onnx_int8``: ``"auto"`` measures dynamic MatMul int8 and static QDQ on the real student and keeps
-      the faster one that passes parity; or force ``"dynamic"`` / ``"static"``.
+      the faster one that passes parity; or force ``"dynamic"`` / ``"static"``. If none passes, the
+      candidates are built again with ``int8_fallback_fp32`` kept in fp32 as well.
     - ``executorch_int8``: ``"static"`` (XNNPACK per-channel weights, activations calibrated on real windows),
-      ``"dynamic"`` (dynamic activation scales) or ``"auto"``: static, and dynamic only if static fails parity.
+      ``"dynamic"`` (dynamic activation scales) or ``"auto"``: static, and dynamic only if static fails parity
+      (then both again with ``int8_fallback_fp32`` in fp32, if static and dynamic both fail).
     """
 
     student: str = DEFAULT_STUDENT
@@ -96,6 +98,10 @@ class ExportConfig:
     #: modules kept in fp32 by the static int8 paths (QDQ ONNX, ExecuTorch static): the patch embedding
     #: sees the raw normalised signal (R peaks at ±10–15), which per-tensor int8 activations resolve poorly
     int8_keep_fp32: tuple[str, ...] = ("encoder.patch_embed",)
+    #: modules additionally kept in fp32 (by every int8 path, dynamic included) when no int8 candidate
+    #: passes parity without them — a second, more conservative round of candidates; what was kept is
+    #: recorded in the manifest. Empty: no second round (a failing int8 artifact is a ParityError).
+    int8_fallback_fp32: tuple[str, ...] = ("query_head",)
     latency_iters: int = 200
     latency_warmup: int = 20
     eval_auc: bool = True

@@ -116,10 +116,13 @@ def _atomic_target(out: Path) -> Path:
     return Path(tmp)
 
 
-def quantize_onnx_dynamic(src: str | Path, out_path: str | Path, *, per_channel: bool = False) -> Path:
+def quantize_onnx_dynamic(
+    src: str | Path, out_path: str | Path, *, per_channel: bool = False, keep_fp32: Sequence[str] = ()
+) -> Path:
     """int8 weights, dynamically quantized activations, for ``MatMul``/``Gemm`` only (ONNX Runtime CPU).
 
-    On x86 CPUs this uses the u8s8 integer GEMMs; it keeps every non-linear op in fp32.
+    On x86 CPUs this uses the u8s8 integer GEMMs; it keeps every non-linear op in fp32, and the MatMuls of
+    the module scopes in ``keep_fp32`` (see :func:`nodes_in_scopes`).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -134,6 +137,7 @@ def quantize_onnx_dynamic(src: str | Path, out_path: str | Path, *, per_channel:
                 op_types_to_quantize=["MatMul", "Gemm"],
                 per_channel=per_channel,
                 weight_type=QuantType.QInt8,
+                nodes_to_exclude=nodes_in_scopes(pre, keep_fp32),
                 extra_options={"MatMulConstBOnly": True},
             )
         os.replace(tmp, out)

@@ -309,18 +309,25 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 record("model.onnx", fp32, "onnxruntime", "fp32", "onnxruntime", _ort_runner(fp32, ev.queries))
             if "onnxruntime-int8" in config.backends:
                 cands: dict[str, tuple[Path, dict[str, Any], list[ParityResult]]] = {}
+                kept: dict[str, tuple[str, ...]] = {}
                 modes = ["dynamic", "static"] if config.onnx_int8 == "auto" else [config.onnx_int8]
-                for mode in modes:
-                    p = wd / f"model.int8-{mode}.onnx"
-                    if mode == "dynamic":
-                        quantize_onnx_dynamic(fp32, p)
-                    else:
-                        quantize_onnx_static(fp32, p, feeds, target="cpu", keep_fp32=config.int8_keep_fp32)
-                    info, res = ev.evaluate(f"onnxruntime-int8-{mode}", _ort_runner(p, ev.queries), "int8")
-                    cands[mode] = (p, info, res)
+                for extra in _fp32_rounds(config):
+                    for mode in modes:
+                        name = mode + ("+fp32:" + ",".join(extra) if extra else "")
+                        keep = (() if mode == "dynamic" else tuple(config.int8_keep_fp32)) + extra
+                        p = wd / f"model.int8-{mode}{'-fallback' if extra else ''}.onnx"
+                        if mode == "dynamic":
+                            quantize_onnx_dynamic(fp32, p, keep_fp32=keep)
+                        else:
+                            quantize_onnx_static(fp32, p, feeds, target="cpu", keep_fp32=keep)
+                        info, res = ev.evaluate(f"onnxruntime-int8-{name}", _ort_runner(p, ev.queries), "int8")
+                        cands[name] = (p, info, res)
+                        kept[name] = keep
+                    if any(c[1]["parity_ok"] for c in cands.values()):
+                        break
                 metrics["onnx_int8_candidates"] = {
                     m: {"latency_ms": c[1]["latency_ms"], "parity": c[1]["parity"], "parity_ok": c[1]["parity_ok"],
-                        "bytes": c[0].stat().st_size}
+                        "bytes": c[0].stat().st_size, "kept_fp32": list(kept[m])}
                     for m, c in cands.items()
                 }
                 ok = [m for m, c in cands.items() if c[1]["parity_ok"]] or list(cands)
@@ -329,7 +336,7 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 dst = wd / "model.int8.onnx"
                 shutil.copyfile(cands[best][0], dst)
                 record("model.int8.onnx", dst, "onnxruntime", "int8", "onnxruntime-int8",
-                       _ort_runner(dst, ev.queries), quantization=best)
+                       _ort_runner(dst, ev.queries), quantization=best, kept_fp32=list(kept[best]))
             if config.qdq_for_tensorrt:
                 qdq = quantize_onnx_static(fp32, wd / "model.qdq.onnx", feeds, target="tensorrt",
                                            keep_fp32=config.int8_keep_fp32)
@@ -349,23 +356,29 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 cal = [(x, lid, ev.queries) for x, lid in calib]
                 modes = ["static", "dynamic"] if config.executorch_int8 == "auto" else [config.executorch_int8]
                 tried: dict[str, Any] = {}
-                chosen = modes[-1]
-                for mode in modes:
-                    p = export_pte(student, wd / f"model.int8-{mode}.pte", max_leads=config.max_leads,
-                                   quantize=mode, calibration=cal, keep_fp32=config.int8_keep_fp32)
-                    info, _ = ev.evaluate(f"executorch-int8-{mode}", _pte_runner(p, ev.queries), "int8")
-                    tried[mode] = {"latency_ms": info["latency_ms"], "parity": info["parity"],
-                                   "parity_ok": info["parity_ok"], "bytes": p.stat().st_size}
-                    if info["parity_ok"]:  # static is faster; dynamic only when static fails parity
-                        chosen = mode
+                chosen = ""
+                for extra in _fp32_rounds(config):
+                    keep = tuple(config.int8_keep_fp32) + extra
+                    for mode in modes:
+                        name = mode + ("+fp32:" + ",".join(extra) if extra else "")
+                        p = export_pte(student, wd / f"model.int8-{mode}{'-fallback' if extra else ''}.pte",
+                                       max_leads=config.max_leads, quantize=mode, calibration=cal, keep_fp32=keep)
+                        info, _ = ev.evaluate(f"executorch-int8-{name}", _pte_runner(p, ev.queries), "int8")
+                        tried[name] = {"latency_ms": info["latency_ms"], "parity": info["parity"],
+                                       "parity_ok": info["parity_ok"], "bytes": p.stat().st_size,
+                                       "kept_fp32": list(keep), "file": p.name, "mode": mode}
+                        chosen = name
+                        if info["parity_ok"]:  # static is faster; dynamic only when static fails parity
+                            break
+                    if tried[chosen]["parity_ok"]:
                         break
                 metrics["executorch_int8_candidates"] = tried
                 metrics["executorch_int8_choice"] = chosen
                 dst = wd / "model.int8.pte"
-                shutil.copyfile(wd / f"model.int8-{chosen}.pte", dst)
+                shutil.copyfile(wd / tried[chosen]["file"], dst)
                 record("model.int8.pte", dst, "executorch", "int8", "executorch-int8", _pte_runner(dst, ev.queries),
-                       max_batch=PTE_MAX_BATCH, quantization=chosen,
-                       needs_quantized_kernels=chosen == "dynamic")
+                       max_batch=PTE_MAX_BATCH, quantization=chosen, kept_fp32=tried[chosen]["kept_fp32"],
+                       needs_quantized_kernels=tried[chosen]["mode"] == "dynamic")
     finally:
         torch.set_num_threads(threads)
     if failures:
@@ -501,6 +514,14 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def _fp32_rounds(config: ExportConfig) -> list[tuple[str, ...]]:
+    """Extra fp32 module scopes per round of int8 candidates: none first, then ``int8_fallback_fp32``."""
+    rounds: list[tuple[str, ...]] = [()]
+    if config.int8_fallback_fp32:
+        rounds.append(tuple(config.int8_fallback_fp32))
+    return rounds
 
 
 def export_bundle(

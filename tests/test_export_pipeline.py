@@ -141,3 +141,38 @@ def test_queries_subcommand_adds_a_label_set(bundle: Path, tmp_path: Path) -> No
         got = kmerl_edge.load(b2, backend=backend).backend.run(x, lid)
         assert got.shape == (len(x), 13)
         assert np.max(np.abs(got - want)) <= 1e-4
+
+
+def _export_int8_only(out: Path, fallback: tuple[str, ...]) -> Path:
+    """ONNX int8 (dynamic) under a bound only an un-quantized graph meets (SQNR ≥ 90 dB vs torch fp32)."""
+    from dataclasses import replace
+
+    from kmerl_edge._model import create_model
+
+    torch.manual_seed(0)
+    cfg = ExportConfig(
+        student="kmerl-test-micro", max_leads=3, distill=DistillConfig(steps=2, batch_size=4),
+        backends=("onnxruntime-int8",), onnx_int8="dynamic", qdq_for_tensorrt=False, latency_iters=3,
+        latency_warmup=1, eval_auc=False, int8_fallback_fp32=fallback,
+    )
+    cfg = replace(cfg, parity=replace(cfg.parity, int8_min_sqnr_db=90.0))
+    return export_bundle(create_model("kmerl-test-micro"), out, cfg, data=FIXTURE)
+
+
+def test_int8_falls_back_to_fp32_modules_when_no_candidate_passes_parity(tmp_path: Path) -> None:
+    """No int8 candidate passes → a second round keeps ``int8_fallback_fp32`` in fp32; the manifest says
+    which candidate was chosen and what it kept. Without a fallback the export fails and leaves nothing."""
+    from export import ParityError
+
+    out = _export_int8_only(tmp_path / "b", ("encoder", "query_head"))
+    m = json.loads((out / "manifest.json").read_text())
+    cands = m["metrics"]["onnx_int8_candidates"]
+    assert cands["dynamic"]["parity_ok"] is False and cands["dynamic"]["kept_fp32"] == []
+    fb = "dynamic+fp32:encoder,query_head"
+    assert cands[fb]["parity_ok"] is True and cands[fb]["kept_fp32"] == ["encoder", "query_head"]
+    assert m["metrics"]["onnx_int8_choice"] == fb
+    assert m["artifacts"]["model.int8.onnx"]["kept_fp32"] == ["encoder", "query_head"]
+    kmerl_edge.load(out, backend="onnxruntime-int8")  # verified and loadable
+    with pytest.raises(ParityError, match="model.int8.onnx"):
+        _export_int8_only(tmp_path / "c", ())
+    assert not (tmp_path / "c").exists()
