@@ -196,6 +196,7 @@ def build_default_model(
     tie_tolerance: float = 0.02,
     calibration_windows: int = 256,
     qdq_for_tensorrt: bool = True,
+    teacher_leads: str = "all",
     command: str = "",
 ) -> Path:
     import torch
@@ -246,7 +247,7 @@ def build_default_model(
     ecfg = ExportConfig(student=student, max_leads=3, seed=seed)
     # Parity on every held-out fold-10 window; int8 top-class flips between reference logits closer than
     # `tie_tolerance` are ties (the strict figure is recorded next to it in the manifest).
-    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps),
+    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps, teacher_leads=teacher_leads),
                    parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
                    calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
     distil_data = _distillation_windows(shards, ptb_eval)
@@ -273,6 +274,7 @@ def build_default_model(
         "batch_size": batch_size,
         "bce_weight": bce_weight,
         "distill_steps": distill_steps,
+        "distill_teacher_leads": teacher_leads,
         "int8_top1_tie_tolerance": tie_tolerance,
         "calibration_windows": calibration_windows,
         "student": student,
@@ -350,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top1-tie-tolerance", type=float, default=0.02,
                     help="int8 parity: logit margin under which reference top classes count as tied")
     ap.add_argument("--calibration-windows", type=int, default=256)
+    ap.add_argument("--teacher-leads", choices=("all", "same"), default="all",
+                    help="distillation targets from the teacher on all the window's leads or the student's")
     ap.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
     a = ap.parse_args(argv)
     import shlex
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
                         batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
                         bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
-                        calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq, command=command)
+                        calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
+                        teacher_leads=a.teacher_leads, command=command)
     return 0
 
 
