@@ -33,22 +33,10 @@ from firmware_bridge import (  # noqa: E402
 from kmerl_edge import read_record  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "bridge"))
+from bridge_events import collect  # noqa: E402
 from rfc2217_server import Rfc2217Server, wait_until  # noqa: E402
 
 PTBXL = Path(__file__).resolve().parent / "fixtures" / "records" / "00001_hr"  # committed real record
-
-
-def collect(src, until, timeout: float = 5.0) -> list:
-    """Events from ``src`` until ``until(events)`` is true, the source ends, or ``timeout``."""
-    events: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not until(events):
-        ev = src.get(timeout=0.05)
-        if ev is not None:
-            events.append(ev)
-        elif not src.running:
-            break
-    return events
 
 
 def read_master(master: int, n: int, timeout: float = 2.0) -> bytes:

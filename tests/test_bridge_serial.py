@@ -34,23 +34,13 @@ from firmware_bridge import (  # noqa: E402
 from kmerl_edge import read_record  # noqa: E402
 from kmerl_edge._errors import SamplingRateError  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "bridge"))
+from bridge_events import collect  # noqa: E402
+
 RECORDS = Path(__file__).resolve().parent / "fixtures" / "records"  # committed real records
 PTBXL = RECORDS / "00001_hr"
 CPSC21 = RECORDS / "data_101_6"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def collect(src, until, timeout: float = 10.0) -> list:
-    """Events from ``src`` until ``until(events)`` is true, the source ends, or ``timeout``."""
-    events: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not until(events):
-        ev = src.get(timeout=0.05)
-        if ev is not None:
-            events.append(ev)
-        elif not src.running:
-            break
-    return events
 
 
 def expected_signal(record: Path, leads, fs: float) -> np.ndarray:
