@@ -67,6 +67,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 def _bundle_path(arg: str | None) -> Path:
     if arg is not None:
         return Path(arg)
@@ -92,6 +102,8 @@ def _add_latency(p: argparse.ArgumentParser, *, isolate_default: bool) -> None:
                    help="measure each configuration in a fresh process (own peak RSS)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="do not time the MERL baseline")
     p.add_argument("--record", help="12-lead record used as input (default: PTB-XL ecg_id 1 from the fixtures)")
+    p.add_argument("--device-fs", type=_positive_float, default=None,
+                   help="resample the input to a patch's rate (e.g. 250) so preprocessing includes resampling")
 
 
 def _add_accuracy(p: argparse.ArgumentParser) -> None:
@@ -152,6 +164,7 @@ def _latency_options(a: argparse.Namespace) -> LatencyOptions:
         isolate=a.isolate,
         baseline=a.baseline,
         record=None if a.record is None else Path(a.record),
+        device_fs=a.device_fs,
     )
 
 

@@ -83,9 +83,23 @@ class InputSignal:
         return np.ascontiguousarray(self.signal[[self.leads.index(x) for x in leads]])
 
 
-def load_input_signal(record: str | Path | None = None, seconds: float = 10.0) -> InputSignal:
+def load_input_signal(
+    record: str | Path | None = None, seconds: float = 10.0, device_fs: float | None = None
+) -> InputSignal:
     """The first ``seconds`` of a 12-lead record (default: PTB-XL ecg_id 1 from the test fixtures), or,
-    when no record is available, a deterministic synthetic 500-Hz ECG-like signal (said in ``source``)."""
+    when no record is available, a deterministic synthetic 500-Hz ECG-like signal (said in ``source``).
+    ``device_fs``: resample it to a device's rate (e.g. 250 Hz), so that the timed preprocessing includes
+    the resampling a patch at that rate needs."""
+    sig = _load_input_signal(record, seconds)
+    if device_fs is None or abs(device_fs - sig.fs) < 1e-9:
+        return sig
+    from kmerl_edge._preprocess import resample_signal
+
+    x = resample_signal(sig.signal.astype(np.float64), fs_in=sig.fs, fs_out=float(device_fs)).astype(np.float32)
+    return InputSignal(x, float(device_fs), sig.leads, f"{sig.source}, resampled to {device_fs:g} Hz")
+
+
+def _load_input_signal(record: str | Path | None, seconds: float) -> InputSignal:
     from kmerl_edge import LEADS, read_record
 
     path = Path(record) if record is not None else _DEFAULT_RECORD
@@ -116,6 +130,7 @@ class LatencyOptions:
     isolate: bool = False
     baseline: bool = True
     record: Path | None = None
+    device_fs: float | None = None  # input resampled to this rate (a patch's), None: the record's own
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +143,7 @@ class LatencyOptions:
             "isolate": self.isolate,
             "baseline": self.baseline,
             "record": None if self.record is None else str(self.record),
+            "device_fs": self.device_fs,
         }
 
     @classmethod
@@ -142,6 +158,7 @@ class LatencyOptions:
             isolate=bool(d["isolate"]),
             baseline=bool(d["baseline"]),
             record=None if d.get("record") is None else Path(d["record"]),
+            device_fs=None if d.get("device_fs") is None else float(d["device_fs"]),
         )
 
 
@@ -264,7 +281,7 @@ def _measure_backend(opts: LatencyOptions, backend: str, lead_counts: Sequence[i
     import kmerl_edge
     from kmerl_edge import BackendUnavailableError, load_bundle
 
-    sig = load_input_signal(opts.record)
+    sig = load_input_signal(opts.record, device_fs=opts.device_fs)
     bundle = load_bundle(opts.bundle)
     max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
     n_queries = sum(len(v) for v in bundle.label_sets.values())
@@ -331,7 +348,7 @@ def _measure_baseline(opts: LatencyOptions, lead_counts: Sequence[int], n_querie
     from .merl_baseline import MerlViTBaseline, zero_fill
 
     _set_torch_threads(opts.threads)
-    sig = load_input_signal(opts.record)
+    sig = load_input_signal(opts.record, device_fs=opts.device_fs)
     pcfg = load_bundle(opts.bundle, verify=False).preprocess_config
     torch.manual_seed(0)
     model = MerlViTBaseline(n_queries=n_queries).eval()
@@ -460,7 +477,7 @@ def run_latency(opts: LatencyOptions) -> LatencyReport:
         machine=machine_info(opts.threads),
         options=opts,
         bundle=info,
-        input=load_input_signal(opts.record).source,
+        input=load_input_signal(opts.record, device_fs=opts.device_fs).source,
         results=_with_speedups(results, baseline),
         baseline=baseline,
     )

@@ -219,15 +219,28 @@ def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     return frac.numerator, frac.denominator
 
 
+@lru_cache(maxsize=32)
+def _resample_fir(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR ``resample_poly`` designs by default (Kaiser β = 5, 10 taps per phase each
+    side), designed once per ratio: for 128 → 500 Hz its design costs more than the filtering."""
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    fir = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    fir.setflags(write=False)
+    return fir
+
+
 def resample_signal(x: np.ndarray, *, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (scipy.signal.resample_poly)."""
+    """Polyphase resampling along the last axis (scipy.signal.resample_poly, its default filter)."""
     from scipy.signal import resample_poly
 
     fs_in = _check_fs(fs_in)
     if abs(fs_in - fs_out) < 1e-9:
         return np.asarray(x, dtype=np.float64)
     up, down = _ratio(fs_in, fs_out)
-    return resample_poly(x, up, down, axis=-1, padtype="line")
+    # resample_poly scales the filter it is given in place: hand it a copy of the cached design
+    return resample_poly(x, up, down, axis=-1, padtype="line", window=_resample_fir(up, down).copy())
 
 
 @lru_cache(maxsize=32)

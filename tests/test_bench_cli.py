@@ -69,6 +69,23 @@ def test_latency_skips_lead_counts_above_max_leads_and_isolates(test_bundle_path
     assert d["baseline"] == []
 
 
+def test_latency_at_a_device_rate_times_resampling_too(test_bundle_path, tmp_path):
+    """``--device-fs 250``: the input is the record resampled to 250 Hz, so the timed preprocessing (in an
+    isolated worker, options passed through JSON) includes 250 → 500 Hz resampling."""
+    from benchmarks.latency import load_input_signal
+
+    sig = load_input_signal(device_fs=250.0)
+    assert sig.fs == 250.0 and sig.signal.shape == (12, 2500) and sig.source.endswith("resampled to 250 Hz")
+    rc = main(["latency", "--bundle", str(test_bundle_path), "--leads", "1", "--backends", "onnxruntime",
+               "--iters", "3", "--warmup", "0", "--isolate", "--no-baseline", "--device-fs", "250",
+               "--json", str(tmp_path / "l.json")])
+    assert rc == 0
+    d = json.loads((tmp_path / "l.json").read_text())
+    assert d["options"]["device_fs"] == 250.0 and d["input"].endswith("resampled to 250 Hz")
+    (r,) = d["results"]
+    assert r["status"] == "ok" and r["preprocess"]["median_ms"] > 0
+
+
 def test_roofline_reuses_latency_json(tmp_path, capsys):
     lat = {"kind": "latency", "options": {"bundle": "/b"},
            "results": [{"backend": "torch", "n_leads": 1, "status": "ok", "gflop": 0.002, "model": {"median_ms": 0.5}}],

@@ -151,3 +151,17 @@ def test_windows_at_the_model_rate_equal_the_documented_pipeline(rec):
     ref = normalize_window(filter_signal(resample_signal(keep, fs_in=rec.fs, fs_out=500), fs=500, config=cfg),
                            config=cfg)
     np.testing.assert_allclose(pre.windows[0], ref.astype(np.float32), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fs", [128.0, 200.0, 250.0, 256.0, 360.0, 1000.0])
+def test_resampling_matches_scipy_default_resample_poly(fs):
+    """The cached anti-aliasing filter is scipy's default design: identical output, every call."""
+    from scipy.signal import resample_poly
+
+    from kmerl_edge._preprocess import _ratio, resample_signal
+
+    x = np.random.default_rng(5).standard_normal((2, int(7 * fs)))
+    up, down = _ratio(fs, 500.0)
+    want = resample_poly(x, up, down, axis=-1, padtype="line")
+    for _ in range(2):  # a second call must not see a filter scaled by the first
+        np.testing.assert_array_equal(resample_signal(x, fs_in=fs, fs_out=500.0), want)
