@@ -49,6 +49,10 @@ class DistillConfig:
     seed: int = 0
     log_every: int = 100
 
+    def __post_init__(self) -> None:
+        if self.teacher_leads not in ("all", "same"):
+            raise ValueError(f"teacher_leads must be all or same, got {self.teacher_leads!r}")
+
 
 @dataclass(frozen=True)
 class ParityConfig:

@@ -184,3 +184,10 @@ def test_distillation_only_uses_the_leads_a_window_has():
     assert zero_lead_rows == {"teacher": 0, "student": 0}
     assert any(ids in {(0,), (1,), (0, 1)} for ids in seen["student"])
     assert all(1 <= len(ids) <= 3 for ids in seen["student"])
+
+
+def test_distill_config_rejects_an_unknown_teacher_lead_mode():
+    from export import DistillConfig
+
+    with pytest.raises(ValueError, match="teacher_leads"):
+        DistillConfig(teacher_leads="most")
