@@ -311,11 +311,11 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 cands: dict[str, tuple[Path, dict[str, Any], list[ParityResult]]] = {}
                 kept: dict[str, tuple[str, ...]] = {}
                 modes = ["dynamic", "static"] if config.onnx_int8 == "auto" else [config.onnx_int8]
-                for extra in _fp32_rounds(config):
+                for extra, tag, file_tag in _fp32_rounds(config):
                     for mode in modes:
-                        name = mode + ("+fp32:" + ",".join(extra) if extra else "")
+                        name = mode + tag
                         keep = (() if mode == "dynamic" else tuple(config.int8_keep_fp32)) + extra
-                        p = wd / f"model.int8-{mode}{'-fallback' if extra else ''}.onnx"
+                        p = wd / f"model.int8-{mode}{file_tag}.onnx"
                         if mode == "dynamic":
                             quantize_onnx_dynamic(fp32, p, keep_fp32=keep)
                         else:
@@ -357,11 +357,11 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 modes = ["static", "dynamic"] if config.executorch_int8 == "auto" else [config.executorch_int8]
                 tried: dict[str, Any] = {}
                 chosen = ""
-                for extra in _fp32_rounds(config):
+                for extra, tag, file_tag in _fp32_rounds(config):
                     keep = tuple(config.int8_keep_fp32) + extra
                     for mode in modes:
-                        name = mode + ("+fp32:" + ",".join(extra) if extra else "")
-                        p = export_pte(student, wd / f"model.int8-{mode}{'-fallback' if extra else ''}.pte",
+                        name = mode + tag
+                        p = export_pte(student, wd / f"model.int8-{mode}{file_tag}.pte",
                                        max_leads=config.max_leads, quantize=mode, calibration=cal, keep_fp32=keep)
                         info, _ = ev.evaluate(f"executorch-int8-{name}", _pte_runner(p, ev.queries), "int8")
                         tried[name] = {"latency_ms": info["latency_ms"], "parity": info["parity"],
@@ -516,11 +516,13 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _fp32_rounds(config: ExportConfig) -> list[tuple[str, ...]]:
-    """Extra fp32 module scopes per round of int8 candidates: none first, then ``int8_fallback_fp32``."""
-    rounds: list[tuple[str, ...]] = [()]
+def _fp32_rounds(config: ExportConfig) -> list[tuple[tuple[str, ...], str, str]]:
+    """Rounds of int8 candidates: (extra fp32 module scopes, candidate-name suffix, file-name suffix) —
+    none first, then ``int8_fallback_fp32``."""
+    rounds: list[tuple[tuple[str, ...], str, str]] = [((), "", "")]
     if config.int8_fallback_fp32:
-        rounds.append(tuple(config.int8_fallback_fp32))
+        extra = tuple(config.int8_fallback_fp32)
+        rounds.append((extra, "+fp32:" + ",".join(extra), "-fallback"))
     return rounds
 
 

@@ -292,6 +292,17 @@ def filter_signal(x: np.ndarray, *, fs: float, config: PreprocessConfig) -> np.n
     return _filtfilt(sos, x, max(padlen, 0))
 
 
+def _model_band(
+    x: np.ndarray, fs: float, config: PreprocessConfig, band: np.ndarray | None = None
+) -> np.ndarray:
+    """``x`` at ``fs`` → resampled to the model rate and band-passed there. ``band``: ``x`` already
+    band-passed at ``fs`` (by the quality check), reused as is when ``fs`` is the model rate."""
+    if abs(fs - config.target_fs) < 1e-9:
+        return band if band is not None else filter_signal(x, fs=fs, config=config)
+    y = resample_signal(x, fs_in=fs, fs_out=config.target_fs)
+    return filter_signal(y, fs=config.target_fs, config=config)
+
+
 def normalize_window(x: np.ndarray, *, config: PreprocessConfig) -> np.ndarray:
     """Per-lead z-score of one window (leads × samples)."""
     mean = x.mean(axis=-1, keepdims=True)
@@ -405,10 +416,7 @@ def preprocess(
         x = x[keep]
         band = band[keep]
         names = tuple(names[i] for i in keep)
-    if abs(fs - cfg.target_fs) < 1e-9:
-        y = band  # already at the model rate: the quality check's band-pass is the model's band-pass
-    else:
-        y = filter_signal(resample_signal(x, fs_in=fs, fs_out=cfg.target_fs), fs=cfg.target_fs, config=cfg)
+    y = _model_band(x, fs, cfg, band)  # at the model rate the quality check's band-pass is the model's
     win = cfg.window_samples
     hop = int(round(cfg.hop_s * cfg.target_fs))
     n = y.shape[1]

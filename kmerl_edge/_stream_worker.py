@@ -24,9 +24,9 @@ from ._preprocess import (
     LeadQuality,
     PreprocessConfig,
     QualityReport,
+    _model_band,
     filter_signal,
     normalize_window,
-    resample_signal,
 )
 from ._preprocess import _quality as _quality_of_rows
 from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS
@@ -249,8 +249,7 @@ class InferenceWorker:
         parts: list[tuple[int, np.ndarray]] = []
         off = 0
         for start, n in segments:
-            y = resample_signal(x[:, off : off + n], fs_in=fs, fs_out=cfg.target_fs)
-            parts.append((int(round(start * scale)), filter_signal(y, fs=cfg.target_fs, config=cfg)))
+            parts.append((int(round(start * scale)), _model_band(x[:, off : off + n], fs, cfg)))
             off += n
         z = normalize_window(np.concatenate([y for _, y in parts], axis=-1), config=cfg)
         out = np.zeros((x.shape[0], win), dtype=np.float32)
@@ -303,8 +302,7 @@ class InferenceWorker:
                 y = np.stack([np.stack([bands[(plans[p][0], r)] for r in plans[p][1]]) for p in members])
             else:
                 x = np.stack([jobs[plans[p][0]].data[plans[p][1]] for p in members]).astype(np.float64)
-                y = resample_signal(x, fs_in=fs, fs_out=cfg.target_fs)
-                y = filter_signal(y, fs=cfg.target_fs, config=cfg)
+                y = _model_band(x, fs, cfg)
             y = normalize_window(y[..., :win], config=cfg)
             w = np.zeros((len(members), y.shape[1], win), dtype=np.float32)
             w[..., : y.shape[-1]] = y
