@@ -35,13 +35,15 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     pred = clf.predict(rec.signal, fs=rec.fs, leads=use, label_set=a.label_set)
     if a.json:
         out = {"record": str(a.record), "fs": rec.fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, allow_nan=False))
         return 0
     print(f"record   {rec.name}: {len(rec.leads)} lead(s) {','.join(rec.leads)}, {rec.fs:g} Hz, {rec.duration_s:.1f} s")
     print(f"bundle   {clf.bundle_path}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))
+    if pred.rhythm is not None:
+        print(f"rhythm   {pred.rhythm.lead}: {pred.rhythm.summary()}")
     for note in pred.notes:
         print(f"note     {note}")
     for ls, scores in pred.by_label_set.items():

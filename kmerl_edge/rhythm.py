@@ -29,7 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,11 +37,18 @@ from ._errors import NonFiniteSignalError, SignalShapeError
 from ._leads import canonical_lead
 from ._preprocess import _check_fs
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ._stream_types import RhythmEvent
+
 __all__ = [
     "DetectorConfig",
     "RhythmConfig",
     "RhythmResult",
     "BeatDetector",
+    "RhythmTracker",
+    "RateEventRule",
+    "RateEventDetector",
+    "DEFAULT_RATE_EVENTS",
     "analyse",
     "detect_beats",
     "summarise_beats",
@@ -87,15 +94,16 @@ class DetectorConfig:
     """
 
     internal_fs: float = 125.0
-    band_hz: tuple[float, float] = (5.0, 18.0)
+    band_hz: tuple[float, float] = (8.0, 20.0)
     integration_s: float = 0.1
     refractory_s: float = 0.2
     learning_s: float = 2.0
-    threshold: float = 0.25
+    threshold: float = 0.45
     searchback_rr: float = 1.66
     searchback_threshold: float = 0.5
-    twave_s: float = 0.36
+    twave_s: float = 0.42
     twave_ratio: float = 0.5
+    envelope_power: float = 1.0
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
 
@@ -280,14 +288,34 @@ class BeatDetector:
         self._ref = 0  # search-back reference (last beat or last failed search)
         self._noise: list[tuple[int, float]] = []  # non-beat candidates after the last beat
         self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
-        self.beat_heights: list[float] = []  # envelope height of each reported beat (all records)
-        self.beat_confident: list[bool] = []
-        self.noise_heights: list[tuple[int, float]] = []  # (abs native index, height) of non-beats
-        self.beat_amplitudes: list[float] = []  # peak-to-peak mV around each reported beat
+        if not hasattr(self, "_info"):
+            self._info: list[tuple[float, bool, float]] = []  # (height, confident, mV) per reported beat
+            self._noise_out: list[tuple[int, float]] = []  # (abs native index, height) of non-beats
 
     @property
     def n_samples(self) -> int:
+        """Samples consumed so far (gaps included): the absolute index of the next sample."""
         return self._n
+
+    def take_beat_info(self) -> list[tuple[float, bool, float]]:
+        """(envelope height, confident, peak-to-peak mV) of each beat reported since the last call, in
+        the order the beats were reported (the last 8192 are kept)."""
+        out, self._info = self._info, []
+        return out
+
+    def take_noise(self) -> list[tuple[int, float]]:
+        """(absolute index, envelope height) of the candidates classified as not a beat since the last
+        call (quality evidence; the last 8192 are kept)."""
+        out, self._noise_out = self._noise_out, []
+        return out
+
+    def gap(self, n_samples: int) -> np.ndarray:
+        """``n_samples`` are missing: the record so far ends (its last beats are returned), the count
+        moves on by ``n_samples`` and a new record starts after the gap. Nothing is interpolated."""
+        out = self.finish()
+        self._n += int(n_samples)
+        self.reset()
+        return out
 
     # -- public ----------------------------------------------------------------------------------------------
     def push(self, x: Any) -> np.ndarray:
@@ -335,7 +363,8 @@ class BeatDetector:
         bb = np.concatenate((self._bptail, bp))
         self._bptail = bb[-2:].copy()
         d = bb[2:] - bb[:-2]
-        e = d * d
+        pw = self.config.envelope_power
+        e = d * d if pw == 2.0 else np.abs(d) if pw == 1.0 else np.abs(d) ** pw
         ee = np.concatenate((self._etail, e))
         if self.w > 1:
             self._etail = ee[-(self.w - 1) :].copy()
@@ -450,9 +479,9 @@ class BeatDetector:
             self._env0 = keep_from
 
     def _record_noise(self, p: int, h: float) -> None:
-        self.noise_heights.append((self._seg0 + int(round((p - self._delay_i) * self.k)), h))
-        if len(self.noise_heights) > 4096:
-            del self.noise_heights[:-2048]
+        self._noise_out.append((self._seg0 + int(round((p - self._delay_i) * self.k)), h))
+        if len(self._noise_out) > 8192:
+            del self._noise_out[:-4096]
 
     def _locate(self) -> np.ndarray:
         """Place the pending beats on the largest deflection of the raw signal; trim the raw buffer."""
@@ -495,11 +524,9 @@ class BeatDetector:
             self._last_out = last
             for i in np.flatnonzero(keep).tolist():
                 _, h, conf = self._pending[i]
-                self.beat_heights.append(h)
-                self.beat_confident.append(conf)
-                self.beat_amplitudes.append(float(amp[i]))
-            if len(self.beat_heights) > 4096:
-                del self.beat_heights[:-2048], self.beat_confident[:-2048], self.beat_amplitudes[:-2048]
+                self._info.append((h, conf, float(amp[i])))
+            if len(self._info) > 8192:
+                del self._info[:-4096]
             out = out[keep].astype(np.int64)
             self._pending = []
         # raw samples still needed: from the earliest beat that can still be accepted (search back)
@@ -658,16 +685,17 @@ def analyse(
     a = det.push(x) if x.size else np.zeros(0, dtype=np.int64)
     b = det.finish()
     beats = np.concatenate((a, b)) if b.size else a
-    ptp = float(np.percentile(x, 99.5) - np.percentile(x, 0.5)) if x.size else 0.0
+    info = det.take_beat_info()
+    ptp = float(np.ptp(np.percentile(x, (0.5, 99.5)))) if x.size else 0.0
     return summarise_beats(
         beats,
         fs=fs,
         lead=name,
         t0=t0,
-        confident=det.beat_confident,
-        heights=det.beat_heights,
-        noise_heights=[h for _, h in det.noise_heights],
-        amplitudes=det.beat_amplitudes,
+        confident=[c for _, c, _ in info],
+        heights=[h for h, _, _ in info],
+        noise_heights=[h for _, h in det.take_noise()],
+        amplitudes=[a for _, _, a in info],
         signal_ptp_mv=ptp,
         config=config,
     )
@@ -682,3 +710,194 @@ def choose_rhythm_lead(leads: Sequence[str]) -> str:
         if pref in names:
             return pref
     return names[0]
+
+
+# ------------------------------------------------------------------------------------------------------
+# the stream side: beats across windows, rate events
+# ------------------------------------------------------------------------------------------------------
+class RhythmTracker:
+    """Beats of one lead of a live stream, kept across windows (a :class:`StreamSession` owns one).
+
+    :meth:`push` samples (with a per-sample bad mask: lead off / non-finite samples count as a gap),
+    :meth:`gap` missing samples, :meth:`reset` after a clock reset; :meth:`window` summarises the beats
+    confirmed so far in the last ``n`` samples. Intervals are never taken across a gap.
+    """
+
+    def __init__(
+        self,
+        *,
+        fs: float,
+        lead: str,
+        config: RhythmConfig | None = None,
+        detector: DetectorConfig | None = None,
+        keep_s: float = 30.0,
+    ) -> None:
+        self.fs = _check_fs(fs)
+        self.lead = canonical_lead(lead)
+        self.config = config or RhythmConfig()
+        self._det = BeatDetector(fs=self.fs, config=detector)
+        self._seg = 0
+        self._keep = int(keep_s * self.fs)
+        self._beats: list[tuple[int, int, float, bool, float]] = []  # (idx, seg, height, conf, mV)
+        self._noise: list[tuple[int, float]] = []
+
+    @property
+    def n_samples(self) -> int:
+        return self._det.n_samples
+
+    def _collect(self, beats: np.ndarray) -> None:
+        info = self._det.take_beat_info()
+        for i, (h, c, a) in zip(beats.tolist(), info[-len(beats) :] if len(beats) else []):
+            self._beats.append((i, self._seg, h, c, a))
+        self._noise.extend(self._det.take_noise())
+        cut = self._det.n_samples - self._keep
+        if self._beats and self._beats[0][0] < cut:
+            self._beats = [b for b in self._beats if b[0] >= cut]
+        if self._noise and self._noise[0][0] < cut:
+            self._noise = [q for q in self._noise if q[0] >= cut]
+
+    def push(self, x: np.ndarray, bad: np.ndarray | None = None) -> None:
+        """Append samples of the tracked lead (``bad``: non-zero where a sample is unusable)."""
+        x = np.asarray(x, dtype=np.float64)
+        if bad is not None and np.any(bad):
+            ok = np.asarray(bad) == 0
+            edges = np.flatnonzero(np.diff(np.concatenate(([False], ok, [False])).astype(np.int8)))
+            pos = 0
+            for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+                if a > pos:
+                    self.gap(a - pos)
+                self._collect(self._det.push(x[a:b]))
+                pos = b
+            if pos < x.size:
+                self.gap(x.size - pos)
+            return
+        self._collect(self._det.push(x))
+
+    def gap(self, n_samples: int) -> None:
+        """``n_samples`` missing: beats before and after are separate records."""
+        self._collect(self._det.gap(n_samples))
+        self._seg += 1
+
+    def reset(self) -> None:
+        """Forget every beat (the device clock jumped back)."""
+        self._det.gap(0)
+        self._det.take_beat_info()
+        self._det.take_noise()
+        self._seg += 1
+        self._beats = []
+        self._noise = []
+
+    def window(self, n: int, *, t_end: float) -> RhythmResult:
+        """Rhythm of the last ``n`` samples (ending at device time ``t_end``) from the beats confirmed
+        so far (the newest beat is confirmed about 0.3 s after it happened)."""
+        end = self._det.n_samples
+        start = end - int(n)
+        bs = [b for b in self._beats if start <= b[0] < end]
+        noise = [h for i, h in self._noise if start <= i < end]
+        return summarise_beats(
+            [b[0] - start for b in bs],
+            fs=self.fs,
+            lead=self.lead,
+            t0=t_end - n / self.fs,
+            segments=[b[1] for b in bs],
+            confident=[b[3] for b in bs],
+            heights=[b[2] for b in bs],
+            noise_heights=noise,
+            amplitudes=[b[4] for b in bs],
+            config=self.config,
+        )
+
+
+@dataclass(frozen=True)
+class RateEventRule:
+    """A heart-rate event with hysteresis on one number of each window's :class:`RhythmResult`.
+
+    ``measure`` is ``"hr_bpm"`` or ``"max_rr_s"``; with ``above=True`` the event starts after
+    ``min_on_windows`` consecutive windows with the measure ≥ ``on`` and ends after ``min_off_windows``
+    with it ≤ ``off`` (``above=False``: ≤ ``on`` / ≥ ``off``). Windows without a usable rhythm (quality
+    not ``ok``) neither confirm nor break a run.
+    """
+
+    label: str
+    measure: str
+    above: bool
+    on: float
+    off: float
+    min_on_windows: int = 2
+    min_off_windows: int = 2
+
+    def __post_init__(self) -> None:
+        if self.measure not in ("hr_bpm", "max_rr_s"):
+            raise ValueError(f"RateEventRule.measure must be 'hr_bpm' or 'max_rr_s', got {self.measure!r}")
+        if (self.above and not self.off < self.on) or (not self.above and not self.off > self.on):
+            raise ValueError(f"RateEventRule({self.label!r}): off must lie on the near side of on (hysteresis)")
+        if self.min_on_windows < 1 or self.min_off_windows < 1:
+            raise ValueError("RateEventRule min_on_windows and min_off_windows must be >= 1")
+
+    def value(self, r: RhythmResult) -> float | None:
+        if not r.usable:
+            return None
+        if self.measure == "hr_bpm":
+            return r.hr_bpm
+        return None if r.max_rr_ms is None else r.max_rr_ms / 1000.0
+
+    @property
+    def unit(self) -> str:
+        return "bpm" if self.measure == "hr_bpm" else "s"
+
+
+#: Bradycardia < 50 bpm (ends ≥ 55), tachycardia > 100 bpm (ends ≤ 95), pause: an RR interval ≥ 2.5 s
+#: (ends after two windows with every interval ≤ 2.0 s).
+DEFAULT_RATE_EVENTS = (
+    RateEventRule("bradycardia", "hr_bpm", above=False, on=50.0, off=55.0),
+    RateEventRule("tachycardia", "hr_bpm", above=True, on=100.0, off=95.0),
+    RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1),
+)
+
+
+class RateEventDetector:
+    """Hysteresis state machine for one :class:`RateEventRule`; feed windows in time order."""
+
+    def __init__(self, rule: RateEventRule, device_id: str | None = None) -> None:
+        self.rule = rule
+        self.device_id = device_id
+        self.active = False
+        self._run = 0
+        self._run_t: float | None = None
+
+    def update(self, index: int, t_start: float, t_end: float, rhythm: RhythmResult | None) -> RhythmEvent | None:
+        from ._stream_types import RhythmEvent
+
+        v = self.rule.value(rhythm) if rhythm is not None else None
+        if v is None:
+            return None
+        r = self.rule
+        if self.active:
+            hit = v <= r.off if r.above else v >= r.off
+            need = r.min_off_windows
+        else:
+            hit = v >= r.on if r.above else v <= r.on
+            need = r.min_on_windows
+        if not hit:
+            self._run, self._run_t = 0, None
+            return None
+        if self._run == 0:
+            self._run_t = 0.5 * (t_start + t_end)
+        self._run += 1
+        if self._run < need:
+            return None
+        self.active = not self.active
+        t = self._run_t if self._run_t is not None else 0.5 * (t_start + t_end)
+        self._run, self._run_t = 0, None
+        return RhythmEvent(
+            kind="started" if self.active else "ended",
+            label=r.label,
+            label_set="rhythm",
+            t=t,
+            t_confirmed=t_end,
+            probability=None,
+            window_index=index,
+            device_id=self.device_id,
+            value=float(v),
+            unit=r.unit,
+        )
