@@ -104,6 +104,7 @@ class DetectorConfig:
     twave_s: float = 0.42
     twave_ratio: float = 0.5
     envelope_power: float = 1.0
+    median: bool = False
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
 
@@ -150,8 +151,9 @@ class RhythmResult:
     - ``rr_ms``: intervals between consecutive beats (never across a gap); ``hr_instant_bpm``: 60000 / RR.
     - ``hr_bpm``: mean heart rate (60000 / mean RR); ``sdnn_ms``, ``rmssd_ms``, ``pnn50`` (share of
       successive RR differences > 50 ms, 0–1), ``nrmssd`` (RMSSD / mean RR).
-    - ``rr_irregularity``: median |ΔRR| / median RR — the AF evidence (irregularly irregular intervals
-      give large values; one ectopic beat in a regular rhythm barely moves it).
+    - ``rr_irregularity``: the smallest over lags 1–3 of median |RR(i) − RR(i − lag)|, divided by the
+      median RR — the AF evidence: irregularly irregular intervals give large values; one ectopic beat
+      or a regular alternation (bigeminy, trigeminy) stays low.
     - ``ectopic_beats``: premature beats followed by a compensatory pause.
     - ``quality``: one of :data:`QUALITY_LEVELS`; every rate/RR number is ``None`` unless ``"ok"``.
     - ``snr``: median beat envelope / 80th percentile of the other envelope peaks (``None`` without
@@ -257,10 +259,11 @@ class BeatDetector:
         self._loc_after = int(round(cfg.locate_after_s * self.fs))
         self._base_half = int(round(0.15 * self.fs))
         self._mk = 1 if self.fs < 250 else (3 if self.fs < 700 else 5)
+        self._despike = self.fs >= 200.0
         self._n = 0  # native samples consumed (absolute)
         self._last_out = -(10**12)  # last reported beat (absolute)
         # the envelope's fixed delay behind the signal, in internal samples (calibrated on MIT-BIH 100)
-        self._delay_i = 1.0 + (self.w - 1) / 2.0 + 0.025 * self.fs_i
+        self._delay_i = 1.0 + (self.w - 1) / 2.0 + 0.025 * self.fs_i + (1.0 / self.k if self.fs >= 200.0 else 0.0)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------------------
@@ -268,12 +271,15 @@ class BeatDetector:
         """Start a new record at the current sample count (filters, levels and RR history cleared)."""
         self._seg0 = self._n  # absolute native index where this record starts
         self._rem = np.zeros(0)  # native samples not yet forming a block
+        self._stail: np.ndarray | None = None  # last 2 native samples (despiking median)
         self._ni = 0  # internal samples produced in this record
         self._ytail: np.ndarray | None = None  # last 2 block means (median3)
         self._zi: np.ndarray | None = None
         self._bptail: np.ndarray | None = None  # last 2 band-passed samples
         self._etail = np.zeros(self.w - 1)
         self._env = np.zeros(0)  # envelope from internal index _env0
+        self._slp = np.zeros(0)  # steepest slope in the integration window, same indices
+        self._dtail = np.zeros(self.w - 1)
         self._env0 = 0
         self._next_cand = 0  # first internal index not yet examined as a candidate
         self._last_cand = -(10**9)
@@ -284,9 +290,10 @@ class BeatDetector:
         self._npk = 0.0
         self._beats_i: list[int] = []  # internal indices of beats (this record; last few kept)
         self._beat_h: list[float] = []
+        self._beat_s: list[float] = []
         self._rr: list[int] = []
         self._ref = 0  # search-back reference (last beat or last failed search)
-        self._noise: list[tuple[int, float]] = []  # non-beat candidates after the last beat
+        self._noise: list[tuple[int, float, float]] = []  # non-beat candidates after the last beat
         self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
         if not hasattr(self, "_info"):
             self._info: list[tuple[float, bool, float]] = []  # (height, confident, mV) per reported beat
@@ -318,19 +325,22 @@ class BeatDetector:
         return out
 
     # -- public ----------------------------------------------------------------------------------------------
-    def push(self, x: Any) -> np.ndarray:
-        """Feed the next samples (1-D, mV). Returns the absolute indices of newly confirmed beats."""
+    def push(self, x: Any, *, last: bool = False) -> np.ndarray:
+        """Feed the next samples (1-D, mV). Returns the absolute indices of newly confirmed beats.
+
+        ``last=True``: these are the record's last samples (the same as ``push(x)`` then
+        :meth:`finish`, in one pass)."""
         a = np.asarray(x, dtype=np.float64)
         if a.ndim != 1:
             raise SignalShapeError(f"BeatDetector.push takes one lead (1-D), got shape {a.shape}")
         if a.size and not np.isfinite(a).all():
             raise NonFiniteSignalError("BeatDetector.push: samples must be finite (report a gap instead)")
         if a.size == 0:
-            return np.zeros(0, dtype=np.int64)
+            return self.finish() if last else np.zeros(0, dtype=np.int64)
         self._n += a.size
         self._raw = np.concatenate((self._raw, a)) if self._raw.size else a
         self._feed(a)
-        self._decide(final=False)
+        self._decide(final=last)
         return self._locate()
 
     def finish(self) -> np.ndarray:
@@ -342,6 +352,12 @@ class BeatDetector:
     # -- stages ------------------------------------------------------------------------------------------------
     def _feed(self, a: np.ndarray) -> None:
         k = self.k
+        if self._despike:  # 3-sample median at the device rate: spikes of one sample (pacing, ESD) go
+            if self._stail is None:
+                self._stail = np.array([a[0], a[0]])
+            aa = np.concatenate((self._stail, a))
+            self._stail = aa[-2:].copy()
+            a = _median3(aa[:-2], aa[1:-1], aa[2:])
         if self._rem.size:
             a = np.concatenate((self._rem, a))
         nb = a.size // k
@@ -354,7 +370,7 @@ class BeatDetector:
             self._zi = self._zi0 * y[0]
         yy = np.concatenate((self._ytail, y))
         self._ytail = yy[-2:].copy()
-        m = _median3(yy[:-2], yy[1:-1], yy[2:])
+        m = _median3(yy[:-2], yy[1:-1], yy[2:]) if self.config.median else yy[1:-1]
         from scipy.signal import sosfilt
 
         bp, self._zi = sosfilt(self._sos, m, zi=self._zi)
@@ -366,15 +382,19 @@ class BeatDetector:
         pw = self.config.envelope_power
         e = d * d if pw == 2.0 else np.abs(d) if pw == 1.0 else np.abs(d) ** pw
         ee = np.concatenate((self._etail, e))
+        ad = np.concatenate((self._dtail, np.abs(d)))
         if self.w > 1:
             self._etail = ee[-(self.w - 1) :].copy()
+            self._dtail = ad[-(self.w - 1) :].copy()
             env = np.convolve(ee, np.full(self.w, 1.0 / self.w), mode="valid")
+            slp = np.lib.stride_tricks.sliding_window_view(ad, self.w).max(axis=1)
         else:
-            env = ee
+            env, slp = ee, ad
         self._env = np.concatenate((self._env, env)) if self._env.size else env
+        self._slp = np.concatenate((self._slp, slp)) if self._slp.size else slp
         self._ni += nb
 
-    def _candidates(self, final: bool) -> list[tuple[int, float]]:
+    def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
         """Local maxima (±r) of the envelope not yet examined, with their full right context."""
         from scipy.ndimage import maximum_filter1d
 
@@ -395,7 +415,7 @@ class BeatDetector:
             if p - self._last_cand <= r:
                 continue
             self._last_cand = p
-            out.append((p, float(seg[j])))
+            out.append((p, float(seg[j]), float(self._slp[p - e0])))
         return out
 
     def _initialise(self) -> None:
@@ -407,28 +427,31 @@ class BeatDetector:
 
     def _rr_mean(self) -> float:
         rr = self._rr[-8:]
-        return float(np.mean(rr)) if rr else 1.0 * self.fs_i
+        return sum(rr) / len(rr) if rr else 1.0 * self.fs_i
 
     def _thr(self) -> float:
         return self._npk + self.config.threshold * (self._spk - self._npk)
 
-    def _is_twave(self, p: int, h: float) -> bool:
+    def _is_twave(self, p: int, sl: float) -> bool:
+        """Soon after a beat and much less steep than it: a T wave (Pan & Tompkins' slope test)."""
         if not self._beats_i:
             return False
-        return p - self._beats_i[-1] < self.twave and h < self.config.twave_ratio * self._beat_h[-1]
+        return p - self._beats_i[-1] < self.twave and sl < self.config.twave_ratio * self._beat_s[-1]
 
-    def _accept(self, p: int, h: float, confident: bool) -> None:
+    def _accept(self, p: int, h: float, sl: float, confident: bool) -> None:
         if self._beats_i:
             self._rr.append(p - self._beats_i[-1])
             if len(self._rr) > 16:
                 del self._rr[:-8]
         self._beats_i.append(p)
         self._beat_h.append(h)
+        self._beat_s.append(sl)
         if len(self._beats_i) > 4:
             del self._beats_i[:-2]
             del self._beat_h[:-2]
+            del self._beat_s[:-2]
         self._ref = p
-        self._noise = [(q, g) for q, g in self._noise if q > p]
+        self._noise = [c for c in self._noise if c[0] > p]
         self._pending.append((p, h, confident))
 
     def _deadline(self) -> int:
@@ -437,18 +460,18 @@ class BeatDetector:
     def _searchback(self) -> None:
         dl = self._deadline()
         thr2 = self.config.searchback_threshold * self._thr()
-        best: tuple[int, float] | None = None
-        for q, g in self._noise:
+        best: tuple[int, float, float] | None = None
+        for q, g, sl in self._noise:
             if q >= dl:
                 break
-            if g > thr2 and not self._is_twave(q, g) and (best is None or g > best[1]):
-                best = (q, g)
+            if g > thr2 and not self._is_twave(q, sl) and (best is None or g > best[1]):
+                best = (q, g, sl)
         if best is not None:
-            self._accept(best[0], best[1], False)
+            self._accept(best[0], best[1], best[2], False)
             self._spk = 0.25 * best[1] + 0.75 * self._spk
         else:
             self._ref = dl
-            self._noise = [(q, g) for q, g in self._noise if q >= dl]
+            self._noise = [c for c in self._noise if c[0] >= dl]
             self._spk = max(self._npk, 0.5 * self._spk)
 
     def _decide(self, final: bool) -> None:
@@ -460,14 +483,14 @@ class BeatDetector:
             self._initialise()
         cands = self._candidates(final)
         avail = self._ni if final else self._ni - self.r
-        for p, h in cands:
+        for p, h, sl in cands:
             while p >= self._deadline():
                 self._searchback()
-            if h > self._thr() and not self._is_twave(p, h):
-                self._accept(p, h, True)
+            if h > self._thr() and not self._is_twave(p, sl):
+                self._accept(p, h, sl, True)
                 self._spk = 0.125 * h + 0.875 * self._spk
             else:
-                self._noise.append((p, h))
+                self._noise.append((p, h, sl))
                 self._record_noise(p, h)
                 self._npk = 0.125 * h + 0.875 * self._npk
         while self._deadline() <= avail:
@@ -476,6 +499,7 @@ class BeatDetector:
         keep_from = max(self._env0, self._next_cand - self.r - 1)
         if keep_from > self._env0 and self._init:
             self._env = self._env[keep_from - self._env0 :]
+            self._slp = self._slp[keep_from - self._env0 :]
             self._env0 = keep_from
 
     def _record_noise(self, p: int, h: float) -> None:
@@ -497,12 +521,12 @@ class BeatDetector:
             offs = np.arange(-B, B + 1)
             idx = np.clip(est[:, None] + offs[None, :], max(r0, self._seg0), n - 1) - r0
             seg = raw[idx]
-            base = np.median(seg, axis=1, keepdims=True)
+            base = np.partition(seg, B, axis=1)[:, B : B + 1]  # the median of each row (2B + 1 samples)
             s = seg - base
             mk = self._mk
             if mk > 1:
                 sh = [s[:, i : s.shape[1] - (mk - 1) + i] for i in range(mk)]
-                s = np.median(np.stack(sh), axis=0)
+                s = _median3(*sh) if mk == 3 else np.partition(np.stack(sh), mk // 2, axis=0)[mk // 2]
                 pad = (mk - 1) // 2
             else:
                 pad = 0
@@ -532,7 +556,7 @@ class BeatDetector:
         # raw samples still needed: from the earliest beat that can still be accepted (search back)
         if not self._init:
             return out
-        oldest = min([self._ref, self._next_cand - self.r] + [q for q, _ in self._noise])
+        oldest = min([self._ref, self._next_cand - self.r] + [c[0] for c in self._noise])
         need = self._seg0 + int((oldest - self._delay_i) * self.k) - self._base_half - self._loc_before - self.k
         need = min(need, self._n)
         if need > self._raw0:
@@ -544,6 +568,12 @@ class BeatDetector:
 # ------------------------------------------------------------------------------------------------------
 # beats → numbers
 # ------------------------------------------------------------------------------------------------------
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    m = len(v) // 2
+    return float(v[m]) if len(v) % 2 else 0.5 * (float(v[m - 1]) + float(v[m]))
+
+
 def summarise_beats(
     r_peaks: Sequence[int] | np.ndarray,
     *,
@@ -578,14 +608,14 @@ def summarise_beats(
     snr: float | None = None
     notes_l = list(notes)
     if heights is not None and n:
-        hb = float(np.median(np.asarray(heights, dtype=np.float64)))
-        nh = np.asarray(noise_heights if noise_heights is not None else (), dtype=np.float64)
-        ref = float(np.percentile(nh, 80)) if nh.size else 0.0
+        hb = _median(heights)
+        nh = sorted(noise_heights) if noise_heights is not None else []
+        ref = float(nh[min(len(nh) - 1, int(0.8 * len(nh)))]) if nh else 0.0
         snr = hb / ref if ref > 0 else (math.inf if hb > 0 else 0.0)
         if not math.isfinite(snr):
             snr = 999.0
     flat = signal_ptp_mv is not None and signal_ptp_mv < cfg.flat_mv
-    if amplitudes is not None and n and float(np.median(np.asarray(amplitudes))) < cfg.flat_mv:
+    if amplitudes is not None and n and _median(amplitudes) < cfg.flat_mv:
         flat = True
     if flat:
         quality = QUALITY_FLAT
@@ -615,8 +645,10 @@ def summarise_beats(
             rmssd = float(np.sqrt(np.mean(dd * dd)))
             pnn50 = float(np.mean(np.abs(dd) > 50.0))
             nrmssd = rmssd / mean_rr
-            med = float(np.median(rr))
-            irr = float(np.median(np.abs(dd))) / med
+            med = _median(rr.tolist())
+            # irregularly irregular: successive differences large at every lag (1–3), so a regular
+            # alternation (bigeminy, trigeminy) or an isolated ectopic beat stays low
+            irr = min(_median(np.abs(rr[lag:] - rr[:-lag]).tolist()) for lag in range(1, min(3, rr.size - 1) + 1)) / med
             early = rr[:-1] < cfg.ectopic_early * med
             late = rr[1:] > cfg.ectopic_late * med
             ectopic = int(np.count_nonzero(early & late))
@@ -658,10 +690,7 @@ def _one_lead(signal: Any) -> np.ndarray:
 
 def detect_beats(signal: Any, *, fs: float, config: DetectorConfig | None = None) -> np.ndarray:
     """R-peak sample indices of a whole one-lead record (mV at ``fs``)."""
-    det = BeatDetector(fs=fs, config=config)
-    a = det.push(_one_lead(signal))
-    b = det.finish()
-    return np.concatenate((a, b)) if b.size else a
+    return BeatDetector(fs=fs, config=config).push(_one_lead(signal), last=True)
 
 
 def analyse(
@@ -682,11 +711,9 @@ def analyse(
     fs = _check_fs(fs)
     x = _one_lead(signal)
     det = BeatDetector(fs=fs, config=detector)
-    a = det.push(x) if x.size else np.zeros(0, dtype=np.int64)
-    b = det.finish()
-    beats = np.concatenate((a, b)) if b.size else a
+    beats = det.push(x, last=True)
     info = det.take_beat_info()
-    ptp = float(np.ptp(np.percentile(x, (0.5, 99.5)))) if x.size else 0.0
+    ptp = float(x.max() - x.min()) if x.size else 0.0
     return summarise_beats(
         beats,
         fs=fs,
