@@ -251,6 +251,7 @@ class BeatDetector:
         self.fs_i = self.fs / self.k
         self._sos, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
         self.w = max(1, int(round(cfg.integration_s * self.fs_i)))
+        self._kernel = np.full(self.w, 1.0 / self.w)
         self.r = max(1, int(round(cfg.refractory_s * self.fs_i)))
         self.learn = max(self.r, int(round(cfg.learning_s * self.fs_i)))
         self.twave = int(round(cfg.twave_s * self.fs_i))
@@ -278,7 +279,7 @@ class BeatDetector:
         self._bptail: np.ndarray | None = None  # last 2 band-passed samples
         self._etail = np.zeros(self.w - 1)
         self._env = np.zeros(0)  # envelope from internal index _env0
-        self._slp = np.zeros(0)  # steepest slope in the integration window, same indices
+        self._ad = np.zeros(0)  # |derivative|, same indices as the envelope
         self._dtail = np.zeros(self.w - 1)
         self._env0 = 0
         self._next_cand = 0  # first internal index not yet examined as a candidate
@@ -364,7 +365,13 @@ class BeatDetector:
         self._rem = a[nb * k :].copy()
         if nb == 0:
             return
-        y = a[: nb * k].reshape(nb, k).mean(axis=1) if k > 1 else a[:nb].copy()
+        if k > 1:
+            y = a[0 : nb * k : k].copy()
+            for i in range(1, k):
+                y += a[i : nb * k : k]
+            y *= 1.0 / k
+        else:
+            y = a[:nb].copy()
         if self._ytail is None:
             self._ytail = np.array([y[0], y[0]])
             self._zi = self._zi0 * y[0]
@@ -386,12 +393,12 @@ class BeatDetector:
         if self.w > 1:
             self._etail = ee[-(self.w - 1) :].copy()
             self._dtail = ad[-(self.w - 1) :].copy()
-            env = np.convolve(ee, np.full(self.w, 1.0 / self.w), mode="valid")
-            slp = np.lib.stride_tricks.sliding_window_view(ad, self.w).max(axis=1)
+            env = np.convolve(ee, self._kernel, mode="valid")
         else:
-            env, slp = ee, ad
+            env = ee
+        ad = ad[self.w - 1 :]
         self._env = np.concatenate((self._env, env)) if self._env.size else env
-        self._slp = np.concatenate((self._slp, slp)) if self._slp.size else slp
+        self._ad = np.concatenate((self._ad, ad)) if self._ad.size else ad
         self._ni += nb
 
     def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
@@ -409,13 +416,19 @@ class BeatDetector:
         i0, i1 = lo - a, end - a
         idx = np.flatnonzero(seg[i0:i1] >= mx[i0:i1]) + i0
         self._next_cand = end
+        if not idx.size:
+            return []
+        # steepest slope in each candidate's integration window (the T-wave test)
+        rel = (idx + (a - e0))[:, None] + np.arange(1 - self.w, 1)[None, :]
+        slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
+        heights = seg[idx].tolist()
         out = []
-        for j in idx.tolist():
+        for j, h, sl in zip(idx.tolist(), heights, slopes):
             p = j + a
             if p - self._last_cand <= r:
                 continue
             self._last_cand = p
-            out.append((p, float(seg[j]), float(self._slp[p - e0])))
+            out.append((p, h, sl))
         return out
 
     def _initialise(self) -> None:
@@ -496,10 +509,10 @@ class BeatDetector:
         while self._deadline() <= avail:
             self._searchback()
         # trim the envelope: keep what the next candidates' left context needs
-        keep_from = max(self._env0, self._next_cand - self.r - 1)
+        keep_from = max(self._env0, self._next_cand - max(self.r, self.w) - 1)
         if keep_from > self._env0 and self._init:
             self._env = self._env[keep_from - self._env0 :]
-            self._slp = self._slp[keep_from - self._env0 :]
+            self._ad = self._ad[keep_from - self._env0 :]
             self._env0 = keep_from
 
     def _record_noise(self, p: int, h: float) -> None:
@@ -519,7 +532,7 @@ class BeatDetector:
             lo_b, hi_b, B = self._loc_before, self._loc_after, self._base_half
             raw, r0, n = self._raw, self._raw0, self._n
             offs = np.arange(-B, B + 1)
-            idx = np.clip(est[:, None] + offs[None, :], max(r0, self._seg0), n - 1) - r0
+            idx = np.minimum(np.maximum(est[:, None] + offs[None, :], max(r0, self._seg0)), n - 1) - r0
             seg = raw[idx]
             base = np.partition(seg, B, axis=1)[:, B : B + 1]  # the median of each row (2B + 1 samples)
             s = seg - base
@@ -535,7 +548,7 @@ class BeatDetector:
             win = s[:, max(0, c0) : c1]
             j = np.argmax(np.abs(win), axis=1) + max(0, c0) + pad
             out = idx[np.arange(len(j)), j] + r0
-            amp = np.ptp(win, axis=1)
+            amp = win.max(axis=1) - win.min(axis=1)
             # keep order and spacing
             keep = np.ones(out.size, dtype=bool)
             last = self._last_out
