@@ -116,7 +116,8 @@ class RhythmConfig:
     - ``min_beats``: fewer beats than this → no heart rate (``too_few_beats``).
     - ``flat_mv``: a signal (or median beat) with a smaller peak-to-peak amplitude (mV) is ``flat``.
     - ``min_snr``: median beat envelope over the 80th percentile of the non-beat candidates; below it
-      the window is ``noisy``.
+      the window is ``noisy``. ``min_prominence``: the same for the median of each beat's envelope over
+      the lowest envelope within ``refractory_s`` of it (noise has no quiet floor between its peaks).
     - ``min_rr_s`` / ``max_rr_s``: intervals outside this range make the window ``noisy``
       (except ``max_rr_s`` is a pause: reported in ``max_rr_ms``, not a quality problem).
     - ``max_searchback_share``: more beats found only by search back than this share → ``noisy``.
@@ -126,7 +127,8 @@ class RhythmConfig:
 
     min_beats: int = 4
     flat_mv: float = 0.05
-    min_snr: float = 2.5
+    min_snr: float = 2.0
+    min_prominence: float = 4.0
     min_rr_s: float = 0.24
     max_searchback_share: float = 0.34
     ectopic_early: float = 0.8
@@ -296,8 +298,10 @@ class BeatDetector:
         self._ref = 0  # search-back reference (last beat or last failed search)
         self._noise: list[tuple[int, float, float]] = []  # non-beat candidates after the last beat
         self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
+        self._floor: dict[int, float] = {}  # envelope floor around each candidate not yet reported
         if not hasattr(self, "_info"):
-            self._info: list[tuple[float, bool, float]] = []  # (height, confident, mV) per reported beat
+            # (envelope height, confident, mV, height / envelope floor) per reported beat
+            self._info: list[tuple[float, bool, float, float]] = []
             self._noise_out: list[tuple[int, float]] = []  # (abs native index, height) of non-beats
 
     @property
@@ -305,9 +309,10 @@ class BeatDetector:
         """Samples consumed so far (gaps included): the absolute index of the next sample."""
         return self._n
 
-    def take_beat_info(self) -> list[tuple[float, bool, float]]:
-        """(envelope height, confident, peak-to-peak mV) of each beat reported since the last call, in
-        the order the beats were reported (the last 8192 are kept)."""
+    def take_beat_info(self) -> list[tuple[float, bool, float, float]]:
+        """(envelope height, confident, peak-to-peak mV, prominence) of each beat reported since the
+        last call, in the order the beats were reported (the last 8192 are kept). The prominence is the
+        height over the lowest envelope within ``refractory_s`` of the beat."""
         out, self._info = self._info, []
         return out
 
@@ -403,7 +408,7 @@ class BeatDetector:
 
     def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
         """Local maxima (±r) of the envelope not yet examined, with their full right context."""
-        from scipy.ndimage import maximum_filter1d
+        from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
         env, e0, r = self._env, self._env0, self.r
         end = self._ni if final else self._ni - r  # examine internal indices < end
@@ -422,12 +427,15 @@ class BeatDetector:
         rel = (idx + (a - e0))[:, None] + np.arange(1 - self.w, 1)[None, :]
         slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
         heights = seg[idx].tolist()
+        # how far the envelope falls around the candidate (beats stand on a low floor, noise does not)
+        floor = minimum_filter1d(seg, size=2 * r + 1, mode="nearest")[idx].tolist()
         out = []
-        for j, h, sl in zip(idx.tolist(), heights, slopes):
+        for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
             p = j + a
             if p - self._last_cand <= r:
                 continue
             self._last_cand = p
+            self._floor[p] = fl
             out.append((p, h, sl))
         return out
 
@@ -560,12 +568,16 @@ class BeatDetector:
                     last = int(out[i])
             self._last_out = last
             for i in np.flatnonzero(keep).tolist():
-                _, h, conf = self._pending[i]
-                self._info.append((h, conf, float(amp[i])))
+                p, h, conf = self._pending[i]
+                fl = self._floor.get(p, 0.0)
+                self._info.append((h, conf, float(amp[i]), h / fl if fl > 0 else 999.0))
             if len(self._info) > 8192:
                 del self._info[:-4096]
             out = out[keep].astype(np.int64)
             self._pending = []
+        if self._floor:
+            lo = min([self._ref] + [c[0] for c in self._noise])
+            self._floor = {q: f for q, f in self._floor.items() if q >= lo}
         # raw samples still needed: from the earliest beat that can still be accepted (search back)
         if not self._init:
             return out
@@ -598,6 +610,7 @@ def summarise_beats(
     heights: Sequence[float] | None = None,
     noise_heights: Sequence[float] | None = None,
     amplitudes: Sequence[float] | None = None,
+    prominences: Sequence[float] | None = None,
     signal_ptp_mv: float | None = None,
     config: RhythmConfig | None = None,
     notes: Sequence[str] = (),
@@ -634,6 +647,9 @@ def summarise_beats(
         quality = QUALITY_FLAT
     elif n < cfg.min_beats or rr.size < cfg.min_beats - 1:
         quality = QUALITY_TOO_FEW_BEATS
+    elif prominences is not None and n and _median(prominences) < cfg.min_prominence:
+        quality = QUALITY_NOISY
+        notes_l.append(f"beats rise {_median(prominences):.1f}x over their surroundings (< {cfg.min_prominence})")
     elif snr is not None and snr < cfg.min_snr:
         quality = QUALITY_NOISY
         notes_l.append(f"beats stand {snr:.1f}x over the other peaks (< {cfg.min_snr})")
@@ -732,10 +748,11 @@ def analyse(
         fs=fs,
         lead=name,
         t0=t0,
-        confident=[c for _, c, _ in info],
-        heights=[h for h, _, _ in info],
+        confident=[i[1] for i in info],
+        heights=[i[0] for i in info],
         noise_heights=[h for _, h in det.take_noise()],
-        amplitudes=[a for _, _, a in info],
+        amplitudes=[i[2] for i in info],
+        prominences=[i[3] for i in info],
         signal_ptp_mv=ptp,
         config=config,
     )
@@ -778,7 +795,7 @@ class RhythmTracker:
         self._det = BeatDetector(fs=self.fs, config=detector)
         self._seg = 0
         self._keep = int(keep_s * self.fs)
-        self._beats: list[tuple[int, int, float, bool, float]] = []  # (idx, seg, height, conf, mV)
+        self._beats: list[tuple[int, int, float, bool, float, float]] = []  # (idx, seg, height, conf, mV, prom)
         self._noise: list[tuple[int, float]] = []
 
     @property
@@ -787,8 +804,8 @@ class RhythmTracker:
 
     def _collect(self, beats: np.ndarray) -> None:
         info = self._det.take_beat_info()
-        for i, (h, c, a) in zip(beats.tolist(), info[-len(beats) :] if len(beats) else []):
-            self._beats.append((i, self._seg, h, c, a))
+        for i, (h, c, a, pr) in zip(beats.tolist(), info[-len(beats) :] if len(beats) else []):
+            self._beats.append((i, self._seg, h, c, a, pr))
         self._noise.extend(self._det.take_noise())
         cut = self._det.n_samples - self._keep
         if self._beats and self._beats[0][0] < cut:
@@ -844,6 +861,7 @@ class RhythmTracker:
             heights=[b[2] for b in bs],
             noise_heights=noise,
             amplitudes=[b[4] for b in bs],
+            prominences=[b[5] for b in bs],
             config=self.config,
         )
 
