@@ -281,7 +281,9 @@ def test_killed_run_resumes_from_cache_without_repeating_an_answered_call(tmp_pa
     # and the resumed run is complete: n extract + 2n verify + merge + superclass
     assert len(answered_before | {e["key"] for e in second}) == 3 * n + 2
     k = load_knowledge(tmp_path / "out")
-    assert k.label_matrix.shape == (n, 2) and k.label_matrix.sum() == 2 * n
+    # sinus rhythm, complete left bundle branch block and its superclass label "conduction disturbance"
+    assert k.label_matrix.shape == (n, 3) and k.label_matrix.sum() == 3 * n
+    assert k.superclass_labels == {"conduction disturbance": ("complete left bundle branch block",)}
     with AnswerCache(tmp_path / "c.sqlite") as cache:
         assert len(cache) == 3 * n + 2
 

@@ -129,3 +129,36 @@ def test_both_projections_are_nonlinear_and_old_checkpoints_still_load(tmp_path:
     t = load_teacher(ck)
     assert t.config.text_proj_layers == 1
     assert Counter(k.split(".")[0] for k in t.model.state_dict()) == Counter(k.split(".")[0] for k in old.state_dict())
+
+
+# ---------------------------------------------------------------------------------- superclass aggregation
+def test_subtypes_produce_their_superclass_label_for_training(tmp_path: Path) -> None:
+    """Lexicon path: anterior / inferior MI also label "myocardial infarction", and the trainer's label
+    matrix asks both levels as queries; an aggregated label is uncertain only if all its members are."""
+    from trainer.knowledge import Extraction, extract_knowledge, load_knowledge
+    from trainer.knowledge._store import write_knowledge
+    from trainer.labels import LabelMatrix
+
+    reports = ["sinus rhythm. anterior myocardial infarction.", "inferior myocardial infarction.",
+               "possible anterior myocardial infarction.", "sinus rhythm. normal ecg."]
+    out = extract_knowledge(reports, ["a", "b", "c", "d"], out_dir=tmp_path / "k")
+    k = load_knowledge(out)
+    lm = LabelMatrix.from_knowledge(out)
+    y = dict(zip(lm.entities, lm.matrix.toarray().T))
+    assert {"anterior myocardial infarction", "inferior myocardial infarction", "myocardial infarction"} <= set(y)
+    assert y["myocardial infarction"].tolist() == [1, 1, 1, 0] and y["normal ECG"].tolist() == [0, 0, 0, 1]
+    unc = dict(zip(k.vocabulary, k.uncertain_matrix.toarray().T))
+    assert unc["myocardial infarction"].tolist() == [0, 0, 1, 0]
+    assert set(k.superclass_labels["myocardial infarction"]) == {"anterior myocardial infarction",
+                                                                 "inferior myocardial infarction"}
+    assert "myocardial infarction" in k.superclasses["MI"]
+    off = load_knowledge(extract_knowledge(reports, ["a", "b", "c", "d"], out_dir=tmp_path / "off",
+                                           superclass_labels=False))
+    assert "myocardial infarction" not in off.vocabulary
+    # LLM path: the superclass names the LLM gave become labels
+    ex = Extraction(per_report=[{"anterior mi": False}, {"inferior mi": True}, {}],
+                    synonyms={}, superclass_of={"anterior mi": "Myocardial Infarction", "inferior mi": "Myocardial Infarction"},
+                    superclass_names={"Myocardial Infarction": "Myocardial Infarction"})
+    llm = load_knowledge(write_knowledge(ex, ["x", "y", "z"], tmp_path / "llm"))
+    assert llm.row("y")[llm.vocabulary.index("Myocardial Infarction")] == 1
+    assert llm.row("z").sum() == 0

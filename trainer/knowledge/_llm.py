@@ -172,6 +172,19 @@ def parse_json_object(text: str) -> tuple[dict[str, Any], bool]:
     return value, repaired
 
 
+def _superclass_names(ids: Any) -> dict[str, str]:
+    """The LLM's superclass names are label texts already; the lexicon's fallback ids get its names."""
+    from ._lexicon import SUPERCLASS_NAMES
+
+    out = {}
+    for sc in set(ids):
+        if sc in SUPERCLASS_NAMES:
+            out[sc] = SUPERCLASS_NAMES[sc]
+        elif sc not in ("OTHER", "RHYTHM", "FORM") and str(sc).strip():
+            out[sc] = str(sc)
+    return out
+
+
 # -- the pipeline ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LLMConfig:
@@ -433,6 +446,7 @@ class LLMBackend:
             scp_codes_of={k: sorted(v) for k, v in scp.items()},
             counters=counters,
             provenance=self.describe(),
+            superclass_names=_superclass_names(sc.values()),
         )
 
     def estimate(self, reports: list[str], cache: Any = None) -> dict[str, Any]:
