@@ -50,6 +50,8 @@ class DistillConfig:
     amplitude_jitter: float = 0.1
     #: device-shift augmentation of the student's input (:mod:`export._augment`); None: off
     augment: AugmentConfig | None = None
+    #: when the student has the teacher's architecture, start from the teacher's weights
+    init_from_teacher: bool = True
     seed: int = 0
     log_every: int = 100
 

@@ -117,6 +117,10 @@ def distil(
         texts["_entities"] = embed_texts(enc, list(config.entities))
     torch.manual_seed(config.seed)
     student = create_model(config.student, text_dim=spec.model.cfg.text_dim)
+    if config.distill.init_from_teacher and student.cfg.to_dict() == spec.model.cfg.to_dict():
+        # same architecture: distillation fine-tunes the teacher's own weights for the device's lead
+        # subsets and signal (augmentation) instead of starting from random weights
+        student.load_state_dict(spec.model.state_dict())
     res = distill_student(
         spec.model, student, texts, train, max_leads=config.max_leads, config=config.distill,
         deployed=list(config.label_sets),
