@@ -110,3 +110,44 @@ def fit_af_fusion(
         coef[0] = 0.0
     return AfFusion("rhythm", "atrial fibrillation", ("model_logit",) + RHYTHM_FEATURES, mean, std, coef,
                     float(lr.intercept_[0]), dict(meta or {}))
+
+
+def add_af_fusion(bundle: Any, shared: Any, *, corpus_config: Any = None, C: float = 1.0) -> dict[str, Any]:
+    """Fit the AF fusion on the training split of the corpus (the bundle's own training patients) with the
+    bundle's torch student on leads I, II and I+II (rows pooled), and add it to the bundle as
+    ``af_fusion.json``. Returns what was fitted (also stored in the fusion's ``meta``)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import kmerl_edge
+    from kmerl_edge._af_fusion import AF_FUSION_FILE
+    from kmerl_edge._bundle import add_artifacts
+
+    from ._corpus import build_corpus
+
+    clf = kmerl_edge.load(bundle, backend="torch")
+    held = Path(bundle) / "heldout.json"
+    train_patients = set(json.loads(held.read_text())["train_patients"]) if held.is_file() else None
+    corpus = build_corpus(shared, corpus_config)
+    recs = [r for r in corpus.records if r.split == "train"
+            and (train_patients is None or r.patient in train_patients)]
+    data = load_af_windows(recs, clf.bundle.preprocess_config)
+    logits, feats, ys = [], [], []
+    for leads in AF_LEAD_SETS.values():
+        lg, ft = af_features(clf, data, leads)
+        logits.append(lg)
+        feats.append(ft)
+        ys.append(data.af)
+    meta = {
+        "fitted_on": "training split of the corpus (export._corpus), leads I, II and I+II pooled",
+        "rows": int(len(data.ids)),
+        "af_rows": int(data.af.sum()),
+        "sources": sorted(set(data.source)),
+        "C": C,
+    }
+    fus = fit_af_fusion(np.concatenate(logits), np.concatenate(feats), np.concatenate(ys), C=C, meta=meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = fus.save(Path(tmp) / AF_FUSION_FILE)
+        add_artifacts(bundle, {AF_FUSION_FILE: (src, {"kind": "fusion", "backend": "none", "precision": "fp64"})})
+    return {**meta, "coef": dict(zip(fus.features, [round(float(c), 4) for c in fus.coef]))}

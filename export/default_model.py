@@ -263,8 +263,12 @@ def build_default_model(
     }
     from kmerl_edge._bundle import add_artifacts
 
-    add_artifacts(bundle, {}, metrics={"default_model": metrics})
     _write_heldout(bundle, ds["corpus"])
+    from export._fusion import add_af_fusion
+
+    metrics["af_fusion"] = add_af_fusion(bundle, shared)
+    print(f"[5/5] AF fusion: {json.dumps(metrics['af_fusion'])}", flush=True)
+    add_artifacts(bundle, {}, metrics={"default_model": metrics})
     (work / "default_model_metrics.json").write_text(json.dumps(metrics, indent=2))
     return bundle
 

@@ -181,6 +181,9 @@ class Classifier:
         notes = []
         if not self.bundle.trained:
             notes.append("randomly initialised test bundle: scores are meaningless")
+        gate = self.bundle.quality_gate_failed
+        if gate:
+            notes.append(f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
         if pre.quality.dropped_leads:
             notes.append(f"dropped unusable leads: {', '.join(pre.quality.dropped_leads)}")
         return Prediction(
