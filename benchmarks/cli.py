@@ -110,7 +110,11 @@ def _add_accuracy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(_DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
     p.add_argument("--teacher", help="teacher checkpoint (trainer.checkpoint); without it the teacher is skipped")
     p.add_argument("--cpsc2021-records", type=_name_list, default=None,
-                   help="held-out CPSC2021 record names, comma-separated (default: all)")
+                   help="held-out CPSC2021 record names, comma-separated (default: the bundle's held-out list)")
+    p.add_argument("--heldout", default=None,
+                   help="held-out list (JSON: test_records, train_patients) for a bundle without heldout.json")
+    p.add_argument("--loso", action="store_true",
+                   help="also AF leave-one-source-out: the AF fusion refitted without each source, scored on it")
     p.add_argument("--fold", type=int, default=10, help="PTB-XL strat_fold to evaluate (default 10)")
 
 
@@ -250,14 +254,26 @@ def _accuracy(a: argparse.Namespace) -> dict[str, Any]:
     data = Path(a.data)
     if not data.is_dir():
         raise CliError(f"data folder {data} not found (pass --data)")
-    return run_accuracy(
-        bundle=_bundle_path(a.bundle),
-        data_root=data,
-        teacher=a.teacher,
-        cpsc2021_records=a.cpsc2021_records,
-        fold=a.fold,
-        threads=a.threads,
-    )
+    from .accuracy import TrainingPatientError
+
+    try:
+        res = run_accuracy(
+            bundle=_bundle_path(a.bundle),
+            data_root=data,
+            teacher=a.teacher,
+            cpsc2021_records=a.cpsc2021_records,
+            fold=a.fold,
+            threads=a.threads,
+            heldout=a.heldout,
+        )
+        if getattr(a, "loso", False):
+            from .af import run_af_loso
+
+            res["af_loso"] = run_af_loso(bundle=_bundle_path(a.bundle), data_root=data, threads=a.threads,
+                                         heldout=a.heldout)
+    except TrainingPatientError as exc:
+        raise CliError(str(exc)) from None
+    return res
 
 
 # ---------------------------------------------------------------------------------------------- output

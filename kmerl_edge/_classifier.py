@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._af_fusion import AF_FUSION_FILE, AfFusion, window_rhythm_features
 from ._backends import Backend, create_backend
 from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, LeadError, UnknownLabelSetError
@@ -91,6 +92,14 @@ class Classifier:
         self.backend = backend
         _, self._index = bundle.all_queries()
         self._max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
+        self.af_fusion: AfFusion | None = None
+        self._fusion_col = -1
+        if AF_FUSION_FILE in bundle.artifacts:
+            self.af_fusion = AfFusion.load(bundle.path / AF_FUSION_FILE)
+            key = (self.af_fusion.label_set, self.af_fusion.class_name)
+            if key not in self._index:
+                raise BundleError(f"af_fusion.json fuses {key}, which the bundle's queries do not score")
+            self._fusion_col = self._index.index(key)
 
     @property
     def label_sets(self) -> dict[str, list[str]]:
@@ -117,9 +126,18 @@ class Classifier:
             )
         return names
 
-    def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray) -> np.ndarray:
-        """Probabilities (n_windows, Q) for preprocessed windows; Q in :meth:`Bundle.all_queries` order."""
-        return _sigmoid(self.backend.run(windows, lead_ids).astype(np.float64))
+    def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
+        """Probabilities (n_windows, Q) for preprocessed windows; Q in :meth:`Bundle.all_queries` order.
+
+        With an ``af_fusion.json`` in the bundle (and ``fuse``), the fused class's probability is the
+        calibrated fusion of the model's logit with the window's rhythm evidence
+        (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities."""
+        logits = self.backend.run(windows, lead_ids).astype(np.float64)
+        probs = _sigmoid(logits)
+        if fuse and self.af_fusion is not None and len(probs):
+            feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs)
+            probs[:, self._fusion_col] = self.af_fusion.probability(logits[:, self._fusion_col], feats)
+        return probs
 
     def scores_from_probs(
         self, probs: np.ndarray, label_set: str | None = None
@@ -170,6 +188,9 @@ class Classifier:
         notes = []
         if not self.bundle.trained:
             notes.append("randomly initialised test bundle: scores are meaningless")
+        gate = self.bundle.quality_gate_failed
+        if gate:
+            notes.append(f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
         if pre.quality.dropped_leads:
             notes.append(f"dropped unusable leads: {', '.join(pre.quality.dropped_leads)}")
         rhythm, window_rhythm = self._rhythm(signal, float(fs), leads, pre)
