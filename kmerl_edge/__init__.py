@@ -39,7 +39,17 @@ from ._errors import (
     UnknownModelError,
     UnsupportedSchemaError,
 )
-from ._io import Record, read_record
+from ._errors import (  # reading records
+    ChecksumError,
+    InvalidArgumentError,
+    InvalidHeaderError,
+    LeadMapRequiredError,
+    MissingLeadError,
+    NoEcgChannelError,
+    SignalRangeError,
+)
+from ._io import Record, RecordReader, open_record, read_record
+from ._scoring import Coverage
 from ._leads import LEADS, PAPER_LEAD_ORDER, canonical_lead, canonical_leads, lead_ids, parse_leads
 from ._preprocess import PreprocessConfig, Preprocessed, QualityConfig, QualityReport, preprocess
 
@@ -98,6 +108,17 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "InvalidHeaderError",
+    "ChecksumError",
+    "NoEcgChannelError",
+    "MissingLeadError",
+    "LeadMapRequiredError",
+    "SignalRangeError",
+    "InvalidArgumentError",
+    # reading records
+    "RecordReader",
+    "open_record",
+    "Coverage",
 ]
 
 

@@ -211,6 +211,13 @@ def _play_recording(a: Any, p: _Printer) -> int:
         step = max(1, int(round(0.1 * rec.fs)))
         block = step * 100  # read 10 s at a time; push 0.1 s at a time; missing samples are gaps
         t_wall0 = time.monotonic()
+        gap: list[int] = []  # [start, length] of the gap being read: one push_gap per gap, however long
+
+        def flush_gap() -> None:
+            if gap:
+                p.drain(session, session.push_gap(gap[1], t0=gap[0] / rec.fs))
+                gap.clear()
+
         try:
             for b0 in range(0, n, block):
                 x = rec.read(b0, min(n, b0 + block))
@@ -221,16 +228,17 @@ def _play_recording(a: Any, p: _Printer) -> int:
                         time.sleep(delay)
                     part = x[:, k:stop]
                     miss = np.isnan(part).any(axis=0)
-                    if not miss.any():
-                        p.drain(session, session.push(part, t0=(b0 + k) / rec.fs))
-                        continue
                     cuts = [0, *(np.flatnonzero(np.diff(miss.astype(np.int8))) + 1).tolist(), part.shape[1]]
                     for s0, s1 in zip(cuts[:-1], cuts[1:]):
-                        t0 = (b0 + k + s0) / rec.fs
                         if miss[s0]:
-                            p.drain(session, session.push_gap(s1 - s0, t0=t0))
+                            if gap:
+                                gap[1] += s1 - s0
+                            else:
+                                gap.extend((b0 + k + s0, s1 - s0))
                         else:
-                            p.drain(session, session.push(part[:, s0:s1], t0=t0))
+                            flush_gap()
+                            p.drain(session, session.push(part[:, s0:s1], t0=(b0 + k + s0) / rec.fs))
+            flush_gap()
         finally:
             p.drain(session, session.close())
     p.summary(session.stats(), {})
