@@ -49,7 +49,8 @@ LeadMap = Mapping[str, str] | str | None
 
 @dataclass(frozen=True)
 class Record:
-    """A recording: ``signal`` is (n_leads, n_samples) float32 in mV, ``fs`` in Hz, leads canonical.
+    """A recording: ``signal`` is (n_leads, n_samples) float32 in mV (float64 if a value does not fit), ``fs``
+    in Hz, leads canonical.
 
     Missing samples are NaN (never filled); ``notes`` says which channels were left out and why.
     """
@@ -232,11 +233,22 @@ class _WfdbReader(RecordReader):
         if not lines:
             raise InvalidHeaderError(f"{hea.name}: empty header")
         stated = _stated_fs(lines[0], hea)
+        self._tmp: Any = None
+        repaired: list[str] = []
         try:
             h = wfdb.rdheader(str(base))
         except Exception as exc:  # wfdb raises many kinds of errors for bad headers
-            raise InvalidHeaderError(f"cannot read WFDB header {hea}: {exc}") from exc
-        self.name = base.name
+            fixed = self._repair(base, lines)
+            if fixed is None:
+                raise InvalidHeaderError(f"cannot read WFDB header {hea}: {exc}") from exc
+            base, repaired = fixed
+            self._base = base
+            try:
+                h = wfdb.rdheader(str(base))
+            except Exception:
+                self.close()
+                raise InvalidHeaderError(f"cannot read WFDB header {hea}: {exc}") from exc
+        self.name = self._base.name if not repaired else _record_base(Path(lines[0].split()[0])).name
         self.comments = tuple(str(c) for c in (h.comments or ()))
         if stated is None:
             if fs is None:
@@ -264,9 +276,9 @@ class _WfdbReader(RecordReader):
             skew = [int(s or 0) for s in (h.skew or [0] * len(names))]
         if not names:
             raise RecordReadError(f"{base.name}: the header lists no signals")
-        choice = select_channels(names, units, leads=leads, lead_map=lead_map, record=base.name)
+        choice = select_channels(names, units, leads=leads, lead_map=lead_map, record=self.name)
         self.leads = choice.leads
-        self.notes = choice.notes
+        self.notes = tuple(repaired) + choice.notes
         self._idx = list(choice.indices)
         for i in self._idx:
             g = float(gains[i]) if i < len(gains) and gains[i] is not None else 1.0
@@ -289,6 +301,49 @@ class _WfdbReader(RecordReader):
             k for k, i in enumerate(self._idx)
             if not self._multi and self._cache is None and self._checksums[i] is not None and skew[i] == 0
         ]
+
+    def _repair(self, base: Path, lines: list[str]) -> tuple[Path, list[str]] | None:
+        """Headers of the PhysioNet/CinC 2021 Georgia set name the record with its file suffix
+        (``E00015.mat 12 500 5000 05-May-2020 14:50:55``) and write the date as dd-Mon-yyyy, which the WFDB
+        syntax does not allow. Read such a header through a corrected copy (record name without suffix,
+        base time and date left out: nothing here uses them) and say so in the notes."""
+        import shutil
+        import tempfile
+
+        parts = lines[0].split()
+        if len(parts) < 4:
+            return None
+        name = parts[0]
+        stem = _record_base(Path(name)).name
+        if stem != base.name:
+            return None
+        changed = []
+        if name != stem:
+            changed.append(f"record name {name!r} read as {stem!r}")
+        if len(parts) > 4:
+            changed.append(f"base time/date {' '.join(parts[4:])!r} ignored")
+        if not changed:
+            return None
+        self._tmp = tempfile.TemporaryDirectory(prefix="kmerl-hea-")
+        tmp = Path(self._tmp.name)
+        text = _hea(base).read_text(errors="replace").splitlines()
+        first = next(i for i, ln in enumerate(text) if ln.strip() and not ln.strip().startswith("#"))
+        text[first] = " ".join([stem, *parts[1:4]])
+        (tmp / f"{stem}.hea").write_text("\n".join(text) + "\n")
+        for ln in lines[1:]:
+            f = ln.split()[0]
+            src = base.parent / f
+            if src.is_file() and not (tmp / f).exists() and "/" not in f:
+                try:
+                    (tmp / f).symlink_to(src.resolve())
+                except OSError:
+                    shutil.copyfile(src, tmp / f)
+        return tmp / stem, [f"header repaired: {'; '.join(changed)}"]
+
+    def close(self) -> None:
+        if getattr(self, "_tmp", None) is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def _check_files(self, h: Any) -> None:
         files: list[Path] = []
@@ -350,8 +405,9 @@ class _WfdbReader(RecordReader):
 
 
 # ------------------------------------------------------------------------------------------- .mat files
-def _open_cpsc2018_mat(path: Path, *, fs: float | None, leads: Sequence[str] | None) -> RecordReader:
-    """Original CPSC-2018 MATLAB-5 files: struct ``ECG.data`` 12×N in mV, 500 Hz, standard lead order."""
+def _open_mat(path: Path, *, fs: float | None, leads: Sequence[str] | None) -> RecordReader:
+    """A ``.mat`` file without a WFDB header: the original CPSC-2018 files (struct ``ECG.data`` 12×N in mV,
+    500 Hz, standard lead order), or one numeric array read with an explicit ``fs`` and ``leads``."""
     import scipy.io
 
     try:
@@ -359,7 +415,20 @@ def _open_cpsc2018_mat(path: Path, *, fs: float | None, leads: Sequence[str] | N
     except Exception as exc:  # scipy raises many kinds of errors for files that are not MATLAB files
         raise RecordReadError(f"{path.name}: not a readable MATLAB file ({exc})") from exc
     if "ECG" not in m:
-        raise RecordReadError(f"{path}: no 'val' or 'ECG' variable; pass a WFDB header or a known .mat layout")
+        arrays = {k: v for k, v in m.items() if not k.startswith("__") and isinstance(v, np.ndarray)
+                  and v.dtype.kind in "fiu" and v.ndim == 2 and min(v.shape) >= 1}
+        if len(arrays) == 1 and fs is not None and leads is not None:  # one numeric array, e.g. CPSC 2019 'ecg'
+            key, arr = next(iter(arrays.items()))
+            names = canonical_leads(leads)
+            transposed = arr.shape[0] != len(names) and arr.shape[1] == len(names)
+            if (arr.shape[1] if transposed else arr.shape[0]) != len(names):
+                raise RecordReadError(f"{path.name}: '{key}' has shape {arr.shape}; no axis of {len(names)} channels")
+            return ArrayReader(arr, fs=_check_fs_arg(fs, path.name), leads=names, name=path.stem, transposed=transposed)
+        hint = (f"; it holds one array '{next(iter(arrays))}' {next(iter(arrays.values())).shape}: pass --fs and "
+                f"--leads to read it" if len(arrays) == 1 else "")
+        raise RecordReadError(
+            f"{path}: no 'val' or 'ECG' variable and no WFDB header, so nothing states the rate or leads{hint}"
+        )
     try:
         data = np.asarray(m["ECG"][0, 0]["data"], dtype=np.float32)
     except Exception as exc:
@@ -485,7 +554,7 @@ def open_record(
         return _WfdbReader(base, fs=fs, leads=leads, lead_map=lead_map)
     if suffix == ".mat" and p.exists():
         _regular_file(p)
-        return _open_cpsc2018_mat(p, fs=fs, leads=leads)
+        return _open_mat(p, fs=fs, leads=leads)
     if p.exists() and not p.is_file():
         _regular_file(p)
     raise RecordReadError(f"no such record: {p} (looked for {_hea(base)})")
@@ -509,9 +578,9 @@ def read_record(
     with open_record(path, fs=fs, leads=leads, lead_map=lead_map) as r:
         signal = r.read(0, r.n_samples)
         r.verify()
-        if signal.dtype != np.float32:
-            with np.errstate(over="ignore"):
-                signal = signal.astype(np.float32)
+        big = float(np.nanmax(np.abs(signal))) if signal.size and not np.isnan(signal).all() else 0.0
+        if signal.dtype != np.float32 and big < float(np.finfo(np.float32).max):  # else keep float64: the range
+            signal = signal.astype(np.float32)  # check must see 1e308, not an Inf made by the cast
         return Record(signal, r.fs, r.leads, r.name, r.comments, r.notes)
 
 

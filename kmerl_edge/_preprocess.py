@@ -251,6 +251,10 @@ def _force_out_of_range(report: QualityReport, wild: np.ndarray) -> QualityRepor
 
 def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     frac = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if frac.numerator == 0 or abs(float(frac) * fs_in / fs_out - 1.0) > 1e-3:  # would shift the clock
+        raise SamplingRateError(
+            f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz without shifting the clock (rate ratio beyond 1:1000)"
+        )
     return frac.numerator, frac.denominator
 
 

@@ -249,3 +249,11 @@ def test_json_still_parses_with_notes(tmp_path, sig, test_bundle_path, capsys):
     assert main(["classify", str(tmp_path / "m"), "--bundle", str(test_bundle_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["leads"] == ["II"] and any("ABP" in n for n in out["notes"]) and out["coverage"]["n_gaps"] == 0
+
+
+def test_rate_that_cannot_be_resampled_is_refused_not_shifted():
+    from kmerl_edge._preprocess import resample_signal
+
+    with pytest.raises(ke.SamplingRateError, match="shifting the clock"):
+        resample_signal(np.zeros((1, 10)), fs_in=1e6, fs_out=500.0)
+    assert resample_signal(np.zeros((1, 360)), fs_in=360.0, fs_out=500.0).shape == (1, 500)
