@@ -17,20 +17,27 @@ from typing import TYPE_CHECKING, Any
 from ._bundle import Bundle, load_bundle
 from ._classifier import Classifier, Prediction, default_bundle_path, load
 from ._config import ModelConfig, get_config, list_models
-from ._errors import (
+from ._errors import (  # reading records
     BackendUnavailableError,
     BundleError,
+    ChecksumError,
     ConfigMismatchError,
     DuplicateLeadError,
+    InvalidArgumentError,
+    InvalidHeaderError,
     KmerlError,
     LeadError,
+    LeadMapRequiredError,
     MissingArtifactError,
     MissingExtraError,
+    MissingLeadError,
+    NoEcgChannelError,
     NonFiniteSignalError,
     NoUsableLeadsError,
     RecordReadError,
     SamplingRateError,
     SignalError,
+    SignalRangeError,
     SignalShapeError,
     SignalTooShortError,
     TamperedArtifactError,
@@ -39,9 +46,10 @@ from ._errors import (
     UnknownModelError,
     UnsupportedSchemaError,
 )
-from ._io import Record, read_record
+from ._io import Record, RecordReader, open_record, read_record
 from ._leads import LEADS, PAPER_LEAD_ORDER, canonical_lead, canonical_leads, lead_ids, parse_leads
 from ._preprocess import PreprocessConfig, Preprocessed, QualityConfig, QualityReport, preprocess
+from ._scoring import Coverage
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._model import KMERLModel
@@ -98,6 +106,17 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "InvalidHeaderError",
+    "ChecksumError",
+    "NoEcgChannelError",
+    "MissingLeadError",
+    "LeadMapRequiredError",
+    "SignalRangeError",
+    "InvalidArgumentError",
+    # reading records
+    "RecordReader",
+    "open_record",
+    "Coverage",
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +12,14 @@ import numpy as np
 from ._af_fusion import AF_FUSION_FILE, AfFusion, window_rhythm_features
 from ._backends import Backend, create_backend
 from ._bundle import Bundle, load_bundle
-from ._errors import BundleError, LeadError, UnknownLabelSetError
+from ._errors import BundleError, InvalidArgumentError, LeadError, UnknownLabelSetError
 from ._leads import canonical_leads
 from ._preprocess import Preprocessed, QualityReport, preprocess
-from .rhythm import RhythmResult, analyse, choose_rhythm_lead
+from ._scoring import Coverage, ScoredWindows, score_reader
+from .rhythm import RhythmResult
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._io import Record
     from .stream import StreamSession
 
 __all__ = ["Classifier", "Prediction", "load", "default_bundle_path"]
@@ -47,9 +48,12 @@ class Prediction:
       10-s windows of the recording;
     - ``by_label_set``: the same, grouped {label set: {class: probability}};
     - ``window_scores``: one {class: probability} per window, starting at ``window_starts_s``;
-    - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored.
-    - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one usable lead
-      at its own rate (:func:`kmerl_edge.rhythm.analyse`); ``window_rhythm``: the same per window.
+    - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored;
+    - ``coverage``: how much of the recording was missing (gaps) or left unscored; windows never overlap
+      a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``;
+    - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own
+      rate (:func:`kmerl_edge.rhythm.analyse`; intervals never span a gap); ``window_rhythm``: the same
+      per scored window.
     """
 
     scores: dict[str, float]
@@ -62,6 +66,7 @@ class Prediction:
     latency_ms: float
     trained_model: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    coverage: Coverage | None = None
     rhythm: RhythmResult | None = None
     window_rhythm: tuple[RhythmResult, ...] = ()
 
@@ -79,6 +84,7 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 3),
             "trained_model": self.trained_model,
             "notes": list(self.notes),
+            "coverage": self.coverage.to_dict() if self.coverage is not None else None,
             "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
             "window_rhythm": [r.to_dict(beats=False) for r in self.window_rhythm],
         }
@@ -126,13 +132,23 @@ class Classifier:
             )
         return names
 
+    #: windows per backend call: bounds the backend's memory whatever the recording's length
+    batch_windows: int = 32
+
     def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
         """Probabilities (n_windows, Q) for preprocessed windows; Q in :meth:`Bundle.all_queries` order.
+        The backend sees at most :attr:`batch_windows` windows at a time.
 
         With an ``af_fusion.json`` in the bundle (and ``fuse``), the fused class's probability is the
         calibrated fusion of the model's logit with the window's rhythm evidence
         (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities."""
-        logits = self.backend.run(windows, lead_ids).astype(np.float64)
+        n, b = len(windows), max(1, int(self.batch_windows))
+        if n <= b:
+            logits = self.backend.run(windows, lead_ids).astype(np.float64)
+        else:
+            logits = np.concatenate(
+                [self.backend.run(windows[a : a + b], lead_ids).astype(np.float64) for a in range(0, n, b)]
+            )
         probs = _sigmoid(logits)
         if fuse and self.af_fusion is not None and len(probs):
             feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs)
@@ -149,11 +165,13 @@ class Classifier:
             )
         by: dict[str, dict[str, float]] = {}
         flat: dict[str, float] = {}
+        chosen = [(ls, cls) for ls, cls in self._index if label_set is None or ls == label_set]
+        names = [cls for _, cls in chosen]
         for (ls, cls), p in zip(self._index, probs):
             if label_set is not None and ls != label_set:
                 continue
             by.setdefault(ls, {})[cls] = float(p)
-            flat[cls] = float(p)
+            flat[cls if names.count(cls) == 1 else f"{ls}/{cls}"] = float(p)  # never let two classes collapse
         return flat, by
 
     def preprocess(self, signal: np.ndarray, *, fs: float, leads: Sequence[str]) -> Preprocessed:
@@ -171,66 +189,113 @@ class Classifier:
     ) -> Prediction:
         """Score a (n_leads, n_samples) mV recording sampled at ``fs`` Hz with the named ``leads``.
 
+        NaN samples are missing samples (gaps): windows never overlap them and ``coverage`` reports them.
         Unusable leads (flat, saturated, out of range) are dropped and reported in ``quality``; the model
         scores the remaining subset. Raises a named :class:`kmerl_edge.KmerlError` for bad input.
         """
+        from ._io import ArrayReader
+        from ._preprocess import _check_fs
+
+        self._check_label_set(label_set)
+        names = self.check_leads(leads)
+        rate = _check_fs(fs)
+        x = _as_2d(signal, len(names))
+        reader = ArrayReader(x, fs=rate, leads=names)
+        return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
+
+    def predict_record(
+        self,
+        record: str | Path | Record,
+        *,
+        fs: float | None = None,
+        leads: Sequence[str] | None = None,
+        lead_map: dict[str, str] | str | None = None,
+        label_set: str | None = None,
+    ) -> Prediction:
+        """Score a recording file (read in pieces: memory does not grow with its length) or a
+        :class:`kmerl_edge.Record`. ``leads`` picks standard leads; ``lead_map`` ({channel: lead} or
+        ``"ECG 1=I,V=V5"``) says which standard lead an ECG channel of unknown position is. Channels that
+        are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note."""
+        from ._io import ArrayReader, Record, open_record
+
+        self._check_label_set(label_set)
+        if isinstance(record, Record):
+            names = canonical_leads(leads) if leads is not None else record.leads
+            rows = [record.leads.index(lead) for lead in names if lead in record.leads]
+            if len(rows) != len(names):
+                from ._errors import MissingLeadError
+
+                raise MissingLeadError(f"{record.name}: leads {', '.join(names)} not all in {', '.join(record.leads)}")
+            reader = ArrayReader(record.signal, fs=record.fs, leads=names, rows=rows, name=record.name,
+                                 notes=record.notes)
+            return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
+        with open_record(record, fs=fs, leads=leads, lead_map=lead_map) as r:
+            if leads is None and len(r.leads) > self._max_leads:
+                raise LeadError(
+                    f"{r.name} has {len(r.leads)} leads ({', '.join(r.leads)}) but the bundle serves at most "
+                    f"{self._max_leads}; pick some with --leads / leads=[...]"
+                )
+            return self._prediction(score_reader(self, r, batch_windows=self.batch_windows), label_set)
+
+    def _check_label_set(self, label_set: str | None) -> None:
         if label_set is not None and label_set not in self.bundle.label_sets:
             raise UnknownLabelSetError(
                 f"label set {label_set!r} not in bundle; it has {', '.join(self.bundle.label_sets)}"
             )
-        self.check_leads(leads)
-        t0 = time.perf_counter()
-        pre = self.preprocess(signal, fs=fs, leads=leads)
-        probs = self.run_windows(pre.windows, pre.lead_ids)
-        latency = (time.perf_counter() - t0) * 1e3
-        flat, by = self.scores_from_probs(probs.mean(axis=0), label_set)
-        windows = tuple(self.scores_from_probs(p, label_set)[0] for p in probs)
-        notes = []
+
+    def _prediction(self, sw: ScoredWindows, label_set: str | None) -> Prediction:
+        flat, by = self.scores_from_probs(sw.probs.mean(axis=0), label_set)
+        windows = tuple(self.scores_from_probs(p, label_set)[0] for p in sw.probs)
+        notes = list(sw.notes)
         if not self.bundle.trained:
-            notes.append("randomly initialised test bundle: scores are meaningless")
+            notes.insert(0, "randomly initialised test bundle: scores are meaningless")
         gate = self.bundle.quality_gate_failed
         if gate:
-            notes.append(f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
-        if pre.quality.dropped_leads:
-            notes.append(f"dropped unusable leads: {', '.join(pre.quality.dropped_leads)}")
-        rhythm, window_rhythm = self._rhythm(signal, float(fs), leads, pre)
+            notes.insert(0, f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
+        if sw.quality.dropped_leads:
+            notes.append(f"dropped unusable leads: {', '.join(sw.quality.dropped_leads)}")
         return Prediction(
             scores=flat,
             by_label_set=by,
-            quality=pre.quality,
-            leads=pre.leads,
-            window_starts_s=pre.window_starts_s,
+            quality=sw.quality,
+            leads=sw.leads,
+            window_starts_s=sw.starts_s,
             window_scores=windows,
             backend=self.backend.name,
-            latency_ms=latency,
+            latency_ms=sw.latency_ms,
             trained_model=self.bundle.trained,
             notes=tuple(notes),
-            rhythm=rhythm,
-            window_rhythm=window_rhythm,
+            coverage=sw.coverage,
+            rhythm=sw.rhythm,
+            window_rhythm=sw.window_rhythm,
         )
-
-    def _rhythm(
-        self, signal: np.ndarray, fs: float, leads: Sequence[str], pre: Preprocessed
-    ) -> tuple[RhythmResult | None, tuple[RhythmResult, ...]]:
-        """Rhythm of the recording and of each model window, on the preferred usable lead."""
-        if not pre.leads:
-            return None, ()
-        name = choose_rhythm_lead(pre.leads)
-        x = np.asarray(signal, dtype=np.float64)
-        row = (x if x.ndim == 1 else x[canonical_leads(leads).index(name)]) * 1.0
-        whole = analyse(row, fs=fs, lead=name)
-        n = int(round(self.bundle.preprocess_config.window_s * fs))
-        wins = []
-        for t in pre.window_starts_s:
-            a = int(round(t * fs))
-            wins.append(analyse(row[a : a + n], fs=fs, lead=name, t0=t))
-        return whole, tuple(wins)
 
     def stream(self, *, fs: float, leads: Sequence[str], hop_s: float = 2.0, **kwargs: Any) -> StreamSession:
         """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module)."""
         from .stream import StreamSession
 
         return StreamSession(self, fs=fs, leads=leads, hop_s=hop_s, **kwargs)
+
+
+def _as_2d(signal: Any, n_leads: int) -> np.ndarray:
+    """Check the documented (n_leads, n_samples) numeric layout; NaN (missing) allowed, ±Inf not."""
+    from ._errors import NonFiniteSignalError, SignalShapeError
+
+    x = np.asarray(signal)
+    if x.dtype.kind == "c":
+        raise SignalShapeError("signal is complex; an ECG is real (pass the part you mean, e.g. x.real)")
+    if x.dtype.kind not in "fiu":
+        raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
+    if x.ndim == 1 and n_leads == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise SignalShapeError(f"signal must be (n_leads, n_samples), got shape {x.shape}")
+    if x.shape[0] != n_leads:
+        hint = " (did you pass samples × leads? transpose it)" if x.shape[1] == n_leads else ""
+        raise SignalShapeError(f"signal has {x.shape[0]} rows but {n_leads} leads were named{hint}")
+    if x.dtype.kind == "f" and np.isinf(x).any():
+        raise NonFiniteSignalError(f"signal holds {int(np.isinf(x).sum())} infinite samples")
+    return x
 
 
 def load(
@@ -245,6 +310,15 @@ def load(
     ``backend`` is ``"auto"`` (the fastest available), ``"torch"``, ``"onnxruntime"``,
     ``"onnxruntime-int8"``, ``"executorch"``, ``"executorch-int8"`` or ``"tensorrt"``.
     """
+    if threads is not None:
+        import os
+
+        limit = 4 * (os.cpu_count() or 1)
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
+            raise InvalidArgumentError(
+                f"threads must be a whole number from 1 to {limit} (4 × this machine's {os.cpu_count()} CPUs), "
+                f"got {threads!r}"
+            )
     path = default_bundle_path() if bundle is None else Path(bundle)
     b = load_bundle(path, verify=verify)
     return Classifier(b, create_backend(b, backend, threads))

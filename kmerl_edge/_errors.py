@@ -27,6 +27,13 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "InvalidHeaderError",
+    "ChecksumError",
+    "NoEcgChannelError",
+    "MissingLeadError",
+    "LeadMapRequiredError",
+    "SignalRangeError",
+    "InvalidArgumentError",
 ]
 
 
@@ -114,6 +121,34 @@ class UnknownLabelSetError(KmerlError, KeyError):
 
 class RecordReadError(KmerlError):
     """A recording file cannot be read."""
+
+
+class InvalidHeaderError(RecordReadError):
+    """A record header states something that makes no sense (sampling rate, gain, length)."""
+
+
+class ChecksumError(RecordReadError):
+    """A WFDB signal's samples do not add up to the checksum its header states."""
+
+
+class NoEcgChannelError(RecordReadError):
+    """A recording holds no ECG channel (only blood pressure, plethysmogram, markers …)."""
+
+
+class MissingLeadError(LeadError, RecordReadError):
+    """A lead asked for by name is not in the recording."""
+
+
+class LeadMapRequiredError(LeadError, RecordReadError):
+    """The recording's ECG channels are of unknown position (``MCL1``, ``V``, ``ECG 1``): pass a lead map."""
+
+
+class InvalidArgumentError(KmerlError, ValueError):
+    """An option or argument outside what it can mean (``threads=100000``, an empty source)."""
+
+
+class SignalRangeError(SignalError):
+    """Sample values far beyond any surface ECG (e.g. 1e308): wrong units, gain or a corrupt file."""
 
 
 def require(module: str, extra: str) -> object:

@@ -38,6 +38,7 @@ from ._errors import (
     NonFiniteSignalError,
     NoUsableLeadsError,
     SamplingRateError,
+    SignalRangeError,
     SignalShapeError,
     SignalTooShortError,
 )
@@ -214,8 +215,46 @@ def _as_signal(signal: Any, n_leads: int) -> np.ndarray:
     return x
 
 
+#: Raw values beyond this (mV) are no surface ECG — wrong units or gain, or a corrupt file — and would
+#: overflow the filters (values near 1e308 turn into NaN there): such a lead is out of range, never filtered.
+RAW_LIMIT_MV = 1e5
+
+
+def _wild_leads(x: np.ndarray) -> np.ndarray:
+    """Bool per lead: any raw sample beyond :data:`RAW_LIMIT_MV` (checked before any filtering)."""
+    return np.asarray(np.abs(x).max(axis=-1) > RAW_LIMIT_MV) if x.size else np.zeros(x.shape[0], dtype=bool)
+
+
+def _tame(x: np.ndarray, names: Sequence[str], drop: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Range check before filtering: leads beyond :data:`RAW_LIMIT_MV` raise :class:`SignalRangeError`,
+    or (``drop``) are zeroed for the arithmetic and later flagged out of range."""
+    wild = _wild_leads(x)
+    if wild.any():
+        bad = [f"{names[int(i)]} ({float(np.abs(x[i]).max()):.3g} mV)" for i in np.flatnonzero(wild)]
+        if not drop:
+            raise SignalRangeError(
+                f"samples far beyond any surface ECG in lead(s) {', '.join(bad)}; check the units and gain"
+            )
+        x = np.array(x, copy=True)
+        x[wild] = 0.0
+    return x, wild
+
+
+def _force_out_of_range(report: QualityReport, wild: np.ndarray) -> QualityReport:
+    if not wild.any():
+        return report
+    leads = tuple(
+        LeadQuality(q.lead, False, False, True, False, 0.0, 0.0) if wild[i] else q for i, q in enumerate(report.leads)
+    )
+    return QualityReport(leads, report.flags, report.dropped_leads)
+
+
 def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     frac = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if frac.numerator == 0 or abs(float(frac) * fs_in / fs_out - 1.0) > 1e-3:  # would shift the clock
+        raise SamplingRateError(
+            f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz without shifting the clock (rate ratio beyond 1:1000)"
+        )
     return frac.numerator, frac.denominator
 
 
@@ -334,8 +373,8 @@ def assess_quality(
     cfg = config or PreprocessConfig()
     names = canonical_leads(leads)
     fs = _check_fs(fs)
-    x = _as_signal(signal, len(names))
-    return _quality(x, fs, names, cfg, filter_signal(x, fs=fs, config=cfg))
+    x, wild = _tame(_as_signal(signal, len(names)), names, drop=True)
+    return _force_out_of_range(_quality(x, fs, names, cfg, filter_signal(x, fs=fs, config=cfg)), wild)
 
 
 def _quality(
@@ -404,8 +443,9 @@ def preprocess(
         raise SignalTooShortError(
             f"recording is {duration:.2f} s long; at least {cfg.min_duration_s:g} s is needed"
         )
+    x, wild = _tame(x, names, drop=drop_bad_leads)
     band = filter_signal(x, fs=fs, config=cfg)
-    quality = _quality(x, fs, names, cfg, band)
+    quality = _force_out_of_range(_quality(x, fs, names, cfg, band), wild)
     dropped: tuple[str, ...] = ()
     if drop_bad_leads:
         keep = [i for i, q in enumerate(quality.leads) if q.usable]

@@ -12,7 +12,6 @@ summary (windows, latency median/p99, link and decoder faults) and the reference
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -22,7 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._errors import KmerlError, MissingExtraError
+import numpy as np
+
+from ._errors import InvalidArgumentError, KmerlError, MissingExtraError
+from ._jsonout import dumps
 from ._stream_session import StreamSession
 from ._stream_types import RhythmEvent, StreamStats, WindowResult
 from ._stream_worker import warmup
@@ -87,7 +89,7 @@ class _Printer:
     def _emit(self, obj: dict[str, Any] | None, text: str) -> None:
         if self.json:
             if obj is not None:
-                print(json.dumps(obj), file=self.out, flush=True)
+                print(dumps(obj), file=self.out, flush=True)
         else:
             print(text, file=self.out, flush=True)
 
@@ -197,36 +199,62 @@ def _parse_leads(text: str | None) -> tuple[str, ...] | None:
 
 
 def _play_recording(a: Any, p: _Printer) -> int:
-    from ._io import read_record
+    from ._channels import parse_lead_map
+    from ._io import open_record
 
     leads = _parse_leads(a.leads)
     speed = float(a.speed)
     if not speed > 0:
         raise KmerlError(f"--speed must be positive, got {a.speed}")
-    rec = read_record(a.source, fs=a.fs, leads=leads)
-    clf = _load(a.bundle, a.backend)
-    if len(rec.leads) > clf.max_leads:
-        raise KmerlError(
-            f"{rec.name} has {len(rec.leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
-        )
-    warmup(clf, fs=rec.fs, leads=rec.leads)
-    session = clf.stream(fs=rec.fs, leads=rec.leads, hop_s=a.hop, device_id=rec.name or None)
-    _start_note(p, clf, rec.fs, rec.leads, f"{a.source} at {speed:g}x")
-    x = rec.signal
-    n = x.shape[1]
-    if a.max_seconds is not None:
-        n = min(n, int(round(a.max_seconds * rec.fs)))
-    step = max(1, int(round(0.1 * rec.fs)))
-    t_wall0 = time.monotonic()
-    try:
-        for k in range(0, n, step):
-            stop = min(n, k + step)
-            delay = t_wall0 + stop / rec.fs / speed - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            p.drain(session, session.push(x[:, k:stop], t0=k / rec.fs))
-    finally:
-        p.drain(session, session.close())
+    lead_map = parse_lead_map(getattr(a, "lead_map", None))
+    with open_record(a.source, fs=a.fs, leads=leads, lead_map=lead_map) as rec:
+        clf = _load(a.bundle, a.backend)
+        if len(rec.leads) > clf.max_leads:
+            raise KmerlError(
+                f"{rec.name} has {len(rec.leads)} leads but the bundle serves at most {clf.max_leads}; "
+                f"pick some with --leads"
+            )
+        warmup(clf, fs=rec.fs, leads=rec.leads)
+        session = clf.stream(fs=rec.fs, leads=rec.leads, hop_s=a.hop, device_id=rec.name or None)
+        _start_note(p, clf, rec.fs, rec.leads, f"{a.source} at {speed:g}x")
+        for note in rec.notes:
+            p.note(f"note: {note}", {"type": "note", "note": note})
+        n = rec.n_samples
+        if a.max_seconds is not None:
+            n = min(n, int(round(a.max_seconds * rec.fs)))
+        step = max(1, int(round(0.1 * rec.fs)))
+        block = step * 100  # read 10 s at a time; push 0.1 s at a time; missing samples are gaps
+        t_wall0 = time.monotonic()
+        gap: list[int] = []  # [start, length] of the gap being read: one push_gap per gap, however long
+
+        def flush_gap() -> None:
+            if gap:
+                p.drain(session, session.push_gap(gap[1], t0=gap[0] / rec.fs))
+                gap.clear()
+
+        try:
+            for b0 in range(0, n, block):
+                x = rec.read(b0, min(n, b0 + block))
+                for k in range(0, x.shape[1], step):
+                    stop = min(x.shape[1], k + step)
+                    delay = t_wall0 + (b0 + stop) / rec.fs / speed - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    part = x[:, k:stop]
+                    miss = np.isnan(part).any(axis=0)
+                    cuts = [0, *(np.flatnonzero(np.diff(miss.astype(np.int8))) + 1).tolist(), part.shape[1]]
+                    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+                        if miss[s0]:
+                            if gap:
+                                gap[1] += s1 - s0
+                            else:
+                                gap.extend((b0 + k + s0, s1 - s0))
+                        else:
+                            flush_gap()
+                            p.drain(session, session.push(part[:, s0:s1], t0=(b0 + k + s0) / rec.fs))
+            flush_gap()
+        finally:
+            p.drain(session, session.close())
     p.summary(session.stats(), {})
     return 0
 
@@ -333,8 +361,10 @@ def run_stream_cli(a: Any) -> int:
     """``kmerl-edge stream --source SOURCE ...``: see the module docstring."""
     if not (isinstance(a.hop, (int, float)) and math.isfinite(a.hop) and a.hop > 0):
         raise KmerlError(f"--hop must be a positive number of seconds, got {a.hop}")
-    p = _Printer(a.json_lines)
     src = str(a.source)
+    if not src.strip():
+        raise InvalidArgumentError("--source is empty; pass a serial port, a pyserial URL or a recording file")
+    p = _Printer(a.json_lines)
     if _is_serial(src):
         return _stream_serial(a, p)
     base = Path(src)

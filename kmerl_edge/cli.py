@@ -6,7 +6,6 @@ User mistakes end in one clear line on stderr and a non-zero exit, never a trace
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,24 +19,27 @@ EXIT_ERROR = 1
 
 
 def _cmd_classify(a: argparse.Namespace) -> int:
+    from ._channels import parse_lead_map
     from ._classifier import load
-    from ._io import read_record
+    from ._io import open_record
+    from ._jsonout import dumps
     from ._leads import parse_leads
 
     leads = parse_leads(a.leads) if a.leads else None
-    rec = read_record(a.record, fs=a.fs, leads=leads)
+    lead_map = parse_lead_map(a.lead_map) if a.lead_map else None
+    with open_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map) as rec:  # header errors before loading
+        name, fs, rec_leads, duration = rec.name, rec.fs, rec.leads, rec.duration_s
     clf = load(a.bundle, backend=a.backend, threads=a.threads)
-    use = rec.leads
-    if len(use) > clf.max_leads:
+    if len(rec_leads) > clf.max_leads:
         raise KmerlError(
-            f"{rec.name} has {len(use)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
+            f"{name} has {len(rec_leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
         )
-    pred = clf.predict(rec.signal, fs=rec.fs, leads=use, label_set=a.label_set)
+    pred = clf.predict_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, label_set=a.label_set)
     if a.json:
-        out = {"record": str(a.record), "fs": rec.fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
-        print(json.dumps(out, indent=2, allow_nan=False))
+        out = {"record": str(a.record), "fs": fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
+        print(dumps(out, indent=2))
         return 0
-    print(f"record   {rec.name}: {len(rec.leads)} lead(s) {','.join(rec.leads)}, {rec.fs:g} Hz, {rec.duration_s:.1f} s")
+    print(f"record   {name}: {len(rec_leads)} lead(s) {','.join(rec_leads)}, {fs:g} Hz, {duration:.1f} s")
     print(f"bundle   {clf.bundle_path}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
@@ -55,12 +57,13 @@ def _cmd_classify(a: argparse.Namespace) -> int:
 
 def _cmd_info(a: argparse.Namespace) -> int:
     from ._bundle import CARD, load_bundle
+    from ._jsonout import dumps
 
     b = load_bundle(a.bundle)
     if a.json:
-        print(json.dumps(b.manifest, indent=2))
+        print(dumps(b.manifest, indent=2))
         return 0
-    print(json.dumps(b.manifest, indent=2))
+    print(dumps(b.manifest, indent=2))
     card = b.path / CARD
     if card.exists():
         print()
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--leads", default=None, help="comma-separated lead names, e.g. I,II (required for .npy/.csv)")
     c.add_argument("--bundle", default=None, help="bundle directory (default: the bundle shipped in the package)")
     c.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, onnxruntime-int8, executorch, …")
+    c.add_argument(
+        "--lead-map",
+        default=None,
+        help="which standard lead each ECG channel of unknown position is, e.g. 'ECG 1=I,V=V5' (MCL1, V, ch1 …)",
+    )
     c.add_argument("--label-set", default=None, help="only this label set")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["kmerl", "ascii"], default="kmerl")
     s.add_argument("--leads", default=None, help="comma-separated leads (required for ascii)")
     s.add_argument("--fs", type=float, default=None, help="device rate in Hz (required for ascii)")
+    s.add_argument("--lead-map", default=None, help="for recordings: e.g. 'ECG 1=I,V=V5' (see classify --help)")
     s.add_argument("--hop", type=float, default=2.0, help="seconds between results")
     s.add_argument("--speed", type=float, default=1.0, help="playback speed for recording files")
     s.add_argument("--bundle", default=None)
@@ -135,6 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"kmerl-edge: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print("kmerl-edge: error: out of memory", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # permission denied, disk errors …: one line, not a traceback
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"kmerl-edge: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,366 @@
+"""Scoring a whole recording in bounded memory, around its gaps.
+
+A recording is read in chunks (:class:`kmerl_edge._io.RecordReader`), cut at missing samples into
+gap-free *stretches*, and each stretch is preprocessed in *pieces* of at most ``piece_s`` seconds of
+core plus context, with the shared :func:`kmerl_edge.preprocess`; windows go to the backend in batches of
+``batch_windows``. Memory therefore depends on the piece and batch sizes, not on the recording's length.
+
+- A stretch no longer than one piece is preprocessed in one call, exactly as a short recording always was
+  (same windows: every ``hop_s`` plus one aligned to the end).
+- A longer stretch is cut into pieces whose cores are whole numbers of hops; each piece carries one hop of
+  context on each side so the zero-phase filters see real signal around every window it keeps. Windows
+  keep the record's own grid (a window every ``hop_s`` from the stretch start).
+- Windows never overlap a gap: a stretch shorter than ``min_duration_s`` is not scored; a 5–10-s stretch
+  gives one padded window (flag ``padded``), as a short recording does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
+from ._preprocess import LeadQuality, QualityReport, preprocess
+from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._classifier import Classifier
+    from ._io import RecordReader
+
+__all__ = ["Coverage", "ScoredWindows", "score_reader"]
+
+_MAX_GAPS_LISTED = 1000
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which part of a recording was scored. Times in seconds from the start of the recording.
+
+    ``missing_s``: samples the file marks missing (gaps); ``unscored_s``: samples present but not scored
+    (gap-free stretches shorter than the model's minimum, or pieces with no usable lead); ``gaps``: the
+    first 1000 gaps as (start, end); ``n_gaps`` counts them all.
+    """
+
+    duration_s: float
+    missing_s: float
+    unscored_s: float
+    n_gaps: int
+    gaps: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def missing_fraction(self) -> float:
+        return self.missing_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration_s": round(self.duration_s, 4),
+            "missing_s": round(self.missing_s, 4),
+            "missing_fraction": round(self.missing_fraction, 6),
+            "unscored_s": round(self.unscored_s, 4),
+            "n_gaps": self.n_gaps,
+            "gaps": [[round(a, 4), round(b, 4)] for a, b in self.gaps],
+        }
+
+
+@dataclass
+class ScoredWindows:
+    """What :func:`score_reader` found: per-window probabilities (Q in bundle query order) and the rest."""
+
+    probs: np.ndarray  # (n_windows, Q) float64
+    starts_s: tuple[float, ...]
+    leads: tuple[str, ...]
+    quality: QualityReport
+    coverage: Coverage
+    notes: tuple[str, ...]
+    latency_ms: float
+    rhythm: RhythmResult | None = None
+    window_rhythm: tuple[RhythmResult, ...] = ()
+
+
+class _Beats:
+    """Whole-recording beats on one lead at the device rate, in bounded memory: a streaming
+    :class:`kmerl_edge.rhythm.BeatDetector` fed the gap-free stretches; intervals never span a gap."""
+
+    def __init__(self, fs: float, lead: str) -> None:
+        self.fs, self.lead = fs, lead
+        self.det = BeatDetector(fs=fs)
+        self.beats: list[int] = []
+        self.segments: list[int] = []
+        self.info: list[tuple[float, bool, float, float]] = []
+        self.noise: list[float] = []
+        self.seg = 0
+        self.lo, self.hi = math.inf, -math.inf
+        self.pending_gap = 0
+
+    def _take(self, beats: np.ndarray) -> None:
+        self.beats.extend(int(b) for b in beats)
+        self.segments.extend([self.seg] * len(beats))
+        self.info.extend(self.det.take_beat_info())
+        self.noise.extend(h for _, h in self.det.take_noise())
+
+    def push(self, x: np.ndarray) -> None:
+        if self.pending_gap:
+            self._take(self.det.gap(self.pending_gap))
+            self.seg += 1
+            self.pending_gap = 0
+        if x.size:
+            self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        self._take(self.det.push(x))
+
+    def gap(self, n: int) -> None:
+        self.pending_gap += int(n)
+
+    def result(self) -> RhythmResult:
+        self._take(self.det.finish())
+        return summarise_beats(
+            self.beats,
+            fs=self.fs,
+            lead=self.lead,
+            segments=self.segments,
+            confident=[i[1] for i in self.info],
+            heights=[i[0] for i in self.info],
+            noise_heights=self.noise,
+            amplitudes=[i[2] for i in self.info],
+            prominences=[i[3] for i in self.info],
+            signal_ptp_mv=(self.hi - self.lo) if self.hi >= self.lo else 0.0,
+        )
+
+
+class _Piecer:
+    """Turns gap-free stretches (fed in chunks) into preprocessed, scored pieces."""
+
+    def __init__(self, clf: Classifier, fs: float, leads: tuple[str, ...], piece_s: float, batch_windows: int) -> None:
+        cfg = clf.bundle.preprocess_config
+        self.clf, self.fs, self.leads, self.cfg = clf, fs, leads, cfg
+        self.batch = max(1, int(batch_windows))
+        self.hop_n = max(1, int(round(cfg.hop_s * fs)))
+        self.win_n = int(round(cfg.window_s * fs))
+        self.min_n = int(math.ceil(cfg.min_duration_s * fs - 1e-6))
+        self.core_n = self.hop_n * max(2, int(round(piece_s / cfg.hop_s)))
+        self.margin_n = self.hop_n
+        self.tail_n = max(self.win_n - self.hop_n, 0) + self.margin_n
+        self.probs: list[np.ndarray] = []
+        self.starts: list[float] = []
+        self.qualities: list[QualityReport] = []
+        self.used: list[tuple[str, ...]] = []
+        self.rhythm_lead = choose_rhythm_lead(leads)
+        self.rhythm_row = leads.index(self.rhythm_lead)
+        self.window_rhythm: list[RhythmResult] = []
+        self.unscored_n = 0
+        self.no_lead_pieces = 0
+        self.no_lead_error: NoUsableLeadsError | None = None
+        self.infer_s = 0.0
+        self._buf: list[np.ndarray] = []
+        self._buf_n = 0
+        self._buf_start = 0
+        self._core_at = 0
+        self._stretch_start = 0
+        self.open = False
+
+    # -- stretches ------------------------------------------------------------------------------------
+    def start(self, at: int) -> None:
+        self._buf, self._buf_n, self._buf_start, self._core_at, self._stretch_start = [], 0, at, at, at
+        self.open = True
+
+    def add(self, x: np.ndarray) -> None:
+        self._buf.append(x)
+        self._buf_n += x.shape[1]
+        while self._buf_n - (self._core_at - self._buf_start) >= self.core_n + self.tail_n:
+            data = self._take(self._core_at - self._buf_start + self.core_n + self.tail_n)
+            self._piece(data, self._buf_start, self._core_at, self._core_at + self.core_n)
+            self._core_at += self.core_n
+            self._drop(self._core_at - self.margin_n - self._buf_start)
+
+    def end(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        if self._stretch_start == self._core_at and self._buf_n < self.min_n:
+            self.unscored_n += self._buf_n
+        elif self._buf_n:
+            self._piece(self._take(self._buf_n), self._buf_start, self._core_at, None)
+        self._buf, self._buf_n = [], 0
+
+    def _take(self, n: int) -> np.ndarray:
+        if len(self._buf) > 1:
+            self._buf = [np.concatenate(self._buf, axis=1)]
+        return self._buf[0][:, :n]
+
+    def _drop(self, n: int) -> None:
+        data = self._take(self._buf_n)
+        self._buf = [np.ascontiguousarray(data[:, n:])]
+        self._buf_n -= n
+        self._buf_start += n
+
+    # -- one piece ------------------------------------------------------------------------------------
+    def _piece(self, data: np.ndarray, offset: int, keep_from: int, keep_to: int | None) -> None:
+        try:
+            pre = preprocess(data, fs=self.fs, leads=self.leads, config=self.cfg, drop_bad_leads=True)
+        except NoUsableLeadsError as exc:
+            self.no_lead_pieces += 1
+            self.no_lead_error = exc
+            self.unscored_n += (keep_to if keep_to is not None else offset + data.shape[1]) - keep_from
+            return
+        t_off = offset / self.fs
+        lo = keep_from / self.fs - 1e-6
+        hi = math.inf if keep_to is None else keep_to / self.fs - 1e-6
+        keep = [i for i, s in enumerate(pre.window_starts_s) if lo <= t_off + s < hi]
+        if not keep:
+            return
+        t0 = time.perf_counter()
+        for a in range(0, len(keep), self.batch):
+            rows = keep[a : a + self.batch]
+            self.probs.append(self.clf.run_windows(pre.windows[rows], pre.lead_ids))
+        self.infer_s += time.perf_counter() - t0
+        self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
+        for i in keep:
+            a = int(round(pre.window_starts_s[i] * self.fs))
+            seg = data[self.rhythm_row, a : a + self.win_n]
+            self.window_rhythm.append(
+                analyse(seg, fs=self.fs, lead=self.rhythm_lead, t0=t_off + pre.window_starts_s[i])
+            )
+        self.qualities.append(pre.quality)
+        self.used.append(pre.leads)
+
+
+def _all_runs(miss: np.ndarray) -> Iterator[tuple[int, int, bool]]:
+    """(start, stop, missing) of the runs of equal values of a 1-D bool array, in order."""
+    if not miss.any():
+        yield 0, miss.size, False
+        return
+    cuts = np.flatnonzero(np.diff(miss.astype(np.int8))) + 1
+    bounds = [0, *cuts.tolist(), miss.size]
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        yield s, e, bool(miss[s])
+
+
+def _merge_quality(reports: list[QualityReport], leads: tuple[str, ...], extra_flags: tuple[str, ...]) -> QualityReport:
+    if len(reports) == 1:
+        r = reports[0]
+        return QualityReport(r.leads, flags=tuple(dict.fromkeys(r.flags + extra_flags)), dropped_leads=r.dropped_leads)
+    per: dict[str, list[LeadQuality]] = {}
+    for r in reports:
+        for q in r.leads:
+            per.setdefault(q.lead, []).append(q)
+    merged = []
+    for lead in leads:
+        qs = per.get(lead)
+        if not qs:
+            continue
+        merged.append(
+            LeadQuality(
+                lead=lead,
+                flat=any(q.flat for q in qs),
+                saturated=any(q.saturated for q in qs),
+                out_of_range=any(q.out_of_range for q in qs),
+                noisy=any(q.noisy for q in qs),
+                std_mv=float(np.median([q.std_mv for q in qs])),
+                noise_ratio=float(max(q.noise_ratio for q in qs)),
+            )
+        )
+    flags = tuple(dict.fromkeys([f for r in reports for f in r.flags] + list(extra_flags)))
+    dropped = tuple(dict.fromkeys(d for r in reports for d in r.dropped_leads))
+    return QualityReport(tuple(merged), flags=flags, dropped_leads=dropped)
+
+
+def score_reader(
+    clf: Classifier,
+    reader: RecordReader,
+    *,
+    chunk_s: float = 60.0,
+    piece_s: float = 300.0,
+    batch_windows: int = 32,
+) -> ScoredWindows:
+    """Score every gap-free stretch of ``reader`` (see the module docstring); raises a named error when
+    nothing could be scored."""
+    fs, leads, n = float(reader.fs), tuple(reader.leads), int(reader.n_samples)
+    clf.check_leads(leads)
+    t_start = time.perf_counter()
+    piecer = _Piecer(clf, fs, leads, piece_s, batch_windows)
+    beats = _Beats(fs, piecer.rhythm_lead)
+    chunk = max(piecer.win_n, int(round(chunk_s * fs)))
+    gaps: list[tuple[int, int]] = []
+    n_gaps = 0
+    missing_n = 0
+    gap_open: int | None = None
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        x = reader.read(a, b)
+        if x.shape != (len(leads), b - a):
+            raise RecordReadError(f"{reader.name}: read {x.shape[1]} samples at {a}, expected {b - a}")
+        if np.isinf(x).any():
+            raise NonFiniteSignalError(f"{reader.name}: infinite sample values near {a / fs:.1f} s")
+        miss = np.isnan(x).any(axis=0)
+        for s, e, missing in _all_runs(miss):
+            if missing:
+                piecer.end()
+                beats.gap(e - s)
+                missing_n += e - s
+                if gap_open is None:
+                    gap_open = a + s
+                continue
+            if not piecer.open:
+                if gap_open is not None:
+                    n_gaps += 1
+                    if len(gaps) < _MAX_GAPS_LISTED:
+                        gaps.append((gap_open, a + s))
+                    gap_open = None
+                piecer.start(a + s)
+            piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
+            beats.push(x[piecer.rhythm_row, s:e])
+    if gap_open is not None:
+        n_gaps += 1
+        if len(gaps) < _MAX_GAPS_LISTED:
+            gaps.append((gap_open, n))
+    piecer.end()
+    reader.verify()
+    coverage = Coverage(
+        duration_s=n / fs,
+        missing_s=missing_n / fs,
+        unscored_s=piecer.unscored_n / fs,
+        n_gaps=n_gaps,
+        gaps=tuple((s / fs, e / fs) for s, e in gaps),
+    )
+    if not piecer.probs:
+        if piecer.no_lead_error is not None:
+            raise piecer.no_lead_error
+        cfg = clf.bundle.preprocess_config
+        if n_gaps == 0:
+            raise SignalTooShortError(
+                f"recording is {n / fs:.2f} s long; at least {cfg.min_duration_s:g} s is needed"
+            )
+        raise SignalTooShortError(
+            f"{reader.name or 'recording'}: no gap-free stretch of at least {cfg.min_duration_s:g} s "
+            f"({coverage.missing_fraction:.0%} of {n / fs:.1f} s missing in {n_gaps} gap(s)); nothing was scored"
+        )
+    probs = np.concatenate(piecer.probs, axis=0)
+    used = tuple(lead for lead in leads if any(lead in u for u in piecer.used))
+    extra = ("gap",) if n_gaps else ()
+    quality = _merge_quality(piecer.qualities, leads, extra)
+    notes: list[str] = list(reader.notes)
+    if n_gaps:
+        notes.append(
+            f"{coverage.missing_s:.1f} s of {coverage.duration_s:.1f} s missing ({coverage.missing_fraction:.1%}) "
+            f"in {n_gaps} gap(s); only the samples present were scored, no window overlaps a gap"
+        )
+    if piecer.unscored_n and n_gaps:
+        notes.append(f"{coverage.unscored_s:.1f} s between gaps left unscored (stretches under "
+                     f"{clf.bundle.preprocess_config.min_duration_s:g} s)")
+    if piecer.no_lead_pieces:
+        notes.append(f"{piecer.no_lead_pieces} stretch(es) with no usable lead left unscored")
+    return ScoredWindows(
+        probs=probs,
+        starts_s=tuple(piecer.starts),
+        leads=used,
+        quality=quality,
+        coverage=coverage,
+        notes=tuple(notes),
+        latency_ms=(time.perf_counter() - t_start) * 1e3,
+        rhythm=beats.result(),
+        window_rhythm=tuple(piecer.window_rhythm),
+    )
