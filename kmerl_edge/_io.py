@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,9 @@ def _select(rec: Record, leads: Sequence[str] | None) -> Record:
 
 
 def _read_wfdb(base: Path) -> Record:
-    import wfdb
+    from ._errors import require
+
+    wfdb: Any = require("wfdb", "io")
 
     try:
         r = wfdb.rdrecord(str(base))
@@ -108,8 +111,14 @@ def read_record(
     *,
     fs: float | None = None,
     leads: Sequence[str] | None = None,
+    units: str | None = None,
+    gain: float | None = None,
 ) -> Record:
     """Read a recording and return it in mV with canonical lead names.
+
+    - EDF/EDF+, Apple Watch ECG CSV, Polar Sensor Logger ECG, CSV with named columns: recognised by
+      content, rate and units from the file (see :mod:`kmerl_edge._formats`; ``units``/``gain`` for CSVs
+      whose header states no unit: ``"mV"``, ``"uV"`` or ``"adc"`` with ``gain`` in counts per mV).
 
     - WFDB (``.hea`` + ``.dat``) and PhysioNet/CinC ``.mat`` + ``.hea``: rate and leads come from the header;
       ``leads`` selects a subset by name.
@@ -119,6 +128,11 @@ def read_record(
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    from ._formats import read_formatted
+
+    formatted = read_formatted(p, fs=fs, leads=leads, units=units, gain=gain)
+    if isinstance(formatted, Record):
+        return _select(formatted, leads)
     if suffix in {".npy", ".csv"}:
         if fs is None or leads is None:
             raise SamplingRateError(f"{p.name}: .npy and .csv files need an explicit sampling rate and leads")
@@ -139,8 +153,18 @@ def read_record(
         if arr.shape[0] != len(names) and arr.shape[1] == len(names):
             arr = arr.T  # csv / npy stored samples × leads
         if arr.shape[0] != len(names):
-            raise RecordReadError(f"{p.name}: {arr.shape[0]} channels but {len(names)} leads named")
-        return Record(np.ascontiguousarray(arr), float(fs), names, p.stem)
+            rows, cols = arr.shape
+            raise RecordReadError(
+                f"{p.name}: {len(names)} lead(s) named ({', '.join(names)}) but the file holds "
+                + (f"{cols} column(s) of {rows} samples" if suffix == ".csv" else f"an array of shape {arr.shape}")
+                + "; name one lead per column"
+            )
+        from ._formats import unit_scale
+
+        arr = arr * np.float32(unit_scale(units, gain=gain, what=f"{p.name}: "))
+        return Record(np.ascontiguousarray(arr, dtype=np.float32), float(fs), names, p.stem)
+    if units is not None or gain is not None:
+        raise RecordReadError(f"{p.name}: --units/--gain are for CSV and .npy files; this record states its units")
 
     base = _record_base(p)
     if base.with_suffix(".hea").exists():
@@ -150,7 +174,12 @@ def read_record(
         return _select(rec, leads)
     if suffix == ".mat" and p.exists():
         return _select(_read_cpsc2018_mat(p, fs, leads), leads)
-    raise RecordReadError(f"no such record: {p} (looked for {base}.hea)")
+    if p.is_file():
+        raise RecordReadError(
+            f"{p.name}: not a format kmerl-edge reads (WFDB .hea/.dat, PhysioNet .mat+.hea, EDF/EDF+, "
+            "Apple Watch ECG CSV, Polar Sensor Logger ECG, CSV with named lead columns, .npy)"
+        )
+    raise RecordReadError(f"no such record: {p} (neither the file nor a WFDB header {base.name}.hea exists)")
 
 
 def _read_csv(p: Path) -> np.ndarray:

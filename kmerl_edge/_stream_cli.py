@@ -73,6 +73,7 @@ class _Printer:
         self.json = json_lines
         self.out = out or sys.stdout
         self.events: list[RhythmEvent] = []
+        self.results: list[WindowResult] = []  # kept for --plot
 
     def _emit(self, obj: dict[str, Any] | None, text: str) -> None:
         if self.json:
@@ -85,6 +86,7 @@ class _Printer:
         self._emit(obj, text)
 
     def result(self, r: WindowResult) -> None:
+        self.results.append(r)
         span = f"{r.t_start:7.1f}–{r.t_end:7.1f} s"
         if r.skipped:
             self._emit(r.to_dict(), f"{span}  skipped ({r.reason}): {r.detail}")
@@ -321,12 +323,34 @@ def run_stream_cli(a: Any) -> int:
         raise KmerlError(f"--hop must be a positive number of seconds, got {a.hop}")
     p = _Printer(a.json_lines)
     src = str(a.source)
-    if _is_serial(src):
-        return _stream_serial(a, p)
-    base = Path(src)
-    if not (base.exists() or base.with_suffix(".hea").exists() or Path(src + ".hea").exists()):
-        raise FileNotFoundError(2, "no such recording, serial port or URL", src)
-    return _play_recording(a, p)
+    try:
+        if _is_serial(src):
+            return _stream_serial(a, p)
+        base = Path(src)
+        if not (base.exists() or base.with_suffix(".hea").exists() or Path(src + ".hea").exists()):
+            raise FileNotFoundError(2, "no such recording, serial port or URL", src)
+        return _play_recording(a, p)
+    finally:
+        _plot_if_asked(a, p)
+
+
+def _plot_if_asked(a: Any, p: _Printer) -> None:
+    """``--plot PNG``: the stream's timeline (AF probability, heart rate, events, quality), on close."""
+    out = getattr(a, "plot", None)
+    if not out or not p.results:
+        return
+    from ._plot import plot_stream
+
+    reference: list[tuple[float, float]] = []
+    base = Path(str(a.source))
+    base = base.with_suffix("") if base.suffix in _RECORD_SUFFIXES else base
+    if base.with_suffix(".atr").exists():
+        try:
+            reference = [(s, e) for s, e, r in demo_reference_episodes(base) if r == "AFIB"]
+        except (ImportError, ValueError, OSError):
+            reference = []
+    plot_stream(p.results, p.events, out, title=f"kmerl-edge stream {a.source}", reference=reference)
+    p.note(f"plot: {out}", {"type": "plot", "path": str(out)})
 
 
 def run_demo_cli(a: Any) -> int:

@@ -1,4 +1,4 @@
-"""The ``kmerl-edge`` command line: ``classify``, ``info``, ``stream``, ``demo``.
+"""The ``kmerl-edge`` command line: ``classify``, ``info``, ``models``, ``stream``, ``demo``.
 
 User mistakes end in one clear line on stderr and a non-zero exit, never a traceback.
 """
@@ -25,7 +25,7 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     from ._leads import parse_leads
 
     leads = parse_leads(a.leads) if a.leads else None
-    rec = read_record(a.record, fs=a.fs, leads=leads)
+    rec = read_record(a.record, fs=a.fs, leads=leads, units=getattr(a, "units", None), gain=getattr(a, "gain", None))
     clf = load(a.bundle, backend=a.backend, threads=a.threads)
     use = rec.leads
     if len(use) > clf.max_leads:
@@ -33,8 +33,16 @@ def _cmd_classify(a: argparse.Namespace) -> int:
             f"{rec.name} has {len(use)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
         )
     pred = clf.predict(rec.signal, fs=rec.fs, leads=use, label_set=a.label_set)
+    windows = _window_rows(clf, pred, rec.duration_s)
+    if getattr(a, "plot", None):
+        from ._plot import plot_classification
+
+        plot_classification(rec, pred, windows, a.plot, label_sets=clf.label_sets)
     if a.json:
         out = {"record": str(a.record), "fs": rec.fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
+        out["windows"] = windows
+        if getattr(a, "plot", None):
+            out["plot"] = str(a.plot)
         print(json.dumps(out, indent=2))
         return 0
     print(f"record   {rec.name}: {len(rec.leads)} lead(s) {','.join(rec.leads)}, {rec.fs:g} Hz, {rec.duration_s:.1f} s")
@@ -48,7 +56,44 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         print(f"\n{ls}:")
         for cls, p in sorted(scores.items(), key=lambda kv: -kv[1]):
             print(f"  {p:6.3f}  {cls}")
+    if len(windows) > 1:
+        _print_window_table(windows)
+    if getattr(a, "plot", None):
+        print(f"\nplot     {a.plot}")
     return 0
+
+
+def _window_rows(clf: object, pred: object, duration_s: float) -> list[dict[str, object]]:
+    """One row per scored window: start, end (s) and {label set: {class: probability}}."""
+    from ._classifier import Classifier, Prediction
+
+    assert isinstance(clf, Classifier) and isinstance(pred, Prediction)
+    win = float(clf.bundle.preprocess_config.window_s)
+    rows: list[dict[str, object]] = []
+    for start, flat in zip(pred.window_starts_s, pred.window_scores):
+        by = {ls: {c: round(flat[c], 4) for c in classes if c in flat} for ls, classes in clf.label_sets.items()}
+        by = {ls: v for ls, v in by.items() if v}
+        rows.append({"start_s": round(float(start), 3), "end_s": round(min(float(start) + win, duration_s), 3),
+                     "scores": by})
+    return rows
+
+
+def _print_window_table(windows: list[dict[str, object]]) -> None:
+    """Per-window table: the most probable class of each label set and its probability, per window."""
+    first = windows[0]["scores"]
+    assert isinstance(first, dict)
+    sets = list(first)
+    print(f"\nper window ({len(windows)} windows of the recording; the scores above are their mean):")
+    header = "  window (s)    " + "  ".join(f"{ls[:28]:<34}" for ls in sets)
+    print(header.rstrip())
+    for w in windows:
+        scores = w["scores"]
+        assert isinstance(scores, dict)
+        cells = []
+        for ls in sets:
+            top = sorted(scores.get(ls, {}).items(), key=lambda kv: -kv[1])[:1]
+            cells.append(f"{top[0][1]:5.2f} {top[0][0][:28]:<28}" if top else f"{'':34}")
+        print(f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + "  ".join(cells))
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
@@ -64,6 +109,22 @@ def _cmd_info(a: argparse.Namespace) -> int:
         print()
         print(card.read_text())
     print("verified: every artifact's SHA-256 matches the manifest; weights match the config")
+    return 0
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from ._models import find_bundles
+
+    found = find_bundles(a.dir)
+    if a.json:
+        print(json.dumps([b.to_dict() for b in found], indent=2))
+        return 0
+    if not found:
+        print("no bundles found")
+        return 0
+    for b in found:
+        print(b.describe())
+        print()
     return 0
 
 
@@ -92,12 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-set", default=None, help="only this label set")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--units", default=None, choices=["mV", "uV", "adc"], type=_unit_arg,
+                   help="what the numbers of a CSV are when its header does not say (adc needs --gain)")
+    c.add_argument("--gain", type=float, default=None, help="ADC counts per mV (with --units adc)")
+    c.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the ECG on a 25 mm/s, 10 mm/mV grid with per-window scores (extra 'plot')")
     c.set_defaults(func=_cmd_classify)
 
     i = sub.add_parser("info", help="verify a bundle and print its manifest and model card")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
+
+    m = sub.add_parser("models", help="list the bundles available: the default and those in a user directory")
+    m.add_argument("--dir", default=None,
+                   help="bundle directory (default: $KMERL_EDGE_BUNDLES or ~/.local/share/kmerl-edge/bundles)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("stream", help="live diagnoses from a serial patch or a recording played in real time")
     s.add_argument("--source", required=True, help="serial port, pyserial URL, or a recording file")
@@ -110,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="auto")
     s.add_argument("--json-lines", action="store_true")
     s.add_argument("--max-seconds", type=float, default=None, help="stop after this much signal time")
+    s.add_argument("--plot", default=None, metavar="PNG",
+                   help="on close, draw a timeline of AF probability, heart rate, events and quality (extra 'plot')")
     s.set_defaults(func=_cmd_stream)
 
     d = sub.add_parser("demo", help="virtual patch on a pty → serial bridge → default bundle, with AF events")
@@ -119,12 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hop", type=float, default=2.0, help="seconds between results")
     d.add_argument("--json-lines", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    from ._cli_common import add_common_args
+
+    add_common_args(ap, prog="kmerl-edge", subparsers=[c, i, m, s, d])
     return ap
+
+
+def _unit_arg(text: str) -> str:
+    key = text.strip().lower()
+    return {"mv": "mV", "uv": "uV", "µv": "uV", "μv": "uV", "adc": "adc"}.get(key, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    from ._cli_common import configure
+
+    configure(a)
     func: Callable[[argparse.Namespace], int] = a.func
     try:
         return func(a)
