@@ -56,14 +56,17 @@ def add_common_args(parser: argparse.ArgumentParser, *, prog: str, subparsers: S
     """
     parser.add_argument("--version", action="version", version=f"{prog} {_version()}")
     for p, default in [(parser, 0)] + [(s, argparse.SUPPRESS) for s in subparsers]:
-        p.add_argument(
-            "-v", "--verbose", action="count", default=default,
-            help="more output: debug logging and third-party warnings (repeat for more)",
-        )
-        p.add_argument(
-            "-q", "--quiet", action="store_true", default=default if default is argparse.SUPPRESS else False,
-            help="no progress bars or informational messages; errors and results only",
-        )
+        have = set(p._option_string_actions)  # a command's own --quiet (same meaning) is kept as it is
+        if not have & {"-v", "--verbose"}:
+            p.add_argument(
+                "-v", "--verbose", action="count", default=default,
+                help="more output: debug logging and third-party warnings (repeat for more)",
+            )
+        if not have & {"-q", "--quiet"}:
+            p.add_argument(
+                "-q", "--quiet", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                help="no progress bars or informational messages; errors and results only",
+            )
 
 
 def verbosity() -> int:

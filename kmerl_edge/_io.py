@@ -185,7 +185,11 @@ def read_record(
 def _read_csv(p: Path) -> np.ndarray:
     with p.open() as f:
         first = f.readline()
-    has_header = any(c.isalpha() for c in first)
+    try:  # a header row is one that is not numbers ("1.5e-01" is a number, not a header)
+        [float(v) for v in first.strip().split(",") if v.strip()]
+        has_header = False
+    except ValueError:
+        has_header = True
     try:
         return np.loadtxt(p, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
     except ValueError as exc:

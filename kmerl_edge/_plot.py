@@ -82,12 +82,12 @@ def _first_attr(obj: Any, names: Sequence[str]) -> Any:
 
 
 def _grid(ax: Any, t0: float, t1: float, y0: float, y1: float) -> None:
-    for step, color, lw in ((0.04, _GRID_MINOR, 0.3), (0.2, _GRID_MAJOR, 0.6)):
-        for x in np.arange(t0, t1 + 1e-9, step):
-            ax.axvline(x, color=color, lw=lw, zorder=0)
-    for step, color, lw in ((0.1, _GRID_MINOR, 0.3), (0.5, _GRID_MAJOR, 0.6)):
-        for y in np.arange(np.floor(y0 / step) * step, y1 + 1e-9, step):
-            ax.axhline(y, color=color, lw=lw, zorder=0)
+    """ECG paper: 1 mm (0.04 s, 0.1 mV) minor and 5 mm (0.2 s, 0.5 mV) major lines."""
+    for tstep, vstep, color, lw in ((0.04, 0.1, _GRID_MINOR, 0.3), (0.2, 0.5, _GRID_MAJOR, 0.6)):
+        xs = np.arange(np.ceil(t0 / tstep - 1e-6) * tstep, t1 + 1e-9, tstep)
+        ys = np.arange(np.ceil(y0 / vstep - 1e-6) * vstep, y1 + 1e-9, vstep)
+        ax.vlines(xs, y0, y1, colors=color, lw=lw, zorder=0)
+        ax.hlines(ys, t0, t1, colors=color, lw=lw, zorder=0)
 
 
 def _row_range(x: np.ndarray) -> tuple[float, float]:
@@ -134,7 +134,7 @@ def plot_classification(
     score_h = 38.0
     n_sets = len(windows[0]["scores"]) if windows else 0
     heights = [(hi - lo) * GAIN_MM_MV for lo, hi in ranges]
-    total_h = top + sum(heights) + gap * len(heights) + n_sets * (score_h + gap + 4.0) + bottom
+    total_h = top + sum(heights) + gap * len(heights) + n_sets * (score_h + gap + 8.0) + bottom
     total_w = left + strip_w + right
     fig = plt.figure(figsize=(total_w * MM, total_h * MM), dpi=dpi)
     y = total_h - top
@@ -145,7 +145,8 @@ def plot_classification(
     fig.text(
         left / total_w, 1 - 12.0 / total_h,
         "25 mm/s, 10 mm/mV; grid 1 mm (0.04 s, 0.1 mV) and 5 mm; 0.5 Hz high-pass for display"
-        + (f"; ▼ beats detected on lead {beats['lead']}" if beats else ""),
+        + (f"; ▼ beats detected on lead {beats['lead']}" if beats else "")
+        + (f" (mean heart rate {float(beats['heart_rate_bpm']):.0f} bpm)" if beats and beats.get("heart_rate_bpm") else ""),
         fontsize=6.5, color="#555555", va="center",
     )
     for (s, e, i, lead), (lo, hi), h in zip(strip_rows, ranges, heights):
@@ -175,6 +176,19 @@ def plot_classification(
             y -= score_h + 4.0
             ax = fig.add_axes((left / total_w, y / total_h, strip_w / total_w, score_h / total_h))
             classes = list(label_sets.get(ls, windows[0]["scores"][ls].keys()))
+            if len(windows) == 1:  # one window: every class as a bar
+                probs = [float(windows[0]["scores"][ls].get(c, 0.0)) for c in classes]
+                ax.barh(range(len(classes)), probs, color="#1f77b4", alpha=0.75)
+                for k, (c, prob) in enumerate(zip(classes, probs)):
+                    ax.text(0.005, k, f" {c}  {prob:.2f}", va="center", fontsize=6.5)
+                ax.set_xlim(0, 1)
+                ax.set_yticks([])
+                ax.invert_yaxis()
+                ax.set_title(f"{ls}: scores of the one 10-s window", fontsize=7, loc="left")
+                ax.tick_params(labelsize=6)
+                ax.set_xlabel("probability", fontsize=7)
+                y -= gap + 4.0
+                continue
             peak = {c: max(float(w["scores"][ls].get(c, 0.0)) for w in windows) for c in classes}
             for k, c in enumerate(sorted(classes, key=lambda c: -peak[c])[:top_k]):
                 p = [float(w["scores"][ls].get(c, np.nan)) for w in windows]
@@ -193,7 +207,8 @@ def plot_classification(
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="upper right", ncol=min(3, top_k), framealpha=0.8)
             y -= gap
-        ax.set_xlabel("time (s)", fontsize=7)
+        if len(windows) > 1:
+            ax.set_xlabel("time (s)", fontsize=7)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     fig.savefig(tmp, dpi=dpi, format="png")
@@ -237,8 +252,8 @@ def plot_stream(
     if start is not None:
         spans.append((start, None))
     t_max = float(t_end.max()) if t_end.size else 1.0
-    for s, e in spans:
-        ax_p.axvspan(s, e if e is not None else t_max, color="#d62728", alpha=0.12, lw=0)
+    for span_start, span_end in spans:
+        ax_p.axvspan(span_start, span_end if span_end is not None else t_max, color="#d62728", alpha=0.12, lw=0)
     for ev in events:
         if ev.label == label:
             ax_p.axvline(ev.t, color="#d62728", lw=0.8, ls="--")
