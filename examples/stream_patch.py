@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 import firmware_bridge as fb
-
 import kmerl_edge
 from kmerl_edge._stream_cli import demo_record_path
 
