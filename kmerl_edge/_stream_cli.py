@@ -41,7 +41,9 @@ def demo_record_path() -> Path:
 
 def demo_reference_episodes(record: str | Path | None = None) -> list[tuple[float, float, str]]:
     """(start s, end s, rhythm) episodes from a WFDB record's ``.atr`` rhythm annotations."""
-    import wfdb
+    from ._errors import require
+
+    wfdb: Any = require("wfdb", "io")  # MissingExtraError naming the extra on a device-only install
 
     base = str(record or demo_record_path())
     ann = wfdb.rdann(base, "atr")

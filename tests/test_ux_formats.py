@@ -170,3 +170,9 @@ def test_runtime_imports_without_file_readers_or_matplotlib(records_dir):
     # formats that need no extra still read
     r = _run_without(heavy, f"import kmerl_edge as ke\nprint(ke.read_record({str(APPLE)!r}).fs)")
     assert r.returncode == 0 and r.stdout.strip() == "512.0", r.stderr
+
+
+def test_demo_without_file_readers_names_the_extra():
+    r = _run_without(["wfdb"], "from kmerl_edge.cli import main\nsys.exit(main(['demo', '--backend', 'onnxruntime']))")
+    assert r.returncode == 1, r.stderr
+    assert "kmerl-edge[io]" in r.stderr and "Traceback" not in r.stderr
