@@ -134,6 +134,8 @@ def read_record(
     if isinstance(formatted, Record):
         return _select(formatted, leads)
     if suffix in {".npy", ".csv"}:
+        if not p.exists():
+            raise RecordReadError(f"no such record: {p} (file not found)")
         if fs is None or leads is None:
             raise SamplingRateError(f"{p.name}: .npy and .csv files need an explicit sampling rate and leads")
         if fs <= 0:
@@ -179,6 +181,8 @@ def read_record(
             f"{p.name}: not a format kmerl-edge reads (WFDB .hea/.dat, PhysioNet .mat+.hea, EDF/EDF+, "
             "Apple Watch ECG CSV, Polar Sensor Logger ECG, CSV with named lead columns, .npy)"
         )
+    if suffix in {".edf", ".bdf", ".csv", ".txt", ".tsv", ".npy"}:
+        raise RecordReadError(f"no such record: {p} (file not found)")
     raise RecordReadError(f"no such record: {p} (neither the file nor a WFDB header {base.name}.hea exists)")
 
 
