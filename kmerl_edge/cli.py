@@ -93,7 +93,7 @@ def _print_window_table(windows: list[dict[str, object]]) -> None:
         for ls in sets:
             top = sorted(scores.get(ls, {}).items(), key=lambda kv: -kv[1])[:1]
             cells.append(f"{top[0][1]:5.2f} {top[0][0][:28]:<28}" if top else f"{'':34}")
-        print(f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + "  ".join(cells))
+        print((f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + "  ".join(cells)).rstrip())
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
