@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("accuracy", help="zero-shot macro AUC per label set and lead subset")
     _add_common(p)
     _add_accuracy(p)
+    p = sub.add_parser("rhythm", help="R-peak Se/PPV, heart-rate error and AF-evidence AUC vs xqrs and NeuroKit2")
+    p.add_argument("--data", default=str(_DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--detectors", type=_name_list, default=("kmerl", "xqrs", "neurokit2"),
+                   help="detectors to run (default kmerl,xqrs,neurokit2)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--out", metavar="DIR", help="write JSON and markdown into DIR")
     p = sub.add_parser("all", help="everything into one results folder")
     _add_common(p, out=False)
     _add_latency(p, isolate_default=True)
@@ -266,7 +272,20 @@ def _markdown(kind: str, res: dict[str, Any]) -> str:
         "roofline": report.roofline_markdown,
         "stream": report.stream_markdown,
         "accuracy": report.accuracy_markdown,
+        "rhythm": _rhythm_markdown,
     }[kind](res)
+
+
+def _rhythm_markdown(res: dict[str, Any]) -> str:
+    from .rhythm import rhythm_markdown
+
+    return rhythm_markdown(res)
+
+
+def _rhythm(a: argparse.Namespace) -> dict[str, Any]:
+    from .rhythm import run_rhythm
+
+    return run_rhythm(Path(a.data), detectors=tuple(a.detectors))
 
 
 def _plots(kind: str, res: dict[str, Any], out: Path) -> list[Path]:
@@ -334,7 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "all":
             _all(a)
         else:
-            res = {"latency": _latency, "roofline": _roofline, "stream": _stream, "accuracy": _accuracy}[a.command](a)
+            res = {
+                "latency": _latency,
+                "roofline": _roofline,
+                "stream": _stream,
+                "accuracy": _accuracy,
+                "rhythm": _rhythm,
+            }[a.command](a)
             _emit(a.command, res, a)
     except (CliError, KmerlError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"kmerl-bench: error: {exc}", file=sys.stderr)

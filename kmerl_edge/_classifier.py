@@ -15,6 +15,7 @@ from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, LeadError, UnknownLabelSetError
 from ._leads import canonical_leads
 from ._preprocess import Preprocessed, QualityReport, preprocess
+from .rhythm import RhythmResult, analyse, choose_rhythm_lead
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stream import StreamSession
@@ -46,6 +47,8 @@ class Prediction:
     - ``by_label_set``: the same, grouped {label set: {class: probability}};
     - ``window_scores``: one {class: probability} per window, starting at ``window_starts_s``;
     - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored.
+    - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one usable lead
+      at its own rate (:func:`kmerl_edge.rhythm.analyse`); ``window_rhythm``: the same per window.
     """
 
     scores: dict[str, float]
@@ -58,6 +61,8 @@ class Prediction:
     latency_ms: float
     trained_model: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rhythm: RhythmResult | None = None
+    window_rhythm: tuple[RhythmResult, ...] = ()
 
     def top(self, k: int = 3, label_set: str | None = None) -> list[tuple[str, float]]:
         src = self.by_label_set[label_set] if label_set else self.scores
@@ -73,6 +78,8 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 3),
             "trained_model": self.trained_model,
             "notes": list(self.notes),
+            "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
+            "window_rhythm": [r.to_dict(beats=False) for r in self.window_rhythm],
         }
 
 
@@ -165,6 +172,7 @@ class Classifier:
             notes.append("randomly initialised test bundle: scores are meaningless")
         if pre.quality.dropped_leads:
             notes.append(f"dropped unusable leads: {', '.join(pre.quality.dropped_leads)}")
+        rhythm, window_rhythm = self._rhythm(signal, float(fs), leads, pre)
         return Prediction(
             scores=flat,
             by_label_set=by,
@@ -176,7 +184,26 @@ class Classifier:
             latency_ms=latency,
             trained_model=self.bundle.trained,
             notes=tuple(notes),
+            rhythm=rhythm,
+            window_rhythm=window_rhythm,
         )
+
+    def _rhythm(
+        self, signal: np.ndarray, fs: float, leads: Sequence[str], pre: Preprocessed
+    ) -> tuple[RhythmResult | None, tuple[RhythmResult, ...]]:
+        """Rhythm of the recording and of each model window, on the preferred usable lead."""
+        if not pre.leads:
+            return None, ()
+        name = choose_rhythm_lead(pre.leads)
+        x = np.asarray(signal, dtype=np.float64)
+        row = (x if x.ndim == 1 else x[canonical_leads(leads).index(name)]) * 1.0
+        whole = analyse(row, fs=fs, lead=name)
+        n = int(round(self.bundle.preprocess_config.window_s * fs))
+        wins = []
+        for t in pre.window_starts_s:
+            a = int(round(t * fs))
+            wins.append(analyse(row[a : a + n], fs=fs, lead=name, t0=t))
+        return whole, tuple(wins)
 
     def stream(self, *, fs: float, leads: Sequence[str], hop_s: float = 2.0, **kwargs: Any) -> StreamSession:
         """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module)."""

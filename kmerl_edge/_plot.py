@@ -122,6 +122,10 @@ def plot_classification(
     x = _display_filter(np.asarray(rec.signal, dtype=np.float64)[rows_idx], fs)
     dur = x.shape[1] / fs
     shown = min(dur, max_strip_s)
+    rh = getattr(pred, "rhythm", None)
+    if beats is None and rh is not None and getattr(rh, "beat_times_s", None) is not None:
+        beats = {"beats_s": np.asarray(rh.beat_times_s, dtype=np.float64), "heart_rate_bpm": rh.hr_bpm,
+                 "lead": rh.lead}
     if beats is None:
         beats = beats_for(np.asarray(rec.signal, dtype=np.float64), fs, tuple(rec.leads))
     seg_s = 10.0

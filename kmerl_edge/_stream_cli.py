@@ -70,6 +70,16 @@ def _import_bridge() -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- output
+def _hr_text(r: WindowResult) -> str:
+    rh = r.rhythm
+    if rh is None:
+        return ""
+    if rh.hr_bpm is None:
+        return f"HR n/a ({rh.quality})"
+    irr = f", RR irr {rh.rr_irregularity:.2f}" if rh.rr_irregularity is not None else ""
+    return f"HR {rh.hr_bpm:.0f} bpm{irr}"
+
+
 class _Printer:
     def __init__(self, json_lines: bool, out: TextIO | None = None) -> None:
         self.json = json_lines
@@ -91,7 +101,8 @@ class _Printer:
         self.results.append(r)
         span = f"{r.t_start:7.1f}–{r.t_end:7.1f} s"
         if r.skipped:
-            self._emit(r.to_dict(), f"{span}  skipped ({r.reason}): {r.detail}")
+            hr = f"  {_hr_text(r)}" if r.rhythm is not None else ""
+            self._emit(r.to_dict(), f"{span}  skipped ({r.reason}): {r.detail}{hr}")
             return
         parts = []
         for ls, scores in r.by_label_set.items():
@@ -102,7 +113,10 @@ class _Printer:
         if r.excluded_leads:
             leads += "; left out " + ", ".join(f"{k} ({v})" for k, v in r.excluded_leads.items())
         flags = f" [{','.join(r.flags)}]" if r.flags else ""
-        self._emit(r.to_dict(), f"{span}  {' | '.join(parts)}  quality {q} ({leads}){flags}  {r.latency_ms:.1f} ms")
+        hr = f"  {_hr_text(r)}" if r.rhythm is not None else ""
+        self._emit(
+            r.to_dict(), f"{span}  {' | '.join(parts)}{hr}  quality {q} ({leads}){flags}  {r.latency_ms:.1f} ms"
+        )
 
     def episodes(self) -> list[tuple[str, float, float | None]]:
         """(label, start, end or None if still on) of the rhythm events printed so far."""
@@ -120,7 +134,7 @@ class _Printer:
         self.events.append(e)
         self._emit(
             e.to_dict(),
-            f">>> {e.t:7.1f} s  {e.label} {e.kind.upper()}  (confirmed at {e.t_confirmed:.1f} s, p={e.probability:.2f})",
+            f">>> {e.t:7.1f} s  {e.label} {e.kind.upper()}  (confirmed at {e.t_confirmed:.1f} s, {e.evidence})",
         )
 
     def summary(self, st: StreamStats, faults: dict[str, int], extra: dict[str, Any] | None = None) -> None:

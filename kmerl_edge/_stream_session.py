@@ -30,6 +30,7 @@ from ._stream_types import (
     WindowResult,
 )
 from ._stream_worker import InferenceWorker, Outcome, WindowJob
+from .rhythm import DEFAULT_RATE_EVENTS, RateEventDetector, RhythmResult, RhythmTracker, choose_rhythm_lead
 
 __all__ = ["StreamSession", "StreamClosedError"]
 
@@ -46,6 +47,7 @@ class _WindowInfo:
     t_end: float
     missing_fraction: float
     flags: tuple[str, ...]
+    rhythm: RhythmResult | None = None
 
 
 def _runs(gap: np.ndarray) -> list[tuple[int, int]]:
@@ -144,6 +146,11 @@ class StreamSession:
         self._closed = False
         self._smoother = Smoother(cfg.smoothing_windows, cfg.hop_s)
         self._detectors = self._make_detectors(cfg.events)
+        # rhythm: beats of one lead at the device rate, kept across windows (logic in kmerl_edge.rhythm)
+        self._rhythm_lead = self.leads.index(choose_rhythm_lead(self.leads))
+        self._rhythm = RhythmTracker(fs=self.fs, lead=self.leads[self._rhythm_lead])
+        rules = DEFAULT_RATE_EVENTS if cfg.rate_events is None else cfg.rate_events
+        self._rate_detectors = [RateEventDetector(rule, device_id) for rule in rules]
 
         # counters
         self._samples = 0
@@ -222,6 +229,7 @@ class StreamSession:
         elif d <= -0.5:
             self._clock_resets += 1
             self._ring.invalidate()
+            self._rhythm.reset()
             self._origin = t0 - self._ring.n_total / self.fs
 
     def push(
@@ -307,9 +315,12 @@ class StreamSession:
             step = min(n - done, self._next_end - ring.n_total)
             if x is None:
                 ring.write_gap(step)
+                self._rhythm.gap(step)
             else:
                 assert bad is not None
                 ring.write(x[:, done : done + step], bad[:, done : done + step])
+                li = self._rhythm_lead
+                self._rhythm.push(x[li, done : done + step], bad[li, done : done + step])
             done += step
             if ring.n_total == self._next_end:
                 self._emit_window()
@@ -322,9 +333,10 @@ class StreamSession:
         t_start = t_end - self._win / self.fs
         gap = self._ring.gap_window(self._win)
         missing = float(gap.mean())
+        rhythm = self._rhythm.window(self._win, t_end=t_end)
 
         def skip(reason: str, detail: str, flags: tuple[str, ...] = ()) -> None:
-            info = _WindowInfo(t_start, t_end, missing, flags)
+            info = _WindowInfo(t_start, t_end, missing, flags, rhythm)
             self._complete_info(
                 None, info, Outcome(None, None, (), {}, time.perf_counter(), reason, detail), index
             )
@@ -358,7 +370,7 @@ class StreamSession:
                 keep.append(i)
             else:
                 excluded[lead] = "lead_off" if (bad[i] == BAD_LEAD_OFF).any() else "missing"
-        info = _WindowInfo(t_start, t_end, missing, flags)
+        info = _WindowInfo(t_start, t_end, missing, flags, rhythm)
         if not keep:
             self._complete_info(
                 None,
@@ -425,6 +437,7 @@ class StreamSession:
                 detail=out.detail,
                 device_id=self.device_id,
                 flags=info.flags,
+                rhythm=info.rhythm,
             )
         else:
             self._scored += 1
@@ -447,6 +460,7 @@ class StreamSession:
                 latency_ms=latency,
                 device_id=self.device_id,
                 flags=info.flags,
+                rhythm=info.rhythm,
             )
             for det in self._detectors:
                 ev = det.update(index, info.t_start, info.t_end, sm)
@@ -456,6 +470,14 @@ class StreamSession:
                     if len(self._events_out) > self.config.results_buffer:
                         self._events_out.popleft()
                         self._overflow += 1
+        for rdet in self._rate_detectors:
+            rev = rdet.update(index, info.t_start, info.t_end, info.rhythm)
+            if rev is not None:
+                self._n_events += 1
+                self._events_out.append(rev)
+                if len(self._events_out) > self.config.results_buffer:
+                    self._events_out.popleft()
+                    self._overflow += 1
         self._out.append(res)
         if len(self._out) > self.config.results_buffer:
             self._out.popleft()
@@ -502,8 +524,10 @@ class StreamSession:
 
     @property
     def active_events(self) -> tuple[str, ...]:
-        """Labels of the rhythm events currently on (started and not ended)."""
-        return tuple(d.rule.label for d in self._detectors if d.active)
+        """Labels of the rhythm events currently on (started and not ended), model and heart-rate."""
+        return tuple(d.rule.label for d in self._detectors if d.active) + tuple(
+            d.rule.label for d in self._rate_detectors if d.active
+        )
 
     def _drained(self) -> bool:
         return self._next_release >= self._n_windows

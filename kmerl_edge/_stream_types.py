@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._preprocess import QualityReport
+from .rhythm import RateEventRule, RhythmResult
 
 __all__ = [
     "EventRule",
@@ -87,6 +88,9 @@ class StreamConfig:
     - ``results_buffer``: most results kept for a caller that does not collect them; beyond it the
       oldest are discarded and counted in ``StreamStats.results_overflow``.
     - ``latency_history``: how many recent latencies the statistics keep (memory stays flat).
+    - ``rate_events``: heart-rate event rules (:class:`kmerl_edge.rhythm.RateEventRule`) on each
+      window's ``rhythm``; ``None``: bradycardia, tachycardia and pause
+      (:data:`kmerl_edge.rhythm.DEFAULT_RATE_EVENTS`); ``()``: none.
     """
 
     hop_s: float = 2.0
@@ -99,6 +103,7 @@ class StreamConfig:
     synchronous: bool = False
     results_buffer: int = 4096
     latency_history: int = 10000
+    rate_events: tuple[RateEventRule, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
@@ -128,6 +133,9 @@ class WindowResult:
       existed (queueing + preprocessing + inference).
     - ``skipped`` / ``reason`` / ``detail``: a window that produced no scores, and why (one of
       :data:`SKIP_REASONS`). Skipped windows are results too: nothing goes missing silently.
+    - ``rhythm``: beats, heart rate and RR irregularity of the window on one lead at the device rate
+      (:class:`kmerl_edge.rhythm.RhythmResult`, beats confirmed by the window's end; also for skipped
+      windows); ``None`` when the session analyses no rhythm.
     """
 
     index: int
@@ -146,6 +154,7 @@ class WindowResult:
     detail: str = ""
     device_id: str | None = None
     flags: tuple[str, ...] = ()
+    rhythm: RhythmResult | None = None
 
     def top(self, k: int = 3, label_set: str | None = None, smoothed: bool = False) -> list[tuple[str, float]]:
         """The ``k`` most probable classes (of one label set, or over all)."""
@@ -173,16 +182,20 @@ class WindowResult:
             "missing_fraction": round(self.missing_fraction, 4),
             "flags": list(self.flags),
             "latency_ms": round(self.latency_ms, 3),
+            "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
         }
 
 
 @dataclass(frozen=True)
 class RhythmEvent:
-    """A rhythm started or ended (hysteresis, see :class:`EventRule`).
+    """A rhythm started or ended (hysteresis, see :class:`EventRule` and
+    :class:`kmerl_edge.rhythm.RateEventRule`).
 
     ``t`` is the device time of the change, estimated as the centre of the first window of the run that
     confirmed it; ``t_confirmed`` is the end of the window that confirmed it (when it became known);
-    ``probability`` is that window's smoothed probability.
+    ``probability`` is that window's smoothed probability (model events; ``None`` for heart-rate
+    events, which carry the window's ``value`` in ``unit`` instead: bpm, or seconds for a pause, with
+    ``label_set`` ``"rhythm"``).
     """
 
     kind: str  # "started" | "ended"
@@ -190,12 +203,23 @@ class RhythmEvent:
     label_set: str
     t: float
     t_confirmed: float
-    probability: float
+    probability: float | None
     window_index: int
     device_id: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+    @property
+    def evidence(self) -> str:
+        """``p=0.83`` for a model event, ``42 bpm`` / ``3.1 s`` for a heart-rate event."""
+        if self.probability is not None:
+            return f"p={self.probability:.2f}"
+        if self.value is not None:
+            return f"{self.value:.0f} {self.unit}" if self.unit == "bpm" else f"{self.value:.1f} {self.unit}"
+        return ""
 
     def __str__(self) -> str:
-        return f"{self.label} {self.kind} at {self.t:.1f} s (confirmed at {self.t_confirmed:.1f} s, p={self.probability:.2f})"
+        return f"{self.label} {self.kind} at {self.t:.1f} s (confirmed at {self.t_confirmed:.1f} s, {self.evidence})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,8 +230,10 @@ class RhythmEvent:
             "label_set": self.label_set,
             "t": round(self.t, 4),
             "t_confirmed": round(self.t_confirmed, 4),
-            "probability": round(self.probability, 5),
+            "probability": round(self.probability, 5) if self.probability is not None else None,
             "window_index": self.window_index,
+            "value": round(self.value, 3) if self.value is not None else None,
+            "unit": self.unit,
         }
 
 

@@ -43,13 +43,15 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         out["windows"] = windows
         if getattr(a, "plot", None):
             out["plot"] = str(a.plot)
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, allow_nan=False))
         return 0
     print(f"record   {rec.name}: {len(rec.leads)} lead(s) {','.join(rec.leads)}, {rec.fs:g} Hz, {rec.duration_s:.1f} s")
     print(f"bundle   {clf.bundle_path}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))
+    if pred.rhythm is not None:
+        print(f"rhythm   {pred.rhythm.lead}: {pred.rhythm.summary()}")
     for note in pred.notes:
         print(f"note     {note}")
     for ls, scores in pred.by_label_set.items():
@@ -70,11 +72,16 @@ def _window_rows(clf: object, pred: object, duration_s: float) -> list[dict[str,
     assert isinstance(clf, Classifier) and isinstance(pred, Prediction)
     win = float(clf.bundle.preprocess_config.window_s)
     rows: list[dict[str, object]] = []
-    for start, flat in zip(pred.window_starts_s, pred.window_scores):
+    rhythms = getattr(pred, "window_rhythm", ())
+    for k, (start, flat) in enumerate(zip(pred.window_starts_s, pred.window_scores)):
         by = {ls: {c: round(flat[c], 4) for c in classes if c in flat} for ls, classes in clf.label_sets.items()}
         by = {ls: v for ls, v in by.items() if v}
-        rows.append({"start_s": round(float(start), 3), "end_s": round(min(float(start) + win, duration_s), 3),
-                     "scores": by})
+        row: dict[str, object] = {"start_s": round(float(start), 3),
+                                  "end_s": round(min(float(start) + win, duration_s), 3), "scores": by}
+        if len(rhythms) == len(pred.window_starts_s):
+            hr = rhythms[k].hr_bpm
+            row["heart_rate_bpm"] = None if hr is None else round(float(hr), 1)
+        rows.append(row)
     return rows
 
 
@@ -84,7 +91,8 @@ def _print_window_table(windows: list[dict[str, object]]) -> None:
     assert isinstance(first, dict)
     sets = list(first)
     print(f"\nper window ({len(windows)} windows of the recording; the scores above are their mean):")
-    header = "  window (s)    " + "  ".join(f"{ls[:28]:<34}" for ls in sets)
+    has_hr = "heart_rate_bpm" in windows[0]
+    header = "  window (s)    " + ("  HR " if has_hr else "") + "  ".join(f"{ls[:28]:<34}" for ls in sets)
     print(header.rstrip())
     for w in windows:
         scores = w["scores"]
@@ -93,7 +101,11 @@ def _print_window_table(windows: list[dict[str, object]]) -> None:
         for ls in sets:
             top = sorted(scores.get(ls, {}).items(), key=lambda kv: -kv[1])[:1]
             cells.append(f"{top[0][1]:5.2f} {top[0][0][:28]:<28}" if top else f"{'':34}")
-        print((f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + "  ".join(cells)).rstrip())
+        hr = ""
+        if has_hr:
+            v = w.get("heart_rate_bpm")
+            hr = f"{v:4.0f} " if isinstance(v, (int, float)) else " n/a "
+        print((f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + hr + "  ".join(cells)).rstrip())
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
