@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream(p)
     p.add_argument("--skip", type=_name_list, default=(), help="parts to leave out: stream,accuracy,roofline")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(ap, prog="kmerl-bench", subparsers=list(sub.choices.values()))
     return ap
 
 
@@ -358,6 +361,9 @@ def _all(a: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from kmerl_edge import KmerlError
+    from kmerl_edge._cli_common import configure
+
+    configure(a)
 
     try:
         if a.command == "all":

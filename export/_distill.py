@@ -173,7 +173,9 @@ def distill_student(
         weight[partial] = share / partial.size
     else:
         weight[usable] = 1.0 / usable.size
-    for step in range(config.steps):
+    from kmerl_edge._cli_common import progress
+
+    for step in progress(range(config.steps), desc="distil", unit="step"):
         k = int(rng.integers(1, max_leads + 1))
         cand = usable[n_present[usable] >= k]
         if cand.size == 0:  # no window has k leads

@@ -50,6 +50,7 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--link", default=None, help="path of the port symlink (default: a temp dir)")
 
     d = sub.add_parser("dump", help="print decoded frames and fault counters of a port")
+    _common = (p, s, d)
     d.add_argument("port", help="device path or pyserial URL (loop://, socket://host:port, rfc2217://...)")
     d.add_argument("--protocol", choices=PROTOCOLS, default="kmerl")
     d.add_argument("--fs", type=float, default=None, help="sampling rate (required for ascii)")
@@ -61,6 +62,9 @@ def _build() -> argparse.ArgumentParser:
     d.add_argument("--no-reconnect", action="store_true", help="exit when the port goes away")
     d.add_argument("--quiet", action="store_true", help="print only the counters")
     d.add_argument("--json", action="store_true", help="print the counters as JSON")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(_common[0], prog="kmerl-bridge", subparsers=list(_common[1:]))
     return p
 
 
@@ -140,6 +144,9 @@ def _dump(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build().parse_args(argv)
+    from kmerl_edge._cli_common import configure
+
+    configure(args)
     try:
         return _simulate(args) if args.cmd == "simulate" else _dump(args)
     except KmerlError as exc:

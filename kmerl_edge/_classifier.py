@@ -211,11 +211,15 @@ class Classifier:
         leads: Sequence[str] | None = None,
         lead_map: dict[str, str] | str | None = None,
         label_set: str | None = None,
+        units: str | None = None,
+        gain: float | None = None,
     ) -> Prediction:
         """Score a recording file (read in pieces: memory does not grow with its length) or a
         :class:`kmerl_edge.Record`. ``leads`` picks standard leads; ``lead_map`` ({channel: lead} or
         ``"ECG 1=I,V=V5"``) says which standard lead an ECG channel of unknown position is. Channels that
-        are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note."""
+        are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note.
+        ``units``/``gain``: what the numbers of a CSV/.npy are when the file does not say (see
+        :func:`kmerl_edge.read_record`)."""
         from ._io import ArrayReader, Record, open_record
 
         self._check_label_set(label_set)
@@ -229,7 +233,7 @@ class Classifier:
             reader = ArrayReader(record.signal, fs=record.fs, leads=names, rows=rows, name=record.name,
                                  notes=record.notes)
             return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
-        with open_record(record, fs=fs, leads=leads, lead_map=lead_map) as r:
+        with open_record(record, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as r:
             if leads is None and len(r.leads) > self._max_leads:
                 raise LeadError(
                     f"{r.name} has {len(r.leads)} leads ({', '.join(r.leads)}) but the bundle serves at most "

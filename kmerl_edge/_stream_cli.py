@@ -43,7 +43,9 @@ def demo_record_path() -> Path:
 
 def demo_reference_episodes(record: str | Path | None = None) -> list[tuple[float, float, str]]:
     """(start s, end s, rhythm) episodes from a WFDB record's ``.atr`` rhythm annotations."""
-    import wfdb
+    from ._errors import require
+
+    wfdb: Any = require("wfdb", "io")  # MissingExtraError naming the extra on a device-only install
 
     base = str(record or demo_record_path())
     ann = wfdb.rdann(base, "atr")
@@ -85,6 +87,7 @@ class _Printer:
         self.json = json_lines
         self.out = out or sys.stdout
         self.events: list[RhythmEvent] = []
+        self.results: list[WindowResult] = []  # kept for --plot
 
     def _emit(self, obj: dict[str, Any] | None, text: str) -> None:
         if self.json:
@@ -97,6 +100,7 @@ class _Printer:
         self._emit(obj, text)
 
     def result(self, r: WindowResult) -> None:
+        self.results.append(r)
         span = f"{r.t_start:7.1f}–{r.t_end:7.1f} s"
         if r.skipped:
             hr = f"  {_hr_text(r)}" if r.rhythm is not None else ""
@@ -365,12 +369,34 @@ def run_stream_cli(a: Any) -> int:
     if not src.strip():
         raise InvalidArgumentError("--source is empty; pass a serial port, a pyserial URL or a recording file")
     p = _Printer(a.json_lines)
-    if _is_serial(src):
-        return _stream_serial(a, p)
-    base = Path(src)
-    if not (base.exists() or base.with_suffix(".hea").exists() or Path(src + ".hea").exists()):
-        raise FileNotFoundError(2, "no such recording, serial port or URL", src)
-    return _play_recording(a, p)
+    try:
+        if _is_serial(src):
+            return _stream_serial(a, p)
+        base = Path(src)
+        if not (base.exists() or base.with_suffix(".hea").exists() or Path(src + ".hea").exists()):
+            raise FileNotFoundError(2, "no such recording, serial port or URL", src)
+        return _play_recording(a, p)
+    finally:
+        _plot_if_asked(a, p)
+
+
+def _plot_if_asked(a: Any, p: _Printer) -> None:
+    """``--plot PNG``: the stream's timeline (AF probability, heart rate, events, quality), on close."""
+    out = getattr(a, "plot", None)
+    if not out or not p.results:
+        return
+    from ._plot import plot_stream
+
+    reference: list[tuple[float, float]] = []
+    base = Path(str(a.source))
+    base = base.with_suffix("") if base.suffix in _RECORD_SUFFIXES else base
+    if base.with_suffix(".atr").exists():
+        try:
+            reference = [(s, e) for s, e, r in demo_reference_episodes(base) if r == "AFIB"]
+        except (ImportError, ValueError, OSError):
+            reference = []
+    plot_stream(p.results, p.events, out, title=f"kmerl-edge stream {a.source}", reference=reference)
+    p.note(f"plot: {out}", {"type": "plot", "path": str(out)})
 
 
 def run_demo_cli(a: Any) -> int:

@@ -182,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.set_defaults(func=_cmd_eval)
     sub.add_parser("knowledge", help="the knowledge-extraction pipeline (trainer.knowledge)", add_help=False)
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(p, prog="kmerl-train", subparsers=[pr, tr, ev])
     return p
 
 
@@ -195,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(kcli.main(args[1:]) or 0)
     a = _parser().parse_args(args)
+    from kmerl_edge._cli_common import configure
+
+    if configure(a) < 0 and hasattr(a, "no_progress"):
+        a.no_progress = True  # -q: no bars
     try:
         return int(a.func(a))
     except KmerlError as exc:

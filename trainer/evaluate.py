@@ -71,7 +71,9 @@ def eval_data_from_dataset(
     cls = tuple(dataset.classes if classes is None else classes)
     sig, pres, ids, keep = [], [], [], []
     failed: dict[str, str] = {}
-    for i, item in enumerate(dataset.items):
+    from kmerl_edge._cli_common import progress
+
+    for i, item in enumerate(progress(dataset.items, desc="preprocess", unit="record")):
         try:
             rec = load_item(item)
             pre = preprocess(rec.signal, fs=rec.fs, leads=rec.leads, config=cfg)
