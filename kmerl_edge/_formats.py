@@ -115,7 +115,7 @@ def sniff_format(path: str | Path) -> str | None:
     keys = {ln.split(",", 1)[0].strip().lower() for ln in lines[:40] if "," in ln}
     if "sample rate" in keys and ("lead" in keys or "unit" in keys):
         return "apple_watch"
-    if any(c.isalpha() for c in first) and _named_columns(first) is not None:
+    if any(c.isalpha() for c in first) and _named_columns(first) is not None and _fully_named(first):
         return "named_csv"
     return None
 
@@ -330,6 +330,15 @@ def _named_columns(header_line: str) -> tuple[int | None, list[tuple[int, str]]]
     if not lead_cols:
         return None
     return time_col, lead_cols
+
+
+def _fully_named(header_line: str) -> bool:
+    """Every column of the header is a time column or names a lead (else the positional CSV reader,
+    with ``--leads``, reads it: a header such as ``Ableitung I (µV),II`` is not a lead per column)."""
+    cols, _ = _split_row(header_line)
+    return all(
+        not c.strip() or _TIME_COLUMN.match(c.strip()) or _column_lead(c) is not None for c in cols
+    )
 
 
 def _unit_key(unit: str) -> str:
