@@ -36,7 +36,31 @@ from __future__ import annotations
 from typing import Any
 
 from ._gateway import Gateway, GatewayStats
-from ._stream_session import StreamClosedError, StreamSession
+from ._source import (
+    BaseSource,
+    DeviceInfo,
+    Gap,
+    LeadStatus,
+    LinkStatus,
+    Message,
+    SampleBlock,
+    Source,
+    open_source,
+    register_source,
+    source_kind,
+    source_kinds,
+)
+from ._source_builtin import PlaybackSource, SyntheticSource
+from ._stream_errors import (
+    DeviceChangedError,
+    SourceError,
+    StreamClosedError,
+    StreamConfigError,
+    StreamError,
+    StreamInputError,
+    UnknownSourceError,
+)
+from ._stream_session import StreamSession
 from ._stream_types import (
     SKIP_BACKLOG,
     SKIP_ERROR,
@@ -59,7 +83,28 @@ __all__ = [
     "WindowResult",
     "RhythmEvent",
     "StreamStats",
+    "StreamError",
     "StreamClosedError",
+    "StreamConfigError",
+    "StreamInputError",
+    "DeviceChangedError",
+    "SourceError",
+    "UnknownSourceError",
+    # sources and their messages
+    "Source",
+    "BaseSource",
+    "Message",
+    "SampleBlock",
+    "Gap",
+    "LeadStatus",
+    "DeviceInfo",
+    "LinkStatus",
+    "PlaybackSource",
+    "SyntheticSource",
+    "open_source",
+    "register_source",
+    "source_kind",
+    "source_kinds",
     "Gateway",
     "GatewayStats",
     "InferenceWorker",
