@@ -192,8 +192,10 @@ def start_simulator(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "simulate", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     assert proc.stdout is not None
-    path = proc.stdout.readline().strip()
-    assert path and os.path.exists(path), proc.stderr.read() if proc.stderr else ""
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line + (proc.stderr.read() if proc.stderr else "")
+    path = line[len("listening on "):].split("  (")[0]
+    assert os.path.exists(path)
     return proc, path
 
 
