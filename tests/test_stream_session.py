@@ -504,3 +504,38 @@ def test_gateway_batches_across_devices_with_same_results(clf: Any, ecg: np.ndar
         for a, b in zip(got, ref):
             assert a.device_id == f"p{i}"
             np.testing.assert_allclose(list(a.scores.values()), list(b.scores.values()), atol=1e-5)
+
+
+# -- the documented consumer patterns (README) --------------------------------------------------------------
+def test_the_readme_push_loop_on_a_busy_machine_then_results_with_a_timeout(clf: Any, ecg: np.ndarray) -> None:
+    slow = ScriptedClassifier(clf, [], delay_s=0.05)  # inference slower than the reader pushes
+    s = StreamSession(slow, fs=FS, leads=["I"], hop_s=2.0)
+    got: list = []
+    for c, t in _chunks(ecg[:1, : int(30 * FS)], FS, 200):
+        got += s.push(c, t)  # results that are ready come out of push()
+    got += list(s.results(timeout=30))  # and the rest of what was pushed, as each is ready
+    assert [r.index for r in got] == list(range(11))
+    assert not s.closed and s.pending == 0
+    # a result that became ready between two pushes comes out of the next push
+    s.push(ecg[:1, int(30 * FS) : int(32 * FS)], t0=30.0)
+    deadline = time.monotonic() + 30
+    while s.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ready = s.push(ecg[:1, int(32 * FS) : int(32.5 * FS)], t0=32.0)
+    assert [r.index for r in ready] == [11]
+    assert list(s.results()) == [] and s.poll() == []  # nothing is handed out twice
+    assert s.close() == []
+
+
+def test_gateway_stats_keep_closed_sessions(clf: Any, ecg: np.ndarray) -> None:
+    with Gateway(clf) as gw:
+        a = gw.open("a", fs=FS, leads=["I"])
+        b = gw.open("b", fs=FS, leads=["I"])
+        a.push(ecg[:1, : int(14 * FS)], t0=0.0)
+        b.push(ecg[:1, : int(12 * FS)], t0=0.0)
+        gw.close_session("a")
+        st = gw.stats()
+        assert st.windows >= 3 and st.sessions == 2 and st.open_sessions == 1
+        gw.close_session("b")
+        st = gw.stats()
+    assert st.windows == 5 and st.scored == 5 and st.sessions == 2 and st.open_sessions == 0
