@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import KmerlError
+from ._stream_errors import UnknownDeviceError
 from ._stream_session import StreamSession
 from ._stream_types import StreamConfig, WindowResult
 from ._stream_worker import InferenceWorker
@@ -109,7 +110,10 @@ class Gateway:
             return s
 
     def __getitem__(self, device_id: str) -> StreamSession:
-        return self._sessions[device_id]
+        try:
+            return self._sessions[device_id]
+        except KeyError:
+            raise UnknownDeviceError(f"device {device_id!r} has no open session") from None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -122,7 +126,7 @@ class Gateway:
         """Close one device's session (waits for its pending windows) and forget it."""
         with self._lock:
             if device_id not in self._sessions:
-                raise KmerlError(f"device {device_id!r} has no open session")
+                raise UnknownDeviceError(f"device {device_id!r} has no open session")
             s = self._sessions.pop(device_id)
         out = s.close(timeout)
         self._retire(s)

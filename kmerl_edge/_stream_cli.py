@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from ._errors import KmerlError
 from ._source import DeviceInfo, Gap, LeadStatus, LinkStatus, SampleBlock, Source, open_source, source_kind
-from ._stream_errors import UnknownSourceError
+from ._stream_errors import StreamConfigError, UnknownSourceError
 from ._stream_session import StreamSession
 from ._stream_types import RhythmEvent, StreamStats, WindowResult
 from ._stream_worker import warmup
@@ -330,7 +330,7 @@ def _source_options(kind: str, a: Any) -> dict[str, Any]:
     if kind == "recording":
         speed = float(a.speed)
         if not speed > 0:
-            raise KmerlError(f"--speed must be positive, got {a.speed}")
+            raise StreamConfigError(f"--speed must be positive, got {a.speed}")
         return {"fs": a.fs, "leads": leads, "speed": speed, "max_seconds": a.max_seconds}
     if kind == "synthetic":
         return {"fs": a.fs, "leads": leads, "speed": float(a.speed)}
@@ -343,19 +343,19 @@ def _source_options(kind: str, a: Any) -> dict[str, Any]:
 def run_stream_cli(a: Any) -> int:
     """``kmerl-edge stream --source SOURCE ...``: see the module docstring."""
     if not (isinstance(a.hop, (int, float)) and math.isfinite(a.hop) and a.hop > 0):
-        raise KmerlError(f"--hop must be a positive number of seconds, got {a.hop}")
+        raise StreamConfigError(f"--hop must be a positive number of seconds, got {a.hop}")
     timeout = getattr(a, "disconnect_timeout", None)
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise KmerlError(f"--disconnect-timeout must be a positive number of seconds, got {timeout}")
+        raise StreamConfigError(f"--disconnect-timeout must be a positive number of seconds, got {timeout}")
     if a.max_seconds is not None and not (math.isfinite(a.max_seconds) and a.max_seconds > 0):
-        raise KmerlError(f"--max-seconds must be positive, got {a.max_seconds}")
+        raise StreamConfigError(f"--max-seconds must be positive, got {a.max_seconds}")
     p = _Printer(a.json_lines)
     spec = str(a.source)
     try:
         kind = source_kind(spec)
     except UnknownSourceError:
         if "://" not in spec and not spec.startswith("/dev/"):
-            raise FileNotFoundError(2, "no such recording, serial port or URL", spec) from None
+            raise UnknownSourceError(f"no such recording, serial port or URL: {spec}") from None
         raise
     opts = _source_options(kind, a)
     clf = _load(a.bundle, a.backend)
@@ -373,7 +373,7 @@ def run_demo_cli(a: Any) -> int:
 
     speed = float(a.speed)
     if not speed > 0:
-        raise KmerlError(f"--speed must be positive, got {a.speed}")
+        raise StreamConfigError(f"--speed must be positive, got {a.speed}")
     clf = _load(a.bundle, a.backend)  # no default bundle: the named BundleError, printed by the CLI
     record = demo_record_path()
     if not record.with_suffix(".hea").exists():

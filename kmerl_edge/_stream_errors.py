@@ -10,6 +10,7 @@ __all__ = [
     "StreamClosedError",
     "StreamInputError",
     "DeviceChangedError",
+    "UnknownDeviceError",
     "SourceError",
     "UnknownSourceError",
 ]
@@ -33,6 +34,13 @@ class StreamInputError(StreamError, ValueError):
 
 class DeviceChangedError(StreamError):
     """The device's rate or leads changed mid-session: end this session and open a new one."""
+
+
+class UnknownDeviceError(StreamError, KeyError):
+    """A gateway has no open session for that device id."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
 
 
 class SourceError(StreamError):

@@ -108,6 +108,10 @@ class StreamConfig:
     reset_confirm: int = 3
 
     def __post_init__(self) -> None:
+        for name in ("hop_s", "min_segment_s", "max_gap_fraction", "clock_tolerance_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise StreamConfigError(f"{name} must be a number, got {v!r}")
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
             raise StreamConfigError(f"hop_s must be a positive number of seconds, got {self.hop_s!r}")
         if not (math.isfinite(self.min_segment_s) and self.min_segment_s > 0):
