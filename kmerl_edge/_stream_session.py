@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import KmerlError, LeadError, SignalShapeError
+from ._errors import KmerlError, LeadError, SamplingRateError, SignalShapeError
 from ._leads import canonical_leads
 from ._preprocess import _check_fs
 from ._source import DeviceInfo, Gap, LeadStatus, LinkStatus, SampleBlock
@@ -36,6 +36,9 @@ from ._stream_worker import InferenceWorker, Outcome, WindowJob
 __all__ = ["StreamSession", "StreamClosedError"]
 
 _CONFIG_FIELDS = {f.name for f in fields(StreamConfig)}
+#: Highest device rate a session accepts (an ECG front end; the firmware bridge refuses the same): a
+#: bogus rate must not allocate gigabytes of ring buffer.
+MAX_STREAM_FS = 32_000.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,10 @@ class StreamSession:
         self.classifier = classifier
         self.device_id = device_id
         self.fs = _check_fs(fs)
+        if self.fs > MAX_STREAM_FS:
+            raise SamplingRateError(
+                f"a stream session takes device rates up to {MAX_STREAM_FS:g} Hz, got {self.fs:g} Hz"
+            )
         self.leads: tuple[str, ...] = classifier.check_leads(leads)
         self._lead_index = {name: i for i, name in enumerate(self.leads)}
         pc = classifier.bundle.preprocess_config

@@ -286,3 +286,20 @@ def test_cli_stream_device_change_starts_a_new_session_and_a_lost_device_ends_wi
     windows = [d for d in lines if d["type"] == "window"]
     assert len(windows) == 6 and all(not w["skipped"] for w in windows)
     assert lines[-1]["type"] == "summary"
+
+
+def test_cli_stream_says_when_it_joined_a_patch_that_started_before_it(capsys: pytest.CaptureFixture[str]) -> None:
+    patch = fb.VirtualPatch(fb.SimulateConfig(record=str(RECORD), leads=("I", "II"), fs=FS, speed=20.0,
+                                              wait_for_reader=False))
+    port = patch.start()
+    try:
+        time.sleep(0.5)  # streaming into a port no one reads: lost, and the patch counts it
+        rc = main(["stream", "--source", port, "--bundle", str(BUNDLE), "--max-seconds", "12", "--json-lines"])
+    finally:
+        patch.close()
+    assert rc == 0
+    lines = _json_lines(capsys.readouterr().out)
+    note = next(d for d in lines if d["type"] == "note" and "first_t0" in d)
+    lost = patch.stats["lost_before_reader"]
+    assert lost > 0 and note["first_t0"] == pytest.approx(lost / FS, abs=0.2)
+    assert lines[-1]["type"] == "summary" and lines[-1]["ended"] == "--max-seconds 12 reached"

@@ -441,6 +441,8 @@ def test_backlog_drops_oldest_windows_and_counts_them(clf: Any, ecg: np.ndarray)
 def test_session_api_errors_and_close(clf: Any, ecg: np.ndarray) -> None:
     with pytest.raises(SamplingRateError):
         clf.stream(fs=None, leads=["I"])  # type: ignore[arg-type]
+    with pytest.raises(SamplingRateError, match="32000"):
+        clf.stream(fs=4294967.295, leads=["I"])  # what one bogus 40-byte frame once opened (3.8 GB)
     with pytest.raises(kmerl_edge.KmerlError):
         clf.stream(fs=FS, leads=["I"], not_an_option=1)
     with pytest.raises(ValueError):
