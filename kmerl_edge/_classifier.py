@@ -274,8 +274,9 @@ class Classifier:
             window_rhythm=sw.window_rhythm,
         )
 
-    def stream(self, *, fs: float, leads: Sequence[str], hop_s: float = 2.0, **kwargs: Any) -> StreamSession:
-        """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module)."""
+    def stream(self, *, fs: float, leads: Sequence[str], hop_s: float | None = None, **kwargs: Any) -> StreamSession:
+        """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module).
+        ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``."""
         from .stream import StreamSession
 
         return StreamSession(self, fs=fs, leads=leads, hop_s=hop_s, **kwargs)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._preprocess import QualityReport
+from ._stream_errors import StreamConfigError
 from .rhythm import RateEventRule, RhythmResult
 
 __all__ = [
@@ -56,12 +57,12 @@ class EventRule:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_threshold < self.on_threshold <= 1.0:
-            raise ValueError(
+            raise StreamConfigError(
                 f"EventRule({self.label!r}) needs 0 <= off_threshold < on_threshold <= 1, got "
                 f"{self.off_threshold} / {self.on_threshold}"
             )
         if self.min_on_windows < 1 or self.min_off_windows < 1:
-            raise ValueError("EventRule min_on_windows and min_off_windows must be >= 1")
+            raise StreamConfigError("EventRule min_on_windows and min_off_windows must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class StreamConfig:
     - ``rate_events``: heart-rate event rules (:class:`kmerl_edge.rhythm.RateEventRule`) on each
       window's ``rhythm``; ``None``: bradycardia, tachycardia and pause
       (:data:`kmerl_edge.rhythm.DEFAULT_RATE_EVENTS`); ``()``: none.
+    - ``clock_tolerance_s``: a chunk's ``t0`` within this of the session's clock is on time (timestamp
+      jitter): its samples go where the sample count puts them, nothing is shifted or reported.
+    - ``reset_confirm``: chunks behind the clock are dropped as late (old samples are never delivered as
+      new) until this many consecutive ones agree on new times: then the device clock restarted.
     """
 
     hop_s: float = 2.0
@@ -104,17 +109,27 @@ class StreamConfig:
     results_buffer: int = 4096
     latency_history: int = 10000
     rate_events: tuple[RateEventRule, ...] | None = None
+    clock_tolerance_s: float = 0.02
+    reset_confirm: int = 3
 
     def __post_init__(self) -> None:
+        for name in ("hop_s", "min_segment_s", "max_gap_fraction", "clock_tolerance_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise StreamConfigError(f"{name} must be a number, got {v!r}")
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
-            raise ValueError(f"hop_s must be a positive number of seconds, got {self.hop_s!r}")
+            raise StreamConfigError(f"hop_s must be a positive number of seconds, got {self.hop_s!r}")
         if not (math.isfinite(self.min_segment_s) and self.min_segment_s > 0):
-            raise ValueError(f"min_segment_s must be a positive number of seconds, got {self.min_segment_s!r}")
+            raise StreamConfigError(f"min_segment_s must be a positive number of seconds, got {self.min_segment_s!r}")
         if not 0.0 <= self.max_gap_fraction < 1.0:
-            raise ValueError(f"max_gap_fraction must be in [0, 1), got {self.max_gap_fraction!r}")
-        for name in ("smoothing_windows", "queue_size", "max_batch", "results_buffer", "latency_history"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+            raise StreamConfigError(f"max_gap_fraction must be in [0, 1), got {self.max_gap_fraction!r}")
+        if not (math.isfinite(self.clock_tolerance_s) and 0 <= self.clock_tolerance_s <= 1.0):
+            raise StreamConfigError(f"clock_tolerance_s must be in [0, 1] s, got {self.clock_tolerance_s!r}")
+        for name in ("smoothing_windows", "queue_size", "max_batch", "results_buffer", "latency_history",
+                     "reset_confirm"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise StreamConfigError(f"{name} must be a whole number >= 1, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,11 @@ class StreamStats:
     latency_ms_p99: float
     latency_ms_max: float
     pending: int = 0
+    #: windows that would have held no sample at all (inside a long gap): no result, no work
+    empty_windows: int = 0
+    #: chunks behind the session's clock that were dropped (old samples, never delivered as new)
+    late_chunks: int = 0
+    late_samples: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,5 +297,8 @@ class StreamStats:
             "latency_ms_p99": round(self.latency_ms_p99, 3),
             "latency_ms_max": round(self.latency_ms_max, 3),
             "pending": self.pending,
+            "empty_windows": self.empty_windows,
+            "late_chunks": self.late_chunks,
+            "late_samples": self.late_samples,
             **self.extra,
         }

@@ -198,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("stream", help="live diagnoses from a serial patch or a recording played in real time")
-    s.add_argument("--source", required=True, help="serial port, pyserial URL, or a recording file")
+    s.add_argument(
+        "--source", required=True,
+        help="recording file, synthetic://?fs=HZ&leads=I,II, or (with the serial extra) a serial port, "
+        "pyserial URL or virtual-patch://RECORD?fs=HZ&leads=I",
+    )
     s.add_argument("--protocol", choices=["kmerl", "ascii"], default="kmerl")
     s.add_argument("--leads", default=None, help="comma-separated leads (required for ascii)")
     s.add_argument("--fs", type=float, default=None, help="device rate in Hz (required for ascii)")
@@ -211,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seconds", type=float, default=None, help="stop after this much signal time")
     s.add_argument("--plot", default=None, metavar="PNG",
                    help="on close, draw a timeline of AF probability, heart rate, events and quality (extra 'plot')")
+    s.add_argument("--disconnect-timeout", type=float, default=30.0, metavar="S",
+                   help="end with a summary when the device stays disconnected longer than S seconds (default 30)")
     s.set_defaults(func=_cmd_stream)
 
     d = sub.add_parser("demo", help="virtual patch on a pty → serial bridge → default bundle, with AF events")
