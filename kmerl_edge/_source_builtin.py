@@ -47,6 +47,7 @@ class _Paced(BaseSource):
         self._t_wall0: float | None = None
         self._closed = False
         self._pending: list[Message] = []
+        self._held: list[int] | None = None  # [start, length] of a gap still running at the last chunk's end
         self._stats = {"samples": 0, "gaps": 0, "lost_samples": 0}
 
     def _chunk(self, k: int, n: int) -> np.ndarray:  # pragma: no cover - abstract
@@ -61,6 +62,7 @@ class _Paced(BaseSource):
     def ended(self) -> bool:
         return self._closed or (
             self.n_total is not None and self._k >= self.n_total and not self._pending and self._info is None
+            and self._held is None
         )
 
     @property
@@ -80,7 +82,7 @@ class _Paced(BaseSource):
         if self._pending:
             return self._pending.pop(0)
         if self.n_total is not None and self._k >= self.n_total:
-            return None
+            return self._flush_gap()
         stop = self._k + self._step if self.n_total is None else min(self.n_total, self._k + self._step)
         assert self._t_wall0 is not None
         if math.isfinite(self.speed):
@@ -94,24 +96,43 @@ class _Paced(BaseSource):
         x = np.asarray(self._chunk(k, stop - k), dtype=np.float32)
         self._k = stop
         self._pending = self._split(x, k)
+        if self.n_total is not None and stop >= self.n_total and self._held is not None:
+            gap = self._flush_gap()
+            assert gap is not None
+            self._pending.append(gap)
         return self._pending.pop(0) if self._pending else None
+
+    def _flush_gap(self) -> Gap | None:
+        """The gap held open across chunks, as one message (a gap is reported once, however long)."""
+        if self._held is None:
+            return None
+        a, n = self._held
+        self._held = None
+        self._stats["gaps"] += 1
+        self._stats["lost_samples"] += n
+        return Gap(n, a / self.fs, "missing samples", a)
 
     def _split(self, x: np.ndarray, k: int) -> list[Message]:
         """Columns with no finite sample in any lead are a gap (never filled); the rest are samples."""
         missing = ~np.isfinite(x).any(axis=0)
-        if not missing.any():
-            return [self._block(x, k)]
         out: list[Message] = []
+        if not missing.any():
+            gap = self._flush_gap()
+            return [gap, self._block(x, k)] if gap is not None else [self._block(x, k)]
         change = np.flatnonzero(np.diff(missing.astype(np.int8))) + 1
         bounds = [0, *change.tolist(), int(x.shape[1])]
         for a, b in zip(bounds[:-1], bounds[1:]):
             if b <= a:
                 continue
             if missing[a]:
-                self._stats["gaps"] += 1
-                self._stats["lost_samples"] += b - a
-                out.append(Gap(b - a, (k + a) / self.fs, "missing samples", k + a))
+                if self._held is not None and self._held[0] + self._held[1] == k + a:
+                    self._held[1] += b - a
+                else:
+                    self._held = [k + a, b - a]
             else:
+                gap = self._flush_gap()
+                if gap is not None:
+                    out.append(gap)
                 out.append(self._block(x[:, a:b], k + a))
         return out
 
