@@ -215,6 +215,8 @@ _KINDS: dict[str, _Kind] = {}
 _BUILTIN = ("synthetic", "recording")
 _lock = threading.Lock()
 _plugins_loaded = False
+#: source plugins that are installed but failed to load: {entry point name: error}
+PLUGIN_ERRORS: dict[str, str] = {}
 
 
 def register_source(name: str, accepts: Callable[[str], bool], factory: Callable[..., Any]) -> None:
@@ -236,9 +238,9 @@ def _load_plugins() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             register = ep.load()
-        except Exception:  # noqa: BLE001 - a broken plugin must not break the built-in sources
-            continue
-        register()
+            register()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the built-in sources
+            PLUGIN_ERRORS[ep.name] = f"{type(exc).__name__}: {exc}"
 
 
 def _builtin_kinds() -> None:
@@ -265,9 +267,11 @@ def source_kind(spec: str) -> str:
                 return kind.name
         if attempt == 0:
             _load_plugins()
+    broken = "; ".join(f"plugin {k!r} failed to load: {v}" for k, v in PLUGIN_ERRORS.items())
     raise UnknownSourceError(
         f"no source for {spec!r}: not a recording this runtime reads, not synthetic://, and no installed "
         f"source plugin accepts it (serial ports and URLs need: pip install 'kmerl-edge[serial]')"
+        + (f"; {broken}" if broken else "")
     )
 
 

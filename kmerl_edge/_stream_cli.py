@@ -428,9 +428,12 @@ def run_demo_cli(a: Any) -> int:
     try:
         source_kind(spec)
     except UnknownSourceError:
+        from ._source import PLUGIN_ERRORS
+
+        why = PLUGIN_ERRORS.get("serial")
         raise KmerlError(
             "the demo needs the firmware bridge's virtual patch (the 'serial' source plugin); "
-            "install it with: pip install 'kmerl-edge[serial]'"
+            + (f"it is installed but failed to load: {why}" if why else "install it with: pip install 'kmerl-edge[serial]'")
         ) from None
     p = _Printer(a.json_lines)
     reference = [(s, e, r) for s, e, r in demo_reference_episodes(record) if r == "AFIB"]
