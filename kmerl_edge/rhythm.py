@@ -89,8 +89,16 @@ class DetectorConfig:
     - ``threshold``: detection threshold between noise (0) and signal (1) level;
       ``searchback_rr``: search back for a missed beat after this many mean RR intervals, accepting
       the largest candidate above ``searchback_threshold`` × threshold.
-    - ``twave_s`` / ``twave_ratio``: a candidate this soon after a beat with less than this share of
-      its envelope is a T wave.
+    - ``twave_s`` / ``twave_rr`` / ``twave_ratio``: a candidate sooner than ``twave_s`` (and than
+      ``twave_rr`` × the mean RR) after a beat, whose steepest slope is below ``twave_ratio`` × that
+      beat's, is a T wave.
+    - ``envelope_power``: the envelope integrates |derivative| ** this (1: robust to large artefacts).
+    - ``level_cap``: one candidate raises the signal level by at most this factor × the level (an
+      artefact does not blind the detector for the next beats).
+    - ``median``: also a 3-sample median at the internal rate (off: it blunts narrow QRS complexes; the
+      device-rate median that removes one-sample spikes is always on at 200 Hz and above).
+    - ``locate_before_s`` / ``locate_after_s``: where the raw-signal peak of a beat is searched around
+      the envelope's estimate.
     """
 
     internal_fs: float = 125.0
@@ -101,9 +109,11 @@ class DetectorConfig:
     threshold: float = 0.45
     searchback_rr: float = 1.66
     searchback_threshold: float = 0.5
-    twave_s: float = 0.42
-    twave_ratio: float = 0.5
+    twave_s: float = 0.5
+    twave_ratio: float = 0.6
     envelope_power: float = 1.0
+    level_cap: float = 4.0
+    twave_rr: float = 0.7
     median: bool = False
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
@@ -118,8 +128,8 @@ class RhythmConfig:
     - ``min_snr``: median beat envelope over the 80th percentile of the non-beat candidates; below it
       the window is ``noisy``. ``min_prominence``: the same for the median of each beat's envelope over
       the lowest envelope within ``refractory_s`` of it (noise has no quiet floor between its peaks).
-    - ``min_rr_s`` / ``max_rr_s``: intervals outside this range make the window ``noisy``
-      (except ``max_rr_s`` is a pause: reported in ``max_rr_ms``, not a quality problem).
+    - ``min_rr_s``: a shorter interval makes the window ``noisy`` (long ones are pauses, reported in
+      ``max_rr_ms``).
     - ``max_searchback_share``: more beats found only by search back than this share → ``noisy``.
     - ``ectopic_early`` / ``ectopic_late``: a beat whose interval is below ``ectopic_early`` × the
       median RR and is followed by one above ``ectopic_late`` × the median is counted as ectopic.
@@ -254,6 +264,7 @@ class BeatDetector:
         self._sos, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
         self.w = max(1, int(round(cfg.integration_s * self.fs_i)))
         self._kernel = np.full(self.w, 1.0 / self.w)
+        self._cap = float(cfg.level_cap)
         self.r = max(1, int(round(cfg.refractory_s * self.fs_i)))
         self.learn = max(self.r, int(round(cfg.learning_s * self.fs_i)))
         self.twave = int(round(cfg.twave_s * self.fs_i))
@@ -457,7 +468,8 @@ class BeatDetector:
         """Soon after a beat and much less steep than it: a T wave (Pan & Tompkins' slope test)."""
         if not self._beats_i:
             return False
-        return p - self._beats_i[-1] < self.twave and sl < self.config.twave_ratio * self._beat_s[-1]
+        window = min(self.twave, self.config.twave_rr * self._rr_mean()) if self._rr else self.twave
+        return p - self._beats_i[-1] < window and sl < self.config.twave_ratio * self._beat_s[-1]
 
     def _accept(self, p: int, h: float, sl: float, confident: bool) -> None:
         if self._beats_i:
@@ -489,7 +501,7 @@ class BeatDetector:
                 best = (q, g, sl)
         if best is not None:
             self._accept(best[0], best[1], best[2], False)
-            self._spk = 0.25 * best[1] + 0.75 * self._spk
+            self._spk = 0.25 * min(best[1], self._cap * self._spk) + 0.75 * self._spk
         else:
             self._ref = dl
             self._noise = [c for c in self._noise if c[0] >= dl]
@@ -509,11 +521,11 @@ class BeatDetector:
                 self._searchback()
             if h > self._thr() and not self._is_twave(p, sl):
                 self._accept(p, h, sl, True)
-                self._spk = 0.125 * h + 0.875 * self._spk
+                self._spk = 0.125 * min(h, self._cap * self._spk) + 0.875 * self._spk
             else:
                 self._noise.append((p, h, sl))
                 self._record_noise(p, h)
-                self._npk = 0.125 * h + 0.875 * self._npk
+                self._npk = 0.125 * min(h, self._spk) + 0.875 * self._npk
         while self._deadline() <= avail:
             self._searchback()
         # trim the envelope: keep what the next candidates' left context needs
