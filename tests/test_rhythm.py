@@ -284,3 +284,16 @@ def test_stream_windows_carry_rhythm_and_rate_events(clf: Any, cpsc: Any) -> Non
     events = [e for e in s.events() if e.label_set == "rhythm"]
     assert events and events[0].label == "tachycardia" and events[0].kind == "started"
     assert all(e.t >= t0 for e in events)
+
+
+def test_tracker_counts_every_sample_through_bad_samples_and_resets(cpsc: Any) -> None:
+    x, fs, _ = cpsc
+    tr = RhythmTracker(fs=fs, lead="I")
+    bad = np.zeros(x.size, dtype=np.int8)
+    bad[3000:3100] = 1  # lead off for half a second: a gap for the beats
+    tr.push(x[:5000], bad[:5000])
+    tr.reset()
+    tr.push(x[5000:])
+    assert tr.n_samples == x.size
+    r = tr.window(int(10 * fs), t_end=x.size / fs)
+    assert r.quality == QUALITY_OK and r.beat_times_s[-1] <= x.size / fs
