@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     pred = clf.predict(rec.signal, fs=rec.fs, leads=use, label_set=a.label_set)
     if a.json:
         out = {"record": str(a.record), "fs": rec.fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
-        print(json.dumps(out, indent=2, allow_nan=False))
+        print(json.dumps(_finite(out), indent=2, allow_nan=False))
         return 0
     print(f"record   {rec.name}: {len(rec.leads)} lead(s) {','.join(rec.leads)}, {rec.fs:g} Hz, {rec.duration_s:.1f} s")
     print(f"bundle   {clf.bundle_path}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
@@ -51,6 +52,17 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         for cls, p in sorted(scores.items(), key=lambda kv: -kv[1]):
             print(f"  {p:6.3f}  {cls}")
     return 0
+
+
+def _finite(obj: object) -> object:
+    """The same JSON-ready structure with every NaN/Inf number as ``None`` (strict JSON: null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _cmd_info(a: argparse.Namespace) -> int:

@@ -297,3 +297,13 @@ def test_tracker_counts_every_sample_through_bad_samples_and_resets(cpsc: Any) -
     assert tr.n_samples == x.size
     r = tr.window(int(10 * fs), t_end=x.size / fs)
     assert r.quality == QUALITY_OK and r.beat_times_s[-1] <= x.size / fs
+
+
+def test_classify_json_is_strict_and_holds_the_heart_rate(capsys: Any) -> None:
+    from kmerl_edge.cli import main
+
+    assert main(["classify", str(FIX / "data_101_6"), "--bundle", str(BUNDLE), "--backend", "onnxruntime", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert out["rhythm"]["lead"] == "II" and 60 < out["rhythm"]["hr_bpm"] < 160
+    assert main(["classify", str(FIX / "data_101_6"), "--bundle", str(BUNDLE), "--backend", "onnxruntime"]) == 0
+    assert "heart rate" in capsys.readouterr().out
