@@ -426,8 +426,6 @@ class BeatDetector:
 
     def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
         """Local maxima (±r) of the envelope not yet examined, with their full right context."""
-        from scipy.ndimage import maximum_filter1d, minimum_filter1d
-
         env, e0, r = self._env, self._env0, self.r
         end = self._ni if final else self._ni - r  # examine internal indices < end
         lo = self._next_cand
@@ -435,10 +433,18 @@ class BeatDetector:
             return []
         a = max(lo - r, e0)
         seg = env[a - e0 :]
-        mx = maximum_filter1d(seg, size=2 * r + 1, mode="constant", cval=-np.inf)
         i0, i1 = lo - a, end - a
-        idx = np.flatnonzero(seg[i0:i1] >= mx[i0:i1]) + i0
         self._next_cand = end
+        # a maximum over ±r is first of all a maximum over its two neighbours: test those few only
+        v = seg[i0:i1]
+        left = seg[i0 - 1 : i1 - 1] if i0 >= 1 else np.concatenate(([-np.inf], seg[: i1 - 1]))
+        right = seg[i0 + 1 : i1 + 1] if i1 < seg.size else np.concatenate((seg[i0 + 1 : i1], [-np.inf]))
+        idx = np.flatnonzero((v >= left) & (v >= right)) + i0
+        if not idx.size:
+            return []
+        around = seg[np.minimum(np.maximum(idx[:, None] + np.arange(-r, r + 1)[None, :], 0), seg.size - 1)]
+        top = seg[idx] >= around.max(axis=1)
+        idx = idx[top]
         if not idx.size:
             return []
         # steepest slope in each candidate's integration window (the T-wave test)
@@ -446,7 +452,7 @@ class BeatDetector:
         slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
         heights = seg[idx].tolist()
         # how far the envelope falls around the candidate (beats stand on a low floor, noise does not)
-        floor = minimum_filter1d(seg, size=2 * r + 1, mode="nearest")[idx].tolist()
+        floor = around[top].min(axis=1).tolist()
         out = []
         for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
             p = j + a
@@ -524,16 +530,19 @@ class BeatDetector:
             self._initialise()
         cands = self._candidates(final)
         avail = self._ni if final else self._ni - self.r
-        for p, h, sl in cands:
-            while p >= self._deadline():
+        c = self.config
+        frac, sb_rr, cap = c.threshold, c.searchback_rr, self._cap
+        for p, h, sl in cands:  # the same tests as _deadline / _thr / _is_twave, inlined (hot loop)
+            while p >= self._ref + int(sb_rr * self._rrm):
                 self._searchback()
-            if h > self._thr() and not self._is_twave(p, sl):
+            spk, npk = self._spk, self._npk
+            if h > npk + frac * (spk - npk) and not self._is_twave(p, sl):
                 self._accept(p, h, sl, True)
-                self._spk = 0.125 * min(h, self._cap * self._spk) + 0.875 * self._spk
+                self._spk = 0.125 * min(h, cap * spk) + 0.875 * spk
             else:
                 self._noise.append((p, h, sl))
                 self._record_noise(p, h)
-                self._npk = 0.125 * min(h, self._spk) + 0.875 * self._npk
+                self._npk = 0.125 * min(h, spk) + 0.875 * npk
         while self._deadline() <= avail:
             self._searchback()
         # trim the envelope: keep what the next candidates' left context needs
