@@ -89,8 +89,16 @@ class DetectorConfig:
     - ``threshold``: detection threshold between noise (0) and signal (1) level;
       ``searchback_rr``: search back for a missed beat after this many mean RR intervals, accepting
       the largest candidate above ``searchback_threshold`` × threshold.
-    - ``twave_s`` / ``twave_ratio``: a candidate this soon after a beat with less than this share of
-      its envelope is a T wave.
+    - ``twave_s`` / ``twave_rr`` / ``twave_ratio``: a candidate sooner than ``twave_s`` (and than
+      ``twave_rr`` × the mean RR) after a beat, whose steepest slope is below ``twave_ratio`` × that
+      beat's, is a T wave.
+    - ``envelope_power``: the envelope integrates |derivative| ** this (1: robust to large artefacts).
+    - ``level_cap``: one candidate raises the signal level by at most this factor × the level (an
+      artefact does not blind the detector for the next beats).
+    - ``median``: also a 3-sample median at the internal rate (off: it blunts narrow QRS complexes; the
+      device-rate median that removes one-sample spikes is always on at 200 Hz and above).
+    - ``locate_before_s`` / ``locate_after_s``: where the raw-signal peak of a beat is searched around
+      the envelope's estimate.
     """
 
     internal_fs: float = 125.0
@@ -101,9 +109,11 @@ class DetectorConfig:
     threshold: float = 0.45
     searchback_rr: float = 1.66
     searchback_threshold: float = 0.5
-    twave_s: float = 0.42
-    twave_ratio: float = 0.5
+    twave_s: float = 0.5
+    twave_ratio: float = 0.6
     envelope_power: float = 1.0
+    level_cap: float = 4.0
+    twave_rr: float = 0.7
     median: bool = False
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
@@ -118,8 +128,8 @@ class RhythmConfig:
     - ``min_snr``: median beat envelope over the 80th percentile of the non-beat candidates; below it
       the window is ``noisy``. ``min_prominence``: the same for the median of each beat's envelope over
       the lowest envelope within ``refractory_s`` of it (noise has no quiet floor between its peaks).
-    - ``min_rr_s`` / ``max_rr_s``: intervals outside this range make the window ``noisy``
-      (except ``max_rr_s`` is a pause: reported in ``max_rr_ms``, not a quality problem).
+    - ``min_rr_s``: a shorter interval makes the window ``noisy`` (long ones are pauses, reported in
+      ``max_rr_ms``).
     - ``max_searchback_share``: more beats found only by search back than this share → ``noisy``.
     - ``ectopic_early`` / ``ectopic_late``: a beat whose interval is below ``ectopic_early`` × the
       median RR and is followed by one above ``ectopic_late`` × the median is counted as ectopic.
@@ -224,12 +234,15 @@ class RhythmResult:
 # the streaming detector
 # ------------------------------------------------------------------------------------------------------
 @lru_cache(maxsize=32)
-def _design(fs_i: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.signal import butter, sosfilt_zi
+def _design(fs_i: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second-order Butterworth band-pass as one (b, a) pair and its unit-step initial state: at these
+    band edges the 4th-order transfer function is well conditioned (same output as the SOS cascade to
+    1e-14), and ``lfilter`` costs a fraction of ``sosfilt``'s per-call overhead."""
+    from scipy.signal import butter, lfilter_zi
 
     hi = min(hi, 0.45 * fs_i)
-    sos = butter(2, [lo, hi], btype="band", fs=fs_i, output="sos")
-    return sos, sosfilt_zi(sos)
+    b, a = butter(2, [lo, hi], btype="band", fs=fs_i)
+    return b, a, lfilter_zi(b, a)
 
 
 def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -251,9 +264,10 @@ class BeatDetector:
         self.config = cfg = config or DetectorConfig()
         self.k = max(1, int(round(self.fs / cfg.internal_fs)))
         self.fs_i = self.fs / self.k
-        self._sos, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
+        self._b, self._a, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
         self.w = max(1, int(round(cfg.integration_s * self.fs_i)))
         self._kernel = np.full(self.w, 1.0 / self.w)
+        self._cap = float(cfg.level_cap)
         self.r = max(1, int(round(cfg.refractory_s * self.fs_i)))
         self.learn = max(self.r, int(round(cfg.learning_s * self.fs_i)))
         self.twave = int(round(cfg.twave_s * self.fs_i))
@@ -295,6 +309,7 @@ class BeatDetector:
         self._beat_h: list[float] = []
         self._beat_s: list[float] = []
         self._rr: list[int] = []
+        self._rrm = 1.0 * self.fs_i  # mean of the last 8 RR intervals (1 s before there are any)
         self._ref = 0  # search-back reference (last beat or last failed search)
         self._noise: list[tuple[int, float, float]] = []  # non-beat candidates after the last beat
         self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
@@ -341,6 +356,9 @@ class BeatDetector:
             raise SignalShapeError(f"BeatDetector.push takes one lead (1-D), got shape {a.shape}")
         if a.size and not np.isfinite(a).all():
             raise NonFiniteSignalError("BeatDetector.push: samples must be finite (report a gap instead)")
+        return self._push(a, last)
+
+    def _push(self, a: np.ndarray, last: bool) -> np.ndarray:
         if a.size == 0:
             return self.finish() if last else np.zeros(0, dtype=np.int64)
         self._n += a.size
@@ -383,9 +401,9 @@ class BeatDetector:
         yy = np.concatenate((self._ytail, y))
         self._ytail = yy[-2:].copy()
         m = _median3(yy[:-2], yy[1:-1], yy[2:]) if self.config.median else yy[1:-1]
-        from scipy.signal import sosfilt
+        from scipy.signal import lfilter
 
-        bp, self._zi = sosfilt(self._sos, m, zi=self._zi)
+        bp, self._zi = lfilter(self._b, self._a, m, zi=self._zi)
         if self._bptail is None:
             self._bptail = np.array([bp[0], bp[0]])
         bb = np.concatenate((self._bptail, bp))
@@ -408,8 +426,6 @@ class BeatDetector:
 
     def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
         """Local maxima (±r) of the envelope not yet examined, with their full right context."""
-        from scipy.ndimage import maximum_filter1d, minimum_filter1d
-
         env, e0, r = self._env, self._env0, self.r
         end = self._ni if final else self._ni - r  # examine internal indices < end
         lo = self._next_cand
@@ -417,10 +433,18 @@ class BeatDetector:
             return []
         a = max(lo - r, e0)
         seg = env[a - e0 :]
-        mx = maximum_filter1d(seg, size=2 * r + 1, mode="constant", cval=-np.inf)
         i0, i1 = lo - a, end - a
-        idx = np.flatnonzero(seg[i0:i1] >= mx[i0:i1]) + i0
         self._next_cand = end
+        # a maximum over ±r is first of all a maximum over its two neighbours: test those few only
+        v = seg[i0:i1]
+        left = seg[i0 - 1 : i1 - 1] if i0 >= 1 else np.concatenate(([-np.inf], seg[: i1 - 1]))
+        right = seg[i0 + 1 : i1 + 1] if i1 < seg.size else np.concatenate((seg[i0 + 1 : i1], [-np.inf]))
+        idx = np.flatnonzero((v >= left) & (v >= right)) + i0
+        if not idx.size:
+            return []
+        around = seg[np.minimum(np.maximum(idx[:, None] + np.arange(-r, r + 1)[None, :], 0), seg.size - 1)]
+        top = seg[idx] >= around.max(axis=1)
+        idx = idx[top]
         if not idx.size:
             return []
         # steepest slope in each candidate's integration window (the T-wave test)
@@ -428,7 +452,7 @@ class BeatDetector:
         slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
         heights = seg[idx].tolist()
         # how far the envelope falls around the candidate (beats stand on a low floor, noise does not)
-        floor = minimum_filter1d(seg, size=2 * r + 1, mode="nearest")[idx].tolist()
+        floor = around[top].min(axis=1).tolist()
         out = []
         for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
             p = j + a
@@ -447,8 +471,7 @@ class BeatDetector:
         self._init = True
 
     def _rr_mean(self) -> float:
-        rr = self._rr[-8:]
-        return sum(rr) / len(rr) if rr else 1.0 * self.fs_i
+        return self._rrm
 
     def _thr(self) -> float:
         return self._npk + self.config.threshold * (self._spk - self._npk)
@@ -457,13 +480,16 @@ class BeatDetector:
         """Soon after a beat and much less steep than it: a T wave (Pan & Tompkins' slope test)."""
         if not self._beats_i:
             return False
-        return p - self._beats_i[-1] < self.twave and sl < self.config.twave_ratio * self._beat_s[-1]
+        window = min(self.twave, self.config.twave_rr * self._rr_mean()) if self._rr else self.twave
+        return p - self._beats_i[-1] < window and sl < self.config.twave_ratio * self._beat_s[-1]
 
     def _accept(self, p: int, h: float, sl: float, confident: bool) -> None:
         if self._beats_i:
             self._rr.append(p - self._beats_i[-1])
             if len(self._rr) > 16:
                 del self._rr[:-8]
+            rr = self._rr[-8:]
+            self._rrm = sum(rr) / len(rr)
         self._beats_i.append(p)
         self._beat_h.append(h)
         self._beat_s.append(sl)
@@ -489,7 +515,7 @@ class BeatDetector:
                 best = (q, g, sl)
         if best is not None:
             self._accept(best[0], best[1], best[2], False)
-            self._spk = 0.25 * best[1] + 0.75 * self._spk
+            self._spk = 0.25 * min(best[1], self._cap * self._spk) + 0.75 * self._spk
         else:
             self._ref = dl
             self._noise = [c for c in self._noise if c[0] >= dl]
@@ -504,16 +530,19 @@ class BeatDetector:
             self._initialise()
         cands = self._candidates(final)
         avail = self._ni if final else self._ni - self.r
-        for p, h, sl in cands:
-            while p >= self._deadline():
+        c = self.config
+        frac, sb_rr, cap = c.threshold, c.searchback_rr, self._cap
+        for p, h, sl in cands:  # the same tests as _deadline / _thr / _is_twave, inlined (hot loop)
+            while p >= self._ref + int(sb_rr * self._rrm):
                 self._searchback()
-            if h > self._thr() and not self._is_twave(p, sl):
+            spk, npk = self._spk, self._npk
+            if h > npk + frac * (spk - npk) and not self._is_twave(p, sl):
                 self._accept(p, h, sl, True)
-                self._spk = 0.125 * h + 0.875 * self._spk
+                self._spk = 0.125 * min(h, cap * spk) + 0.875 * spk
             else:
                 self._noise.append((p, h, sl))
                 self._record_noise(p, h)
-                self._npk = 0.125 * h + 0.875 * self._npk
+                self._npk = 0.125 * min(h, spk) + 0.875 * npk
         while self._deadline() <= avail:
             self._searchback()
         # trim the envelope: keep what the next candidates' left context needs
@@ -556,24 +585,22 @@ class BeatDetector:
             win = s[:, max(0, c0) : c1]
             j = np.argmax(np.abs(win), axis=1) + max(0, c0) + pad
             out = idx[np.arange(len(j)), j] + r0
-            amp = win.max(axis=1) - win.min(axis=1)
+            amp = (win.max(axis=1) - win.min(axis=1)).tolist()
             # keep order and spacing
-            keep = np.ones(out.size, dtype=bool)
             last = self._last_out
             min_gap = int(0.5 * self.config.refractory_s * self.fs)
-            for i in range(out.size):
-                if out[i] - last < min_gap:
-                    keep[i] = False
-                else:
-                    last = int(out[i])
+            kept = []
+            for i, b in enumerate(out.tolist()):
+                if b - last >= min_gap:
+                    last = b
+                    kept.append(b)
+                    p, h, conf = self._pending[i]
+                    fl = self._floor.get(p, 0.0)
+                    self._info.append((h, conf, amp[i], h / fl if fl > 0 else 999.0))
             self._last_out = last
-            for i in np.flatnonzero(keep).tolist():
-                p, h, conf = self._pending[i]
-                fl = self._floor.get(p, 0.0)
-                self._info.append((h, conf, float(amp[i]), h / fl if fl > 0 else 999.0))
             if len(self._info) > 8192:
                 del self._info[:-4096]
-            out = out[keep].astype(np.int64)
+            out = np.array(kept, dtype=np.int64)
             self._pending = []
         if self._floor:
             lo = min([self._ref] + [c[0] for c in self._noise])
@@ -664,23 +691,29 @@ def summarise_beats(
     ectopic = 0
     inst: tuple[float, ...] = ()
     if ok and rr.size:
-        mean_rr = float(rr.mean())
+        rl = rr.tolist()
+        mean_rr = sum(rl) / len(rl)
         hr = 60000.0 / mean_rr
-        inst = tuple((60000.0 / rr).tolist())
-        mx = float(rr.max())
-        sdnn = float(rr.std(ddof=1)) if rr.size > 1 else None
+        inst = tuple(60000.0 / v for v in rl)
+        mx = max(rl)
+        sdnn = math.sqrt(sum((v - mean_rr) ** 2 for v in rl) / (len(rl) - 1)) if len(rl) > 1 else None
         if rr.size > 1:
-            dd = np.diff(rr)
-            rmssd = float(np.sqrt(np.mean(dd * dd)))
-            pnn50 = float(np.mean(np.abs(dd) > 50.0))
+            dl = [b - a for a, b in zip(rl, rl[1:])]
+            rmssd = math.sqrt(sum(v * v for v in dl) / len(dl))
+            pnn50 = sum(1 for v in dl if abs(v) > 50.0) / len(dl)
             nrmssd = rmssd / mean_rr
-            med = _median(rr.tolist())
+            med = _median(rl)
             # irregularly irregular: successive differences large at every lag (1–3), so a regular
             # alternation (bigeminy, trigeminy) or an isolated ectopic beat stays low
-            irr = min(_median(np.abs(rr[lag:] - rr[:-lag]).tolist()) for lag in range(1, min(3, rr.size - 1) + 1)) / med
-            early = rr[:-1] < cfg.ectopic_early * med
-            late = rr[1:] > cfg.ectopic_late * med
-            ectopic = int(np.count_nonzero(early & late))
+            irr = (
+                min(
+                    _median([abs(b - a) for a, b in zip(rl, rl[lag:])])
+                    for lag in range(1, min(3, len(rl) - 1) + 1)
+                )
+                / med
+            )
+            lo_, hi_ = cfg.ectopic_early * med, cfg.ectopic_late * med
+            ectopic = sum(1 for a, b in zip(rl, rl[1:]) if a < lo_ and b > hi_)
     return RhythmResult(
         lead=lead,
         fs=float(fs),
@@ -719,7 +752,7 @@ def _one_lead(signal: Any) -> np.ndarray:
 
 def detect_beats(signal: Any, *, fs: float, config: DetectorConfig | None = None) -> np.ndarray:
     """R-peak sample indices of a whole one-lead record (mV at ``fs``)."""
-    return BeatDetector(fs=fs, config=config).push(_one_lead(signal), last=True)
+    return BeatDetector(fs=fs, config=config)._push(_one_lead(signal), True)
 
 
 def analyse(
@@ -740,7 +773,7 @@ def analyse(
     fs = _check_fs(fs)
     x = _one_lead(signal)
     det = BeatDetector(fs=fs, config=detector)
-    beats = det.push(x, last=True)
+    beats = det._push(x, True)
     info = det.take_beat_info()
     ptp = float(x.max() - x.min()) if x.size else 0.0
     return summarise_beats(
@@ -794,13 +827,25 @@ class RhythmTracker:
         self.config = config or RhythmConfig()
         self._det = BeatDetector(fs=self.fs, config=detector)
         self._seg = 0
+        # samples wait here and the detector runs on them in one call per window (or every few
+        # seconds): the same beats as sample-by-sample (the detector does not depend on chunking), at a
+        # fraction of the per-call cost for a patch that sends small chunks
+        self._pend: list[np.ndarray] = []
+        self._pend_n = 0
+        self._batch = int(2.0 * self.fs)
         self._keep = int(keep_s * self.fs)
         self._beats: list[tuple[int, int, float, bool, float, float]] = []  # (idx, seg, height, conf, mV, prom)
         self._noise: list[tuple[int, float]] = []
 
     @property
     def n_samples(self) -> int:
-        return self._det.n_samples
+        return self._det.n_samples + self._pend_n
+
+    def _run(self) -> None:
+        if self._pend:
+            x = self._pend[0] if len(self._pend) == 1 else np.concatenate(self._pend)
+            self._pend, self._pend_n = [], 0
+            self._collect(self._det._push(x, False))
 
     def _collect(self, beats: np.ndarray) -> None:
         info = self._det.take_beat_info()
@@ -816,6 +861,8 @@ class RhythmTracker:
     def push(self, x: np.ndarray, bad: np.ndarray | None = None) -> None:
         """Append samples of the tracked lead (``bad``: non-zero where a sample is unusable)."""
         x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 1:
+            raise SignalShapeError(f"RhythmTracker.push takes one lead (1-D), got shape {x.shape}")
         if bad is not None and np.any(bad):
             ok = np.asarray(bad) == 0
             edges = np.flatnonzero(np.diff(np.concatenate(([False], ok, [False])).astype(np.int8)))
@@ -823,20 +870,30 @@ class RhythmTracker:
             for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
                 if a > pos:
                     self.gap(a - pos)
-                self._collect(self._det.push(x[a:b]))
+                self._append(x[a:b])
                 pos = b
             if pos < x.size:
                 self.gap(x.size - pos)
             return
-        self._collect(self._det.push(x))
+        self._append(x)
+
+    def _append(self, x: np.ndarray) -> None:
+        if not np.isfinite(x).all():
+            raise NonFiniteSignalError("RhythmTracker.push: non-finite samples must be marked bad")
+        self._pend.append(x.copy())
+        self._pend_n += x.size
+        if self._pend_n >= self._batch:
+            self._run()
 
     def gap(self, n_samples: int) -> None:
         """``n_samples`` missing: beats before and after are separate records."""
+        self._run()
         self._collect(self._det.gap(n_samples))
         self._seg += 1
 
     def reset(self) -> None:
-        """Forget every beat (the device clock jumped back)."""
+        """Forget every beat (the device clock jumped back); the sample count keeps running."""
+        self._run()
         self._det.gap(0)
         self._det.take_beat_info()
         self._det.take_noise()
@@ -847,6 +904,7 @@ class RhythmTracker:
     def window(self, n: int, *, t_end: float) -> RhythmResult:
         """Rhythm of the last ``n`` samples (ending at device time ``t_end``) from the beats confirmed
         so far (the newest beat is confirmed about 0.3 s after it happened)."""
+        self._run()
         end = self._det.n_samples
         start = end - int(n)
         bs = [b for b in self._beats if start <= b[0] < end]

@@ -284,3 +284,41 @@ def test_stream_windows_carry_rhythm_and_rate_events(clf: Any, cpsc: Any) -> Non
     events = [e for e in s.events() if e.label_set == "rhythm"]
     assert events and events[0].label == "tachycardia" and events[0].kind == "started"
     assert all(e.t >= t0 for e in events)
+
+
+def test_tracker_counts_every_sample_through_bad_samples_and_resets(cpsc: Any) -> None:
+    x, fs, _ = cpsc
+    tr = RhythmTracker(fs=fs, lead="I")
+    bad = np.zeros(x.size, dtype=np.int8)
+    bad[3000:3100] = 1  # lead off for half a second: a gap for the beats
+    tr.push(x[:5000], bad[:5000])
+    tr.reset()
+    tr.push(x[5000:])
+    assert tr.n_samples == x.size
+    r = tr.window(int(10 * fs), t_end=x.size / fs)
+    assert r.quality == QUALITY_OK and r.beat_times_s[-1] <= x.size / fs
+
+
+def test_classify_json_is_strict_and_holds_the_heart_rate(capsys: Any) -> None:
+    from kmerl_edge.cli import main
+
+    assert main(["classify", str(FIX / "data_101_6"), "--bundle", str(BUNDLE), "--backend", "onnxruntime", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert out["rhythm"]["lead"] == "II" and 60 < out["rhythm"]["hr_bpm"] < 160
+    assert main(["classify", str(FIX / "data_101_6"), "--bundle", str(BUNDLE), "--backend", "onnxruntime"]) == 0
+    assert "heart rate" in capsys.readouterr().out
+
+
+def test_sinus_arrest_is_a_pause_not_invented_beats(mit: Any) -> None:
+    x, fs, ref = mit
+    y = x.copy()
+    i = int(np.searchsorted(ref, int(20 * fs)))
+    lo, hi = ref[i] + int(0.45 * fs), ref[i + 3] + int(0.5 * fs)  # three beats gone: a 3.2-s arrest
+    y[lo:hi] = np.median(x[ref[i] + int(0.5 * fs) : ref[i] + int(0.6 * fs)])
+    y[lo:hi] += np.random.default_rng(0).normal(0, 0.01, hi - lo)
+    r = analyse(y[int(15 * fs) : int(25 * fs)], fs=fs, lead="MLII")
+    assert r.quality == QUALITY_OK and r.max_rr_ms is not None and r.max_rr_ms > 3000
+    assert not any(lo / fs - 15 + 0.2 < t < hi / fs - 15 - 0.3 for t in r.beat_times_s)
+    det = RateEventDetector(RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1))
+    ev = det.update(0, 15.0, 25.0, r)
+    assert ev is not None and ev.label == "pause" and ev.value is not None and ev.value > 3.0
