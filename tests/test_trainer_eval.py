@@ -55,7 +55,7 @@ def test_zero_shot_every_lead_count_and_named_subsets(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("kmerl-test-micro")
     emb = torch.randn(5, 384)  # precomputed class-name embeddings are accepted as well as a TextEncoder
-    res = evaluate_zero_shot(model, emb, data, lead_subsets=[["II", "V2"], ["avr"]])
+    res = evaluate_zero_shot(model, emb, data, lead_subsets=[["II", "V2"], ["avr"]], n_boot=50)
     assert sorted(res["by_lead_count"], key=int) == [str(k) for k in range(1, 13)]
     assert res["by_lead_count"]["3"]["leads"] == list(PAPER_LEAD_ORDER[:3])
     assert set(res["by_subset"]) == {"II,V2", "aVR"}
@@ -63,11 +63,11 @@ def test_zero_shot_every_lead_count_and_named_subsets(tmp_path: Path) -> None:
         assert 0.0 <= r["macro_auc"] <= 1.0 and r["n_without_leads"] == 0
     # one lead's score depends on that lead only (no token of another lead reaches the encoder)
     data.signals[:, 1:] = 0.0
-    again = evaluate_zero_shot(model, emb, data, lead_subsets=[["I"]], lead_counts=False)
+    again = evaluate_zero_shot(model, emb, data, lead_subsets=[["I"]], lead_counts=False, n_boot=50)
     assert again["by_subset"]["I"]["per_class_auc"] == res["by_lead_count"]["1"]["per_class_auc"]
     png = plot_auc_vs_leads({"micro": res}, tmp_path / "auc.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "| AUC |" in results_markdown({"task": "ptbxl_super", "zero_shot": res})
+    assert "| AUC [95 % CI] |" in results_markdown({"task": "ptbxl_super", "zero_shot": res})
 
 
 def test_linear_probe_selects_on_validation_never_on_test() -> None:
@@ -94,10 +94,39 @@ def test_cli_prepare_train_eval(tmp_path: Path) -> None:
     assert main(["train", "--preset", "test", "--data", str(shards), "--out", str(run), "--no-progress"]) == 1
     assert main(["eval", "--checkpoint", str(run), "--task", "ptbxl_super", "--splits", str(SHARED / "merl_splits"),
                  "--data-root", str(SHARED / "ptbxl"), "--out", str(res), "--limit", "12", "--leads", "I,II",
-                 "--no-probe"]) == 0
+                 "--no-probe", "--bootstrap", "200"]) == 0
     out = json.loads((res / "results.json").read_text())
     assert out["zero_shot"]["by_subset"]["I,II"]["leads"] == ["I", "II"] and out["n"] == {"test": 12}
-    assert (res / "auc_vs_leads.png").is_file() and "| AUC |" in (res / "results.md").read_text()
+    assert (res / "auc_vs_leads.png").is_file() and "AUC [95 % CI]" in (res / "results.md").read_text()
+    # zero-shot asks the plain class names by default (as the paper), and says so
+    assert out["class_texts"]["MI"] == "myocardial infarction" and out["prompt_source"] == "class names"
+    assert out["zero_shot"]["prompts"][out["zero_shot"]["classes"].index("MI")] == "myocardial infarction"
+    assert set(out["seen_classes"]) | set(out["unseen_classes"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
+    lo, hi = out["zero_shot"]["by_lead_count"]["12"]["macro_auc_ci"]
+    assert lo <= out["zero_shot"]["by_lead_count"]["12"]["macro_auc"] <= hi
+
+
+@needs_shared
+@pytest.mark.slow
+def test_cli_eval_ckepe_prompts_and_partial_lead_probe(tmp_path: Path) -> None:
+    shards, run, res = tmp_path / "shards", tmp_path / "run", tmp_path / "res"
+    assert main(["prepare", "--source", "ptbxl", "--root", str(SHARED / "ptbxl"), "--split", "train", "--rate", "100",
+                 "--limit", "4", "--out", str(shards), "--workers", "1", "--no-progress"]) == 0
+    assert main(["train", "--preset", "test", "--data", str(shards), "--out", str(run), "--max-steps", "1",
+                 "--set", "batch_size=2", "--no-progress", "--device", "cpu"]) == 0
+    # MERL's CKEPE descriptions only when asked for, and recorded
+    assert main(["eval", "--checkpoint", str(run), "--task", "ptbxl_super", "--splits", str(SHARED / "merl_splits"),
+                 "--data-root", str(SHARED / "ptbxl"), "--out", str(res / "ck"), "--limit", "12", "--no-probe",
+                 "--prompts", "ckepe", "--bootstrap", "50"]) == 0
+    ck = json.loads((res / "ck" / "results.json").read_text())
+    assert ck["class_texts"]["MI"].startswith("myocardial infarction,") and "CKEPE" in ck["prompt_source"]
+    # the linear probe also runs on partial leads, with intervals
+    assert main(["eval", "--checkpoint", str(run), "--task", "ptbxl_super", "--splits", str(SHARED / "merl_splits"),
+                 "--data-root", str(SHARED / "ptbxl"), "--out", str(res / "lp"), "--limit", "24", "--leads", "I",
+                 "--fractions", "1.0", "--bootstrap", "50", "--no-baseline"]) == 0
+    lp = json.loads((res / "lp" / "results.json").read_text())
+    assert set(lp["linear_probe"]) == {"100%"} and set(lp["linear_probe_by_leads"]) == {"I"}
+    assert "test_macro_auc_ci" in lp["linear_probe_by_leads"]["I"]["100%"]
 
 
 def test_cli_mimic_without_knowledge_is_a_named_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

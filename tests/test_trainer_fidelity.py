@@ -162,3 +162,38 @@ def test_subtypes_produce_their_superclass_label_for_training(tmp_path: Path) ->
     llm = load_knowledge(write_knowledge(ex, ["x", "y", "z"], tmp_path / "llm"))
     assert llm.row("y")[llm.vocabulary.index("Myocardial Infarction")] == 1
     assert llm.row("z").sum() == 0
+
+
+# ------------------------------------------------------------------------------------- honest evaluation
+def test_bootstrap_intervals_and_the_chance_warning() -> None:
+    import numpy as np
+
+    from trainer.evaluate import _chance_warnings, bootstrap_auc, macro_auc
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((80, 3)) < 0.4).astype(np.float32)
+    s = rng.random((80, 3))
+    s[:, 0] += 2 * y[:, 0]  # class 0 separable, the others noise
+    auc, per = macro_auc(y, s)
+    b = bootstrap_auc(y, s, n_boot=300, seed=1)
+    assert b["macro"][0] <= auc <= b["macro"][1] and b["per_class"][0][0] > 0.95
+    assert b["per_class"][1][0] < 0.5 < b["per_class"][1][1]  # noise: the interval holds chance
+    assert bootstrap_auc(y, s, n_boot=300, seed=1) == b  # seeded
+    chance = {"by_lead_count": {"12": {"macro_auc": 0.52, "macro_auc_ci": [0.41, 0.63]}}, "by_subset": {}}
+    clear = {"by_lead_count": {"12": {"macro_auc": 0.8, "macro_auc_ci": [0.7, 0.9]}}, "by_subset": {}}
+    assert len(_chance_warnings(chance)) == 1 and "within chance" in _chance_warnings(chance)[0]
+    assert _chance_warnings(clear) == []
+
+
+def test_plain_class_names_and_seen_classes() -> None:
+    from trainer.evaluate import class_names, seen_classes
+    from trainer.text import load_text_encoder
+
+    names = class_names("ptbxl_super", ["NORM", "MI", "STTC", "CD", "HYP"])
+    assert names["MI"] == "myocardial infarction" and names["HYP"] == "hypertrophy"
+    assert class_names("ptbxl_rhythm", ["AFIB", "SR"]) == {"AFIB": "atrial fibrillation", "SR": "sinus rhythm"}
+    assert class_names("ptbxl_form", ["STD"])["STD"] == "non-specific ST depression"
+    seen = seen_classes({"MI": "myocardial infarction", "HYP": "hypertrophy"},
+                        ["myocardial infarction", "sinus rhythm", "atrial fibrillation"], load_text_encoder())
+    assert seen["MI"]["seen"] and seen["MI"]["exact"] and not seen["HYP"]["seen"]
+    assert seen["HYP"]["similarity"] < 0.95

@@ -113,3 +113,28 @@ def test_identical_reports_are_not_negatives() -> None:
     assert torch.allclose(pos, want_pos, atol=1e-6)
     with pytest.raises(ValueError):
         contrastive_loss(e, t, temperature=0.07, groups=groups, same_report="ignore")
+
+
+def test_training_groups_identical_reports_and_entity_sets() -> None:
+    """The training loop gives rows with the same report (or the same entity set) one group id, so the
+    contrastive loss masks them from each other's negatives; masking is the default."""
+    import numpy as np
+
+    from trainer._config import get_preset
+    from trainer.labels import LabelMatrix
+    from trainer.train import _groups
+
+    class Store:  # the two things _groups reads of a ShardStore
+        meta = [{"report": r} for r in ("Sinus rhythm. Normal ECG.", "Atrial fibrillation.",
+                                        "Sinus rhythm. Normal ECG.", "Sinus rhythm. Normal ECG", "")]
+
+        def __len__(self) -> int:
+            return len(self.meta)
+
+    y = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 0]], dtype=np.float32)
+    labels = LabelMatrix(("normal ECG", "atrial fibrillation"), y, tuple("abcde"))
+    g = _groups(Store(), labels, "report")  # type: ignore[arg-type]
+    assert g[0] == g[2] and len({g[0], g[1], g[3], g[4]}) == 4
+    e = _groups(Store(), labels, "entities")  # type: ignore[arg-type]
+    assert e[0] == e[2] == e[3] and e[1] != e[0] and e[4] not in (e[0], e[1])  # no entities: its own group
+    assert get_preset("paper").loss.same_report == "mask"

@@ -120,8 +120,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         checkpoint=a.checkpoint, task=a.task, splits_root=a.splits, data_root=a.data_root, out_dir=a.out,
         lead_subsets=leads, probe=not a.no_probe, probe_fractions=tuple(a.fractions), device=a.device,
         limit=a.limit, random_baseline=not a.no_baseline,
-        allow_unknown_training_set=a.allow_unknown_training_set,
+        allow_unknown_training_set=a.allow_unknown_training_set, prompts=a.prompts, n_boot=a.bootstrap,
     )
+    for w in res["warnings"]:
+        print(f"kmerl-train eval: WARNING: {w}", file=sys.stderr)
     print(json.dumps(res["summary"], indent=2))
     return 0
 
@@ -177,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-probe", action="store_true")
     ev.add_argument("--no-baseline", action="store_true")
     ev.add_argument("--limit", type=int, default=0)
+    ev.add_argument("--prompts", choices=("names", "ckepe"), default="names",
+                    help="zero-shot query texts: plain class names (default, as the paper) or MERL's CKEPE descriptions")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ev.add_argument("--allow-unknown-training-set", action="store_true",
                     help="score a checkpoint that does not record its training records (flagged in the results)")
     ev.add_argument("--device", default="cpu")

@@ -33,7 +33,11 @@ __all__ = [
     "eval_data_from_dataset",
     "eval_data_from_shards",
     "macro_auc",
+    "bootstrap_auc",
     "max_f1",
+    "class_names",
+    "seen_classes",
+    "CHANCE_AUC",
     "evaluate_zero_shot",
     "extract_features",
     "linear_probe",
@@ -141,6 +145,36 @@ def macro_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, list[float
     return (float(np.mean(ok)) if ok else float("nan")), per
 
 
+def bootstrap_auc(
+    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """Percentile bootstrap interval (records resampled with replacement, ``n_boot`` times) of the macro
+    AUC and of each class's AUC: ``{"macro": [lo, hi], "per_class": [[lo, hi] | None, ...], "n_boot"}``.
+    A resample where a class has no positives (or no negatives) leaves that class out of that resample's
+    macro average, as :func:`macro_auc` does."""
+    n, c = labels.shape
+    if n == 0 or n_boot < 1:
+        return {"macro": None, "per_class": [None] * c, "n_boot": 0, "level": level}
+    rng = np.random.default_rng(seed)
+    macro = np.full(n_boot, np.nan)
+    per = np.full((n_boot, c), np.nan)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yb, sb = labels[idx], scores[idx]
+        for j in range(c):
+            per[b, j] = _auc(yb[:, j], sb[:, j])
+        ok = per[b][~np.isnan(per[b])]
+        if ok.size:
+            macro[b] = ok.mean()
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def ci(v: np.ndarray) -> list[float] | None:
+        v = v[~np.isnan(v)]
+        return [float(x) for x in np.percentile(v, q)] if v.size >= max(10, n_boot // 2) else None
+
+    return {"macro": ci(macro), "per_class": [ci(per[:, j]) for j in range(c)], "n_boot": n_boot, "level": level}
+
+
 def max_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, list[float]]:
     """Macro of the per-class maximum F1 over thresholds (classes with positives only)."""
     per = [_max_f1(labels[:, c], scores[:, c]) for c in range(labels.shape[1])]
@@ -205,6 +239,8 @@ def evaluate_zero_shot(
     batch_size: int = 64,
     device: str = "cpu",
     preprocess_config: PreprocessConfig | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Zero-shot scores of ``model`` (a KMERLModel) on ``dataset``.
 
@@ -215,8 +251,9 @@ def evaluate_zero_shot(
 
     Returns ``{"dataset", "n", "classes", "prompts", "by_lead_count": {"1": result, …, "12": …},
     "by_subset": {"I,II": result}, "failed"}`` where ``result = {"leads", "macro_auc", "macro_max_f1",
-    "per_class_auc", "per_class_max_f1", "n_without_leads"}``; per-class values are ``None`` for a class
-    without positives (or negatives), and such classes are left out of the macro averages.
+    "per_class_auc", "per_class_max_f1", "n_without_leads", "macro_auc_ci", "per_class_auc_ci"}``;
+    per-class values are ``None`` for a class without positives (or negatives), and such classes are left
+    out of the macro averages. ``*_ci`` are bootstrap 95 % intervals (:func:`bootstrap_auc`, ``n_boot``).
     """
     import torch
 
@@ -241,9 +278,12 @@ def evaluate_zero_shot(
         p = probs.numpy() if len(data) else np.zeros((0, len(cls)))
         auc, per_auc = macro_auc(y, p)
         f1, per_f1 = max_f1(y, p)
+        boot = bootstrap_auc(y, p, n_boot=n_boot, seed=seed)
         return {
             "leads": list(leads),
             "macro_auc": None if np.isnan(auc) else auc,
+            "macro_auc_ci": boot["macro"],
+            "per_class_auc_ci": dict(zip(cls, boot["per_class"])),
             "macro_max_f1": None if np.isnan(f1) else f1,
             "per_class_auc": {c: (None if np.isnan(a) else a) for c, a in zip(cls, per_auc)},
             "per_class_max_f1": {c: (None if np.isnan(a) else a) for c, a in zip(cls, per_f1)},
@@ -324,12 +364,14 @@ def linear_probe(
     weight_decay: float = 1e-4,
     batch_size: int = 256,
     seed: int = 0,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Train a linear head (BCE) on frozen ``(features, labels)`` for each training fraction.
 
     The epoch whose **validation** macro AUC is best is selected and only then scored on test; the
     learning rate follows a cosine schedule stepped once **per epoch**. Features are standardised with
-    the training subset's mean and std.
+    the training subset's mean and std. ``test_macro_auc_ci`` is a bootstrap 95 % interval over test
+    records.
     """
     import torch
 
@@ -379,6 +421,7 @@ def linear_probe(
             "best_epoch": best[1],
             "val_macro_auc": None if best[0] < 0 else best[0],
             "test_macro_auc": None if np.isnan(t_auc) else t_auc,
+            "test_macro_auc_ci": bootstrap_auc(test[1], p, n_boot=n_boot, seed=seed)["macro"],
             "test_macro_max_f1": None if np.isnan(t_f1) else t_f1,
         }
     return out
@@ -389,35 +432,155 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+def _fmt_ci(v: Any, ci: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
-    """A markdown table of zero-shot AUC per lead count and linear-probe AUC per fraction."""
+    """Markdown: zero-shot AUC per lead count and subset, per class with seen / unseen, linear-probe AUC per
+    fraction and lead set; every AUC with its bootstrap 95 % interval in brackets."""
     lines = [f"## {results.get('task', '')} ({results.get('checkpoint', '')})", ""]
+    for w in results.get("warnings", []):
+        lines += [f"**Warning:** {w}", ""]
+    if results.get("prompt_source"):
+        lines += [f"Zero-shot queries: {results['prompt_source']}.", ""]
     zs = results.get("zero_shot")
     if zs:
         ks = sorted(zs["by_lead_count"], key=int)
-        lines += ["Zero-shot macro AUC (%) by number of leads (paper order):", "",
-                  "| leads | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),
-                  "| AUC | " + " | ".join(_fmt(zs["by_lead_count"][k]["macro_auc"]) for k in ks) + " |",
-                  "| max-F1 | " + " | ".join(_fmt(zs["by_lead_count"][k]["macro_max_f1"]) for k in ks) + " |", ""]
+        lines += ["Zero-shot macro AUC (%) [bootstrap 95 % CI] by number of leads (paper order):", "",
+                  "| leads | AUC [95 % CI] | max-F1 |", "|---|---|---|"]
+        for k in ks:
+            r = zs["by_lead_count"][k]
+            lines.append(f"| {k} | {_fmt_ci(r['macro_auc'], r.get('macro_auc_ci'))} | {_fmt(r['macro_max_f1'])} |")
+        lines.append("")
         if zs.get("by_subset"):
-            lines += ["| lead subset | AUC | max-F1 |", "|---|---|---|"]
+            lines += ["| lead subset | AUC [95 % CI] | max-F1 |", "|---|---|---|"]
             for name, r in zs["by_subset"].items():
-                lines.append(f"| {name} | {_fmt(r['macro_auc'])} | {_fmt(r['macro_max_f1'])} |")
+                lines.append(f"| {name} | {_fmt_ci(r['macro_auc'], r.get('macro_auc_ci'))} | {_fmt(r['macro_max_f1'])} |")
+            lines.append("")
+        full = zs["by_lead_count"].get("12")
+        seen = results.get("seen", {})
+        if full:
+            lines += ["Per class, 12 leads (seen = the class name was a training query: exactly, or text-embedding "
+                      "similarity > 0.95):", "", "| class | query text | AUC [95 % CI] | seen | nearest training query |",
+                      "|---|---|---|---|---|"]
+            texts = results.get("class_texts", {})
+            for c, a in full["per_class_auc"].items():
+                sn = seen.get(c, {})
+                near = f"{sn['nearest']} ({sn['similarity']:.2f})" if sn.get("nearest") else "–"
+                tag = "–" if not sn else ("seen" if sn.get("seen") else "unseen")
+                lines.append(f"| {c} | {texts.get(c, c)} | {_fmt_ci(a, full.get('per_class_auc_ci', {}).get(c))} | "
+                             f"{tag} | {near} |")
             lines.append("")
     for key, title in (("linear_probe", "K-MERL encoder"), ("linear_probe_random", "random init")):
-        lp = results.get(key)
-        if lp:
-            if "Linear probe" not in "\n".join(lines):
-                lines += ["Linear probe test macro AUC (%) (epoch selected on validation):", "",
-                          "| encoder | " + " | ".join(lp) + " |", "|---|" + "---|" * len(lp)]
-            lines.append(f"| {title} | " + " | ".join(_fmt(v["test_macro_auc"]) for v in lp.values()) + " |")
+        rows = []
+        if results.get(key):
+            rows.append(("12 leads", results[key]))
+        rows += [(name, r) for name, r in results.get(f"{key}_by_leads", {}).items()]
+        if not rows:
+            continue
+        fr = list(rows[0][1])
+        lines += [f"Linear probe test macro AUC (%) [95 % CI], {title} (epoch selected on validation):", "",
+                  "| leads | " + " | ".join(fr) + " |", "|---|" + "---|" * len(fr)]
+        for name, r in rows:
+            lines.append(f"| {name} | " + " | ".join(_fmt_ci(r[f]["test_macro_auc"], r[f].get("test_macro_auc_ci"))
+                                                   for f in fr) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def load_prompts(splits_root: str | Path) -> dict[str, str]:
-    """MERL's class prompts (``CKEPE_prompt.json``: class code → description) if present."""
+    """MERL's prompt-engineered class descriptions (``CKEPE_prompt.json``: class code → description), or
+    ``{}`` when the file is absent. Used only when asked for (``run_eval(prompts="ckepe")``)."""
     p = Path(splits_root) / "CKEPE_prompt.json"
     return {str(k): str(v) for k, v in json.loads(p.read_text()).items()} if p.is_file() else {}
+
+
+#: Plain English names of the MERL benchmark class codes that are not PTB-XL SCP statements.
+ICBEB_CLASS_NAMES: dict[str, str] = {
+    "NORM": "normal ECG", "AFIB": "atrial fibrillation", "1AVB": "first degree AV block",
+    "CLBBB": "complete left bundle branch block", "CRBBB": "complete right bundle branch block",
+    "PAC": "premature atrial complex", "VPC": "premature ventricular complex", "STD": "ST depression",
+    "STE": "ST elevation",
+}
+CHAPMAN_CLASS_NAMES: dict[str, str] = {
+    "SR": "sinus rhythm", "AFIB": "atrial fibrillation", "AF": "atrial flutter", "ST": "sinus tachycardia",
+    "SB": "sinus bradycardia", "SA": "sinus arrhythmia", "SVT": "supraventricular tachycardia",
+    "AT": "atrial tachycardia", "1AVB": "first degree AV block", "2AVB": "second degree AV block",
+    "2AVB1": "second degree AV block type 1", "AVB": "AV block", "LBBB": "left bundle branch block",
+    "RBBB": "right bundle branch block", "WPW": "Wolff-Parkinson-White syndrome",
+    "APB": "premature atrial complex", "VPB": "premature ventricular complex", "VB": "ventricular bigeminy",
+    "JEB": "junctional escape beat", "VEB": "ventricular escape beat", "LVH": "left ventricular hypertrophy",
+    "RVH": "right ventricular hypertrophy", "MI": "myocardial infarction", "STTC": "ST/T change",
+    "STE": "ST elevation", "STDD": "ST depression", "STTU": "ST/T change", "TWC": "T wave change",
+    "TWO": "T wave inversion", "UW": "U wave", "AQW": "abnormal Q wave", "QTIE": "long QT interval",
+    "PRIE": "prolonged PR interval", "ALS": "left axis deviation", "ARS": "right axis deviation",
+    "CCR": "counterclockwise rotation", "CR": "clockwise rotation", "ERV": "early repolarization",
+    "PWC": "P wave change",
+}
+
+
+def class_names(task: str, classes: Sequence[str]) -> dict[str, str]:
+    """The plain class name (the text the zero-shot query is computed from, as in the K-MERL paper) of each
+    class code of a MERL task: PTB-XL superclass / subclass names, the SCP-ECG statement descriptions
+    (form, rhythm), the CPSC-2018 and Chapman diagnoses. A code without a known name is its own text."""
+    from .data import PTBXL_SUBCLASS_TEXT, PTBXL_SUPERCLASS_TEXT, _embedded_scp_statements
+
+    if task == "ptbxl_super":
+        table: Mapping[str, str] = PTBXL_SUPERCLASS_TEXT
+    elif task == "ptbxl_sub":
+        table = PTBXL_SUBCLASS_TEXT
+    elif task in ("ptbxl_form", "ptbxl_rhythm"):
+        st = _embedded_scp_statements()
+        table = {c: st[k].description for c in classes for k in (c, f"{c}_") if k in st}
+    elif task == "icbeb":
+        table = ICBEB_CLASS_NAMES
+    elif task == "chapman":
+        table = CHAPMAN_CLASS_NAMES
+    else:
+        table = {}
+    return {c: table.get(c, c) for c in classes}
+
+
+def seen_classes(class_texts: Mapping[str, str], entities: Sequence[str], text_encoder: Any,
+                 threshold: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Which classes the model saw as training queries: per class code, the nearest training query (entity
+    or superclass name) by cosine similarity of the text embeddings, that similarity, whether the text is
+    a training query exactly, and ``seen`` (exact, or similarity > ``threshold``: the paper's rule)."""
+    import torch
+
+    codes = list(class_texts)
+    if not entities or not codes:
+        return {c: {"seen": False, "exact": False, "nearest": None, "similarity": None} for c in codes}
+    te = torch.nn.functional.normalize(_text_embeddings(text_encoder, [class_texts[c] for c in codes]).float(), dim=-1)
+    ee = torch.nn.functional.normalize(text_encoder.encode(list(entities)).float(), dim=-1)
+    sim = te @ ee.t()
+    lower = {e.lower() for e in entities}
+    out = {}
+    for i, c in enumerate(codes):
+        j = int(sim[i].argmax())
+        exact = class_texts[c].lower() in lower
+        out[c] = {"seen": bool(exact or float(sim[i, j]) > threshold), "exact": exact,
+                  "nearest": entities[j], "similarity": round(float(sim[i, j]), 4)}
+    return out
+
+
+#: The AUC of a classifier that has learnt nothing.
+CHANCE_AUC = 0.5
+
+
+def _chance_warnings(zs: Mapping[str, Any]) -> list[str]:
+    out = []
+    rows = [(f"{k} leads", r) for k, r in zs.get("by_lead_count", {}).items() if k in ("1", "12")]
+    rows += [(name, r) for name, r in zs.get("by_subset", {}).items()]
+    for name, r in rows:
+        ci = r.get("macro_auc_ci")
+        if ci is not None and ci[0] <= CHANCE_AUC:
+            out.append(f"zero-shot macro AUC with {name} is {r['macro_auc']:.3f}, 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]: "
+                       "within chance (0.5); this model has not shown that it learnt these classes")
+    return out
 
 
 def run_eval(
@@ -436,13 +599,23 @@ def run_eval(
     limit: int = 0,
     seed: int = 0,
     allow_unknown_training_set: bool = False,
+    prompts: str = "names",
+    n_boot: int = 1000,
+    probe_leads: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Zero-shot on the test split (+ linear probe on train/val/test) of MERL task ``task``; writes
     ``results.json``, ``results.md`` and ``auc_vs_leads.png`` into ``out_dir`` and returns the results.
 
     Raises :class:`~trainer._errors.TrainingDataLeakError` if a test record is in the checkpoint's
     recorded training set, or if the checkpoint does not record it (unless
-    ``allow_unknown_training_set``; the results then say ``"training_set": "unknown"``)."""
+    ``allow_unknown_training_set``; the results then say ``"training_set": "unknown"``).
+
+    ``prompts``: ``"names"`` (default, as the K-MERL paper) asks each class by its plain name
+    (:func:`class_names`); ``"ckepe"`` by MERL's prompt-engineered descriptions (``CKEPE_prompt.json``);
+    the texts used are recorded. Every AUC comes with a bootstrap 95 % interval (``n_boot`` resamples);
+    ``warnings`` says when a zero-shot AUC is within chance. ``seen`` tells per class whether its text was
+    a training query (exactly, or text-embedding similarity > 0.95). The linear probe runs on all 12 leads
+    and on every lead set of ``probe_leads`` (default: the ``lead_subsets``)."""
     from .checkpoint import check_held_out, load_teacher
     from .data import read_merl_split
     from .text import load_text_encoder
@@ -461,30 +634,64 @@ def run_eval(
                                       allow_unknown=allow_unknown_training_set)
         splits[s] = eval_data_from_dataset(ds, config=teacher.preprocess)
     te = load_text_encoder(teacher.text_encoder, device=device)
-    prompts = load_prompts(splits_root)
-    zs = evaluate_zero_shot(teacher.model, te, splits["test"], lead_subsets=lead_subsets, prompts=prompts,
-                            device=device)
-    res: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "zero_shot": zs,
-                           "n": {k: len(v) for k, v in splits.items()}, "held_out": held_out}
+    classes = splits["test"].classes
+    names = class_names(task, classes)
+    if prompts == "names":
+        texts = names
+    elif prompts == "ckepe":
+        ckepe = load_prompts(splits_root)
+        if not ckepe:
+            raise TrainConfigError(f"--prompts ckepe: no CKEPE_prompt.json in {splits_root}")
+        texts = {c: ckepe.get(c, names[c]) for c in classes}
+    else:
+        raise TrainConfigError(f"prompts must be 'names' or 'ckepe', not {prompts!r}")
+    zs = evaluate_zero_shot(teacher.model, te, splits["test"], lead_subsets=lead_subsets, prompts=texts,
+                            device=device, n_boot=n_boot, seed=seed)
+    seen = seen_classes(names, teacher.entities, te)
+    res: dict[str, Any] = {
+        "task": task, "checkpoint": str(checkpoint), "zero_shot": zs,
+        "n": {k: len(v) for k, v in splits.items()}, "held_out": held_out,
+        "prompt_source": "class names" if prompts == "names" else "CKEPE_prompt.json (MERL's class descriptions)",
+        "class_texts": texts, "seen": seen,
+        "seen_classes": [c for c in classes if seen[c]["seen"]],
+        "unseen_classes": [c for c in classes if not seen[c]["seen"]],
+    }
     if probe:
-        feats = {k: extract_features(teacher.model, v, device=device) for k, v in splits.items()}
-        args = [(feats[k], splits[k].labels) for k in ("train", "val", "test")]
-        res["linear_probe"] = linear_probe(*args, fractions=probe_fractions, epochs=probe_epochs, seed=seed)
+        lead_sets = [tuple(LEADS)] + [canonical_leads(x) for x in (probe_leads if probe_leads is not None
+                                                                    else lead_subsets or ())]
+        encoders = [("linear_probe", teacher.model)]
         if random_baseline:
-            rnd = random_encoder(teacher.config, seed)
-            rf = {k: extract_features(rnd, v, device=device) for k, v in splits.items()}
-            args = [(rf[k], splits[k].labels) for k in ("train", "val", "test")]
-            res["linear_probe_random"] = linear_probe(*args, fractions=probe_fractions, epochs=probe_epochs,
-                                                      seed=seed)
+            encoders.append(("linear_probe_random", random_encoder(teacher.config, seed)))
+        for key, enc in encoders:
+            for leads in dict.fromkeys(lead_sets):
+                feats = {k: extract_features(enc, v, leads=leads, device=device) for k, v in splits.items()}
+                args = [(feats[k], splits[k].labels) for k in ("train", "val", "test")]
+                r = linear_probe(*args, fractions=probe_fractions, epochs=probe_epochs, seed=seed, n_boot=n_boot)
+                if len(leads) == len(LEADS):
+                    res[key] = r
+                else:
+                    res.setdefault(f"{key}_by_leads", {})[",".join(leads)] = r
+    res["warnings"] = _chance_warnings(zs)
     plot_auc_vs_leads({Path(str(checkpoint)).name or "model": zs}, out / "auc_vs_leads.png")
     (out / "results.json").write_text(json.dumps(res, indent=2))
     (out / "results.md").write_text(results_markdown(res))
+
+    def auc_ci(r: Mapping[str, Any], key: str = "macro_auc") -> list[float | None]:
+        ci = r.get(f"{key}_ci") or [None, None]
+        return [None if r.get(key) is None else round(r[key], 4)] + [None if x is None else round(x, 4) for x in ci]
+
     res["summary"] = {
         "task": task,
-        "zero_shot_auc_12_leads": zs["by_lead_count"]["12"]["macro_auc"],
-        "zero_shot_auc_1_lead": zs["by_lead_count"]["1"]["macro_auc"],
-        "linear_probe": {k: v["test_macro_auc"] for k, v in res.get("linear_probe", {}).items()},
-        "linear_probe_random": {k: v["test_macro_auc"] for k, v in res.get("linear_probe_random", {}).items()},
+        "prompts": res["prompt_source"],
+        "zero_shot_auc_12_leads [auc, ci_lo, ci_hi]": auc_ci(zs["by_lead_count"]["12"]),
+        "zero_shot_auc_1_lead [auc, ci_lo, ci_hi]": auc_ci(zs["by_lead_count"]["1"]),
+        "zero_shot_auc_by_subset": {k: auc_ci(v) for k, v in zs["by_subset"].items()},
+        "seen_classes": res["seen_classes"],
+        "unseen_classes": res["unseen_classes"],
+        "linear_probe": {k: auc_ci(v, "test_macro_auc") for k, v in res.get("linear_probe", {}).items()},
+        "linear_probe_random": {k: auc_ci(v, "test_macro_auc") for k, v in res.get("linear_probe_random", {}).items()},
+        "held_out": held_out.get("training_set"),
+        "warnings": res["warnings"],
         "out": str(out),
     }
     return res
