@@ -13,7 +13,8 @@ skipped: it neither starts nor ends an event.
   (or that an event already running covers).
 
 The rule is chosen on the training patients only (fewest false events per hour among the rules with at
-least ``min_sensitivity`` episode sensitivity; ties → higher sensitivity, then less smoothing) and then
+least ``min_sensitivity`` episode sensitivity; ties → the most conservative rule: more windows, more
+smoothing, higher threshold, quality gating) and then
 measured on the held-out patients.
 """
 
@@ -163,7 +164,10 @@ def run_af_events(
                                                      (False, True))]
     results = [(r, _summary(train, r)) for r in grid]
     ok = [x for x in results if x[1]["sensitivity"] >= min_sensitivity] or results
-    best, best_train = min(ok, key=lambda x: (x[1]["false_per_hour"], -x[1]["sensitivity"], x[0].smooth))
+    # fewest false events; among equals the most conservative rule (training false alarms are rare, so
+    # many rules tie at zero and the permissive ones alarm on new patients)
+    best, best_train = min(ok, key=lambda x: (x[1]["false_per_hour"], -x[0].min_on_windows, -x[0].smooth,
+                                              -x[0].on_threshold, -int(x[0].quality_gating)))
     default = RuleCandidate(0.6, 0.4, 2, 2, 1, False)
     return {
         "kind": "af_events",

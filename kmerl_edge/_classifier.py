@@ -117,6 +117,14 @@ class Classifier:
                 f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads; got {len(names)} "
                 f"({', '.join(names)}): choose a subset with leads=[...]"
             )
+        supported = self.bundle.manifest.get("supported_lead_sets", "any")
+        if supported != "any":
+            sets = [frozenset(canonical_leads(s)) for s in supported]
+            if frozenset(names) not in sets:
+                raise LeadError(
+                    f"bundle {self.bundle.path.name} supports the lead sets "
+                    f"{', '.join('+'.join(s) for s in supported)}; got {'+'.join(names)}"
+                )
         return names
 
     def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
