@@ -115,6 +115,9 @@ def _add_accuracy(p: argparse.ArgumentParser) -> None:
                    help="held-out list (JSON: test_records, train_patients) for a bundle without heldout.json")
     p.add_argument("--loso", action="store_true",
                    help="also AF leave-one-source-out: the AF fusion refitted without each source, scored on it")
+    p.add_argument("--af-events", action="store_true",
+                   help="also AF events on the Holter records: rule tuned on training patients, false events/h "
+                        "on held-out ones")
     p.add_argument("--fold", type=int, default=10, help="PTB-XL strat_fold to evaluate (default 10)")
 
 
@@ -274,6 +277,12 @@ def _accuracy(a: argparse.Namespace) -> dict[str, Any]:
 
             res["af_loso"] = run_af_loso(bundle=_bundle_path(a.bundle), data_root=data, threads=a.threads,
                                          heldout=a.heldout)
+        if getattr(a, "af_events", False):
+            from .af_events import run_af_events
+
+            res["af_events"] = {",".join(leads): run_af_events(
+                bundle=_bundle_path(a.bundle), data_root=data, heldout=a.heldout, leads=leads, threads=a.threads)
+                for leads in (("I",), ("I", "II"))}
     except TrainingPatientError as exc:
         raise CliError(str(exc)) from None
     return res

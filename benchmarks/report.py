@@ -188,6 +188,17 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
         from .af import af_loso_markdown
 
         lines.append(af_loso_markdown(report["af_loso"]))
+    if report.get("af_events"):
+        lines += ["### AF events on Holter records (rule tuned on training patients)", "",
+                  "| leads | rule | | false events/h | non-AF hours | episodes detected |", "| --- | --- | --- | --- | --- | --- |"]
+        for leads, ev in report["af_events"].items():
+            for name in ("chosen", "default"):
+                rule = ev[f"{name}_rule"]
+                for part in ("train", "test"):
+                    r = ev[f"{name}_on_{part}"]
+                    lines.append(f"| {leads} | {name} {rule} | {part} | {r['false_per_hour']} | {r['non_af_hours']} | "
+                                 f"{int(r['detected'])}/{int(r['episodes'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -210,6 +210,7 @@ def build_default_model(
         return torch.sigmoid(logits).numpy()
 
     metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes)}
+    metrics["class_status"] = seen_classes(text, classes, list(labels.entities))
     print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
     from export import ExportConfig, export_bundle
     from export._augment import AugmentConfig
@@ -271,6 +272,27 @@ def build_default_model(
     add_artifacts(bundle, {}, metrics={"default_model": metrics})
     (work / "default_model_metrics.json").write_text(json.dumps(metrics, indent=2))
     return bundle
+
+
+#: a deployed class whose text embedding is this similar to a training query is "seen" (the paper's rule)
+SEEN_SIMILARITY = 0.95
+
+
+def seen_classes(text: Any, classes: Sequence[str], training_queries: Sequence[str]) -> dict[str, Any]:
+    """Per deployed class: ``seen`` (supervised: a training query's text embedding has cosine similarity
+    > :data:`SEEN_SIMILARITY` with the class name's) or zero-shot, with the nearest training query."""
+    import torch
+
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(text.encode(list(classes)).float(), dim=-1)
+        b = torch.nn.functional.normalize(text.encode(list(training_queries)).float(), dim=-1)
+    sim = (a @ b.T).numpy()
+    out = {}
+    for i, c in enumerate(classes):
+        j = int(sim[i].argmax())
+        out[c] = {"seen": bool(sim[i, j] > SEEN_SIMILARITY), "nearest_training_query": training_queries[j],
+                  "similarity": round(float(sim[i, j]), 4)}
+    return out
 
 
 def _write_heldout(bundle: Path, corpus: Any) -> None:

@@ -130,6 +130,14 @@ class Classifier:
                 f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads; got {len(names)} "
                 f"({', '.join(names)}): choose a subset with leads=[...]"
             )
+        supported = self.bundle.manifest.get("supported_lead_sets", "any")
+        if supported != "any":
+            sets = [frozenset(canonical_leads(s)) for s in supported]
+            if frozenset(names) not in sets:
+                raise LeadError(
+                    f"bundle {self.bundle.path.name} supports the lead sets "
+                    f"{', '.join('+'.join(s) for s in supported)}; got {'+'.join(names)}"
+                )
         return names
 
     #: windows per backend call: bounds the backend's memory whatever the recording's length

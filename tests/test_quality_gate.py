@@ -43,3 +43,38 @@ def test_a_failed_gate_is_in_the_card_and_every_prediction(tmp_path, records_dir
     assert any("QUALITY GATE FAILED" in n for n in p.notes)
     assert not any("QUALITY GATE" in n for n in kmerl_edge.load(BUNDLE, backend="torch").predict(
         r.signal[:1], fs=r.fs, leads=["I"]).notes)
+
+
+def test_af_event_counting_on_a_scripted_record():
+    """One AF episode 100-200 s; a false start at 30 s and a true one inside the episode."""
+    from benchmarks.af_events import RuleCandidate, _Scored, count_events
+
+    t = np.arange(0, 290, 5.0)
+    p = np.where((t >= 100) & (t < 200), 0.9, 0.1)
+    p[(t >= 30) & (t < 40)] = 0.95  # two windows of a false alarm
+    s = _Scored("data_1_1", "1", t, t + 10, p, np.ones(len(t), bool), [(100.0, 200.0)], 300.0)
+    loose = count_events(s, RuleCandidate(0.6, 0.4, 1, 1, 1, False))
+    assert loose["false_events"] == 1 and loose["detected"] == 1 and loose["non_af_s"] == 200.0
+    strict = count_events(s, RuleCandidate(0.6, 0.4, 3, 1, 1, False))
+    assert strict["false_events"] == 0 and strict["detected"] == 1
+    gated = np.ones(len(t), bool)
+    gated[(t >= 30) & (t < 40)] = False  # beats not found in the noisy stretch: skipped, no alarm
+    assert count_events(_Scored("d", "1", t, t + 10, p, gated, [(100.0, 200.0)], 300.0),
+                        RuleCandidate(0.6, 0.4, 1, 1, 1, True))["false_events"] == 0
+
+
+def test_supported_lead_sets_are_enforced(tmp_path, records_dir):
+    import json
+
+    import pytest
+
+    out = tmp_path / "b"
+    shutil.copytree(BUNDLE, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["supported_lead_sets"] = [["I"], ["I", "II"]]
+    (out / "manifest.json").write_text(json.dumps(m))
+    clf = kmerl_edge.load(out, backend="torch")
+    r = kmerl_edge.read_record(records_dir / "00001_hr")
+    clf.predict(r.signal[[1, 0]], fs=r.fs, leads=["II", "I"])  # order does not matter
+    with pytest.raises(kmerl_edge.LeadError, match="supports the lead sets"):
+        clf.predict(r.signal[[1]], fs=r.fs, leads=["II"])
