@@ -377,7 +377,7 @@ def _read_named_csv(
         raise RecordReadError(f"{p.name}: the header says {header_unit} but --units {units} was given")
     unit = units if units is not None else header_unit
     scale = unit_scale(unit, gain=gain, what=f"{p.name}: ")
-    comments: tuple[str, ...] = ()
+    comments: tuple[str, ...] = () if unit is not None else ("units: mV assumed (neither the header nor --units says)",)
     if time_col is not None:
         t = data[:, -1] * _time_unit(cols[time_col])
         d = np.diff(t)
@@ -395,7 +395,7 @@ def _read_named_csv(
         if fs is not None and abs(fs - measured) > 0.01 * fs:
             raise SamplingRateError(f"{p.name}: the time column says {measured:.3f} Hz but --fs {fs:g} was given")
         rate = float(fs) if fs is not None else round(measured, 3)
-        comments = (f"rate measured from the time column: {measured:.4f} Hz",)
+        comments += (f"rate measured from the time column: {measured:.4f} Hz",)
     else:
         if fs is None:
             raise SamplingRateError(
