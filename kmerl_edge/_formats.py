@@ -180,7 +180,10 @@ def _read_edf(p: Path, leads: Sequence[str] | None) -> tuple[np.ndarray, float, 
         rows = []
         for i, _ in ecg:
             x = np.asarray(f.readSignal(i), dtype=np.float64)
-            rows.append(x * unit_scale(f.getPhysicalDimension(i) or "mV", what=f"{p.name}, {labels[i]}: "))
+            dim = str(f.getPhysicalDimension(i) or "").strip()
+            if not dim:
+                raise RecordReadError(f"{p.name}: signal {labels[i]!r} states no physical dimension (µV, mV)")
+            rows.append(x * unit_scale(dim, what=f"{p.name}, {labels[i]}: "))
         length = min(len(r) for r in rows)
         signal = np.stack([r[:length] for r in rows]).astype(np.float32)
         comments = tuple(
@@ -365,6 +368,8 @@ def _read_named_csv(
     time_col, lead_cols = parsed
     cols, delim = _split_row(header_line)
     leads = canonical_leads([lead for _, lead in lead_cols])
+    if delim == ";" and "," in body and "." not in body:  # European export: "0,123;-0,045"
+        body = body.replace(",", ".")
     try:
         data = np.loadtxt(io.StringIO(body), delimiter=delim, ndmin=2, usecols=[i for i, _ in lead_cols]
                           + ([time_col] if time_col is not None else []))
@@ -381,7 +386,7 @@ def _read_named_csv(
         raise RecordReadError(f"{p.name}: the header says {header_unit} but --units {units} was given")
     unit = units if units is not None else header_unit
     scale = unit_scale(unit, gain=gain, what=f"{p.name}: ")
-    comments: tuple[str, ...] = ()
+    comments: tuple[str, ...] = () if unit is not None else ("units: mV assumed (neither the header nor --units says)",)
     if time_col is not None:
         t = data[:, -1] * _time_unit(cols[time_col])
         d = np.diff(t)
@@ -399,7 +404,7 @@ def _read_named_csv(
         if fs is not None and abs(fs - measured) > 0.01 * fs:
             raise SamplingRateError(f"{p.name}: the time column says {measured:.3f} Hz but --fs {fs:g} was given")
         rate = float(fs) if fs is not None else round(measured, 3)
-        comments = (f"rate measured from the time column: {measured:.4f} Hz",)
+        comments += (f"rate measured from the time column: {measured:.4f} Hz",)
     else:
         if fs is None:
             raise SamplingRateError(

@@ -241,6 +241,8 @@ def plot_stream(
     fig, axes = plt.subplots(3, 1, figsize=(10, 6.4), sharex=True, height_ratios=[3, 2, 1.1], dpi=dpi)
     ax_p, ax_hr, ax_q = axes
     t_end = np.asarray([float(r.t_end) for r in results])
+    # values are drawn at window centres, the time the session gives its events
+    t_mid = np.asarray([(float(r.t_start) + float(r.t_end)) / 2 for r in results])
     raw = np.asarray([float(r.scores.get(label, np.nan)) if not r.skipped else np.nan for r in results])
     smooth = np.asarray([float(r.smoothed.get(label, np.nan)) if not r.skipped else np.nan for r in results])
     for s, e in reference:
@@ -264,8 +266,8 @@ def plot_stream(
             ax_p.text(ev.t, 0.97, f" {ev.kind} {ev.t:.0f} s", fontsize=6.5, color="#d62728", rotation=90,
                       ha="right" if ev.kind == "started" else "left", va="top",
                       transform=ax_p.get_xaxis_transform())
-    ax_p.plot(t_end, raw, "o", color="#1f77b4", ms=2.5, alpha=0.6, label="window")
-    ax_p.plot(t_end, smooth, "-", color="#1f77b4", lw=1.6, label="smoothed")
+    ax_p.plot(t_mid, raw, "o", color="#1f77b4", ms=2.5, alpha=0.6, label="window")
+    ax_p.plot(t_mid, smooth, "-", color="#1f77b4", lw=1.6, label="smoothed")
     ax_p.set_ylim(0, 1)
     ax_p.set_ylabel(f"P({label})", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color="#d62728", alpha=0.2)]
@@ -280,25 +282,31 @@ def plot_stream(
 
     hr = np.asarray([_hr_of(r) for r in results], dtype=np.float64)
     if np.isfinite(hr).any():
-        ax_hr.plot(t_end, hr, "-", color="#9467bd", lw=1.4)
+        ax_hr.plot(t_mid, hr, "-", color="#9467bd", lw=1.4)
         lo, hi = np.nanmin(hr), np.nanmax(hr)
         ax_hr.set_ylim(max(0, lo - 15), hi + 15)
     else:
         ax_hr.text(0.5, 0.5, "heart rate not reported by this stream", ha="center", va="center",
                    transform=ax_hr.transAxes, fontsize=8, color="#777777")
         ax_hr.set_yticks([])
+    for ev in events:  # heart-rate events (bradycardia, tachycardia, pause) and other labels
+        if ev.label != label:
+            ax_hr.axvline(ev.t, color="#9467bd", lw=0.7, ls=":")
+            ax_hr.text(ev.t, 0.97, f" {ev.label} {ev.kind}", fontsize=6, color="#6a3d9a", rotation=90,
+                       ha="right" if ev.kind == "started" else "left", va="top",
+                       transform=ax_hr.get_xaxis_transform())
     ax_hr.set_ylabel("heart rate (bpm)", fontsize=8)
     ax_hr.grid(alpha=0.3)
 
-    # Windows overlap (10 s every hop): draw each window's quality over the last hop it added.
+    # Windows overlap (10 s every hop): each window's quality is drawn over one hop around its centre.
     hop = float(np.median(np.diff(t_end))) if t_end.size > 1 else 0.0
-    for r in results:
+    for r, mid in zip(results, t_mid):
         q = "skipped" if r.skipped else (r.quality.overall if r.quality is not None else "skipped")
         width = min(hop, float(r.t_end) - float(r.t_start)) if hop > 0 else float(r.t_end) - float(r.t_start)
-        ax_q.barh(0, width, left=float(r.t_end) - width, height=0.8,
+        ax_q.barh(0, width, left=mid - width / 2, height=0.8,
                   color=_QUALITY_COLOR.get(q, "#7f7f7f"), alpha=0.6, lw=0)
         if getattr(r, "missing_fraction", 0.0) > 0 or "gap" in getattr(r, "flags", ()):
-            ax_q.plot([float(r.t_end)], [0], "x", color="#000000", ms=4)
+            ax_q.plot([mid], [0], "x", color="#000000", ms=4)
     ax_q.set_yticks([])
     ax_q.set_ylabel("quality", fontsize=8)
     ax_q.legend(
@@ -307,7 +315,7 @@ def plot_stream(
         list(_QUALITY_COLOR) + ["gap"], fontsize=6.5, ncol=5, loc="upper left", bbox_to_anchor=(0, -0.35),
         frameon=False,
     )
-    ax_q.set_xlabel("device time (s)", fontsize=8)
+    ax_q.set_xlabel("device time (s); each 10-s window drawn at its centre", fontsize=8)
     for ax in axes:
         ax.tick_params(labelsize=7)
     ax_q.set_xlim(0, t_max)

@@ -176,3 +176,24 @@ def test_demo_without_file_readers_names_the_extra():
     r = _run_without(["wfdb"], "from kmerl_edge.cli import main\nsys.exit(main(['demo', '--backend', 'onnxruntime']))")
     assert r.returncode == 1, r.stderr
     assert "kmerl-edge[io]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_named_columns_european_semicolon_and_decimal_comma(tmp_path):
+    lines = KARDIA.read_text().splitlines()
+    eu = [lines[0].replace(",", ";")] + [ln.replace(",", ";").replace(".", ",") for ln in lines[1:]]
+    p = tmp_path / "kardia_eu.csv"
+    p.write_text("\n".join(eu) + "\n")
+    a, b = ke.read_record(p), ke.read_record(KARDIA)
+    assert a.leads == b.leads and a.fs == b.fs
+    np.testing.assert_array_equal(a.signal, b.signal)
+
+
+def test_edf_signal_without_a_unit_is_refused(tmp_path):
+    pyedflib = pytest.importorskip("pyedflib")
+    src = ke.read_record(EDF, leads=["I"])
+    out = tmp_path / "nounit.edf"
+    hdr = {"label": "ECG I", "dimension": "", "sample_frequency": 500.0, "physical_max": 5.0,
+           "physical_min": -5.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""}
+    pyedflib.highlevel.write_edf(str(out), np.ascontiguousarray(src.signal.astype(np.float64)), [hdr])
+    with pytest.raises(ke.RecordReadError, match="no physical dimension"):
+        ke.read_record(out)
