@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 import kmerl_edge
 from kmerl_edge import NoUsableLeadsError, SamplingRateError, SignalShapeError, preprocess
@@ -541,3 +543,34 @@ def test_gateway_stats_keep_closed_sessions(clf: Any, ecg: np.ndarray) -> None:
         gw.close_session("b")
         st = gw.stats()
     assert st.windows == 5 and st.scored == 5 and st.sessions == 2 and st.open_sessions == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=hst.lists(hst.tuples(hst.integers(1, 700),
+                                  hst.sampled_from(["on", "jitter", "ahead", "back", "far", "none", "gap"]),
+                                  hst.floats(0.0, 1.0)), min_size=1, max_size=40))
+def test_any_timestamps_keep_the_session_consistent_and_cheap(clf: Any, ecg: np.ndarray, steps: list) -> None:
+    """Whatever the timestamps say: no exception, no work proportional to a jump, every accepted sample
+    counted once, every result in order."""
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True, results_buffer=100000)
+    res: list = []
+    pushed = 0
+    k = 0
+    t = time.perf_counter()
+    for n, kind, u in steps:
+        chunk = ecg[:1, k % 20000 : k % 20000 + n]
+        k += n
+        now = s.t_now
+        t0 = {"on": now, "jitter": now + (u - 0.5) * 0.02, "ahead": now + 30 * u, "back": now - 30 * u - 0.05,
+              "far": now + 2.0**31 * (u + 0.01), "none": None, "gap": None}[kind]
+        if kind == "gap":
+            res += s.push_gap(int(u * 2**40))
+            continue
+        res += s.push(chunk, t0)
+        pushed += chunk.shape[1]
+    res += s.close()
+    assert time.perf_counter() - t < 30
+    st = s.stats()
+    assert st.samples + st.late_samples == pushed
+    assert [r.index for r in res] == list(range(len(res))) and st.windows == len(res)
+    assert all(0.0 <= r.missing_fraction < 1.0 for r in res)  # no result without a sample in it
