@@ -360,7 +360,10 @@ def run_stream_cli(a: Any) -> int:
     opts = _source_options(kind, a)
     clf = _load(a.bundle, a.backend)
     src = open_source(spec, **opts)
-    label = f"{spec} at {opts['speed']:g}x" if kind in ("recording", "synthetic") else spec
+    speed = opts.get("speed")
+    label = spec
+    if speed is not None:
+        label += " as fast as it is read" if math.isinf(speed) else f" at {speed:g}x"
     run = _Run(clf, p, a.hop, source=label, max_seconds=a.max_seconds, disconnect_timeout=timeout)
     why = run.consume(src)
     run.finish(why)
