@@ -52,7 +52,8 @@ int kmerl_encoder_init(kmerl_encoder_t *enc, const kmerl_device_t *dev, uint16_t
     if (enc == 0 || dev == 0) {
         return -1;
     }
-    if (dev->lead_mask == 0u || dev->lead_mask > 0x0FFFu || dev->fs_mhz == 0u || dev->lsb_pv == 0u ||
+    if (dev->lead_mask == 0u || dev->lead_mask > 0x0FFFu || dev->fs_mhz < KMERL_FS_MIN_MHZ ||
+        dev->fs_mhz > KMERL_FS_MAX_MHZ || dev->lsb_pv < KMERL_LSB_PV_MIN || dev->lsb_pv > KMERL_LSB_PV_MAX ||
         (dev->format != KMERL_FMT_INT16 && dev->format != KMERL_FMT_INT24)) {
         return -1;
     }
