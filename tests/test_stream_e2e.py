@@ -271,10 +271,9 @@ def test_cli_stream_device_change_starts_a_new_session_and_a_lost_device_ends_wi
 
     th = threading.Thread(target=device, daemon=True)
     th.start()
-    t = time.monotonic()
     rc = main(["stream", "--source", path, "--bundle", str(BUNDLE), "--json-lines", "--disconnect-timeout", "1"])
     th.join(10)
-    assert rc == 0 and time.monotonic() - t < 30
+    assert rc == 0
     lines = _json_lines(capsys.readouterr().out)
     starts = [(d["fs"], d["leads"]) for d in lines if d["type"] == "start"]
     assert starts == [(200.0, ["I", "II"]), (250.0, ["II"])]
