@@ -263,9 +263,18 @@ def test_cli_stream_device_change_starts_a_new_session_and_a_lost_device_ends_wi
     path = os.ttyname(slave)
 
     def device() -> None:
+        import fcntl
+        import struct
+        import termios
+
         time.sleep(0.5)
         os.write(master, data)  # blocking: the reader drains it
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        quiet = 0
+        while quiet < 3 and time.monotonic() < deadline:  # until the reader has taken every byte
+            time.sleep(0.1)
+            unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+            quiet = quiet + 1 if unread == 0 else 0
         os.close(master)  # unplugged for good
         os.close(slave)
 
