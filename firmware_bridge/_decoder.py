@@ -93,8 +93,8 @@ class DecoderStats:
     truncated_frames: int = 0  #: CRC failures where a new frame starts inside (cut-short frames), and a
     #: partial frame left at flush()
     invalid_frames: int = 0  #: CRC-valid frames whose fields are impossible (empty lead mask, fs 0, ...)
-    implausible_frames: int = 0  #: CRC-valid frames whose rate (outside 10 Hz..32 kHz) or gain (outside
-    #: 1 nV..1 mV per LSB) no ECG device can mean
+    implausible_frames: int = 0  #: CRC-valid frames whose rate (outside 10 Hz..32 kHz), gain (outside
+    #: 1 nV..1 mV per LSB), lead-off mask (beyond 12 leads) or battery (101..254 %) no ECG device can mean
     unsupported_version: int = 0  #: CRC-valid frames of a protocol version this decoder does not read
     duplicates: int = 0  #: frames repeating the previous sequence number (dropped)
     stale_frames: int = 0  #: frames from behind the sequence (replayed / out of order, dropped)
@@ -278,6 +278,11 @@ class FrameDecoder:
                 st.invalid_frames += 1
                 return
             if not (plausible_fs_mhz(info[3]) and plausible_lsb_pv(info[4]) and 0 < info[2] <= MAX_SAMPLES_PER_FRAME):
+                st.implausible_frames += 1
+                return
+        elif ftype == TYPE_STATUS:
+            off_mask, batt, _sflags = _STATUS.unpack_from(data, p)
+            if off_mask > 0xFFF or not (batt <= 100 or batt == 255):  # 12 leads; a percentage or "unknown"
                 st.implausible_frames += 1
                 return
         # 2. sequence: duplicates, stale frames, restarts, lost frames

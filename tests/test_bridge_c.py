@@ -95,7 +95,8 @@ def scripts(draw):
         elif kind == "I":
             lines.append(f"I {ts}")
         else:
-            lines.append(f"T {ts} {draw(hst.integers(0, 0xFFF))} {draw(hst.integers(0, 255))} "
+            batt = draw(hst.one_of(hst.integers(0, 100), hst.just(255)))  # a percentage, or unknown
+            lines.append(f"T {ts} {draw(hst.integers(0, 0xFFF))} {batt} "
                          f"{draw(hst.sampled_from([0, 1, 2, 4, 7]))}")
     return "\n".join(lines) + "\n"
 
@@ -109,6 +110,7 @@ def test_c_and_python_encoders_agree_on_random_frames(driver, script):
     events = dec.feed(c_bytes)
     n_frames = sum(1 for line in script.splitlines() if line[0] in "SIT")
     assert dec.stats.frames == n_frames and dec.stats.crc_errors == 0 and dec.stats.invalid_frames == 0
+    assert dec.stats.implausible_frames == 0
     n_samples = sum(int(line.split()[2]) for line in script.splitlines() if line[0] == "S")
     assert sum(e.n_samples for e in events if isinstance(e, SampleBlock)) == n_samples
     assert all(np.isfinite(e.data).all() for e in events if isinstance(e, SampleBlock))

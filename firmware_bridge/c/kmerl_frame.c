@@ -191,7 +191,8 @@ size_t kmerl_encode_status(kmerl_encoder_t *enc, uint8_t *out, size_t out_cap, u
     uint8_t *p;
 
     if (enc == 0 || enc->dev == 0 || out == 0 ||
-        out_cap < (size_t)KMERL_HEADER_SIZE + KMERL_STATUS_SIZE + KMERL_CRC_SIZE) {
+        out_cap < (size_t)KMERL_HEADER_SIZE + KMERL_STATUS_SIZE + KMERL_CRC_SIZE ||
+        (battery_pct > 100u && battery_pct != KMERL_BATTERY_UNKNOWN)) {
         return 0u;
     }
     put_header(enc, out, KMERL_TYPE_STATUS, KMERL_STATUS_SIZE, timestamp);
