@@ -32,7 +32,11 @@ from ._protocol import (
     DEVICE_INFO_SIZE,
     FLAG_STREAM_START,
     FORMAT_NAMES,
+    FS_MAX_HZ,
+    FS_MIN_HZ,
     HEADER_SIZE,
+    LSB_PV_MAX,
+    LSB_PV_MIN,
     MAX_FOREIGN_BODY,
     MAX_SAMPLE_BYTES,
     MAX_SAMPLES_PER_FRAME,
@@ -68,6 +72,8 @@ STALE_RESTART_RUN = 8
 CLOCK_CONFIRM = 3
 #: seconds of samples a device may skip (timestamps jump ahead) without losing a frame.
 MAX_SKIP_S = 2.0
+_FS_MIN_MHZ = int(FS_MIN_HZ * 1000)
+_FS_MAX_MHZ = int(FS_MAX_HZ * 1000)
 
 
 @dataclass
@@ -87,8 +93,8 @@ class DecoderStats:
     truncated_frames: int = 0  #: CRC failures where a new frame starts inside (cut-short frames), and a
     #: partial frame left at flush()
     invalid_frames: int = 0  #: CRC-valid frames whose fields are impossible (empty lead mask, fs 0, ...)
-    implausible_frames: int = 0  #: CRC-valid frames whose rate (outside 10 Hz..32 kHz) or gain (outside
-    #: 1 nV..1 mV per LSB) no ECG device can mean
+    implausible_frames: int = 0  #: CRC-valid frames whose rate (outside 10 Hz..32 kHz), gain (outside
+    #: 1 nV..1 mV per LSB), lead-off mask (beyond 12 leads) or battery (101..254 %) no ECG device can mean
     unsupported_version: int = 0  #: CRC-valid frames of a protocol version this decoder does not read
     duplicates: int = 0  #: frames repeating the previous sequence number (dropped)
     stale_frames: int = 0  #: frames from behind the sequence (replayed / out of order, dropped)
@@ -113,7 +119,7 @@ class DecoderStats:
 
 
 class _Cfg:
-    __slots__ = ("leads", "n_leads", "bps", "dtype", "scale", "fs", "fmt")
+    __slots__ = ("leads", "n_leads", "bps", "dtype", "scale", "fs", "fmt", "max_skip")
 
     def __init__(self, mask: int, fmt: int, fs_mhz: int, lsb_pv: int) -> None:
         self.leads = leads_from_mask(mask)
@@ -123,6 +129,7 @@ class _Cfg:
         self.scale = np.float32(lsb_pv * 1e-9)
         self.fs = fs_mhz / 1000.0
         self.fmt = FORMAT_NAMES[fmt]
+        self.max_skip = MAX_SAMPLES_PER_FRAME + int(MAX_SKIP_S * self.fs)  # most a frame may advance unlost
 
 
 class FrameDecoder:
@@ -262,7 +269,7 @@ class FrameDecoder:
             ):
                 st.invalid_frames += 1
                 return
-            if not (plausible_fs_mhz(fs_mhz) and plausible_lsb_pv(lsb_pv)):
+            if not (_FS_MIN_MHZ <= fs_mhz <= _FS_MAX_MHZ and LSB_PV_MIN <= lsb_pv <= LSB_PV_MAX):
                 st.implausible_frames += 1
                 return
         elif ftype == TYPE_DEVICE_INFO:
@@ -271,6 +278,11 @@ class FrameDecoder:
                 st.invalid_frames += 1
                 return
             if not (plausible_fs_mhz(info[3]) and plausible_lsb_pv(info[4]) and 0 < info[2] <= MAX_SAMPLES_PER_FRAME):
+                st.implausible_frames += 1
+                return
+        elif ftype == TYPE_STATUS:
+            off_mask, batt, _sflags = _STATUS.unpack_from(data, p)
+            if off_mask > 0xFFF or not (batt <= 100 or batt == 255):  # 12 leads; a percentage or "unknown"
                 st.implausible_frames += 1
                 return
         # 2. sequence: duplicates, stale frames, restarts, lost frames
@@ -374,10 +386,9 @@ class FrameDecoder:
         else:
             dt = (ts - self._next_raw) & _M32
             ext = self._next_ext
-            bound = (self._lost_since + 1) * MAX_SAMPLES_PER_FRAME + int(MAX_SKIP_S * cfg.fs)
             if dt == 0:
                 pass
-            elif dt <= bound:
+            elif dt <= cfg.max_skip + self._lost_since * MAX_SAMPLES_PER_FRAME:
                 reason = "lost frames" if self._lost_since else "device skipped samples"
                 out.append(Gap(dt, ext / cfg.fs, reason, ext))
                 st.gaps += 1
@@ -404,8 +415,9 @@ class FrameDecoder:
                     st.gaps += 1
                     st.lost_samples += lost
                 ext += lost
-        self._cand_next = None
-        self._cand_run = self._cand_samples = 0
+        if self._cand_run:
+            self._cand_next = None
+            self._cand_run = self._cand_samples = 0
         self._lost_since = 0
         self._next_raw = (ts + n) & _M32
         self._next_ext = ext + n

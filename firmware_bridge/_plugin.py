@@ -52,7 +52,7 @@ def open_virtual_patch(spec: str, **options: Any) -> Any:
 
     path, _, query = spec[len(_VP):].partition("?")
     q = {k: v[-1] for k, v in parse_qs(query).items()}
-    q.update({k: str(v) for k, v in options.items() if v is not None})
+    q.update({k: ",".join(v) if isinstance(v, (tuple, list)) else str(v) for k, v in options.items() if v is not None})
     unknown = set(q) - {"fs", "leads", "speed", "protocol", "seconds"}
     if unknown:
         raise BridgeConfigError(f"virtual-patch source: unknown parameter(s) {', '.join(sorted(unknown))}")

@@ -243,7 +243,7 @@ class FrameEncoder:
         """A status frame: lead-off mask, battery (``None`` = unknown, sent as 255) and status flags."""
         mask = lead_mask(lead_off) if lead_off else 0
         batt = 255 if battery_pct is None else int(battery_pct)
-        if not 0 <= batt <= 255:
+        if not (0 <= batt <= 100 or batt == 255):
             raise BridgeConfigError(f"battery_pct must be 0..100 or None, got {battery_pct}")
         flags = (STATUS_SATURATED if saturated else 0) | (STATUS_LOW_BATTERY if low_battery else 0)
         flags |= STATUS_CHARGING if charging else 0

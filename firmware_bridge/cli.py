@@ -19,7 +19,7 @@ from kmerl_edge._leads import parse_leads
 from ._events import DeviceInfo, Event, GapEvent, LinkEvent, SampleBlock, StatusEvent
 from ._transport import PROTOCOLS, open_source
 
-__all__ = ["main", "format_event"]
+__all__ = ["main", "format_event", "reader_message"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +96,14 @@ def format_event(ev: Event) -> str:
     return repr(ev)
 
 
+def reader_message(tick: int, lost: int, fs: float) -> str:
+    """What ``simulate`` prints when a reader attaches (and how many samples per lead it missed)."""
+    msg = f"reader attached at device time {tick / fs:.2f} s: streaming"
+    if lost:
+        msg += f"; {lost} samples per lead sent before it were lost"
+    return msg
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from ._simulate import SimulateConfig, VirtualPatch
 
@@ -111,13 +119,7 @@ def _simulate(args: argparse.Namespace) -> int:
     wait = "waiting for a reader (--start-now streams at once)" if cfg.wait_for_reader else "streaming now"
     print(f"listening on {path}  ({wait})", flush=True)
 
-    def attached(tick: int, lost: int) -> None:
-        msg = f"reader attached at device time {tick / cfg.fs:.2f} s: streaming"
-        if lost:
-            msg += f"; {lost} samples per lead sent before it were lost"
-        print(msg, flush=True)
-
-    patch.on_reader = attached
+    patch.on_reader = lambda tick, lost: print(reader_message(tick, lost, cfg.fs), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: patch.stop())
     try:
         stats = patch.run()

@@ -383,7 +383,10 @@ def run_stream_cli(a: Any) -> int:
     src = open_source(spec, **opts)
     for note in getattr(src, "notes", ()):
         p.note(f"note: {note}", {"type": "note", "note": note})
-    label = f"{spec} at {opts['speed']:g}x" if kind in ("recording", "synthetic") else spec
+    speed = opts.get("speed")
+    label = spec
+    if speed is not None:
+        label += " as fast as it is read" if math.isinf(speed) else f" at {speed:g}x"
     run = _Run(clf, p, a.hop, source=label, max_seconds=a.max_seconds, disconnect_timeout=timeout)
     try:
         why = run.consume(src)

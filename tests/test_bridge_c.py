@@ -65,6 +65,10 @@ def test_c_encoder_rejects_invalid_input(driver):
     assert subprocess.run([str(driver)], input=bad_format.encode(), capture_output=True).returncode == 3
     too_many = "D 4095 2 10 500000 1000 0 0 0 0 - 0\nS 0 29 " + " ".join(["0"] * 29 * 12) + "\n"
     assert subprocess.run([str(driver)], input=too_many.encode(), capture_output=True).returncode == 6
+    # rates and gains no ECG device can mean: the firmware encoder refuses what the host would refuse
+    for fs_mhz, lsb_pv in ((1, 1_000_000), (4294967295, 1_000_000), (500000, 1), (500000, 4294967295)):
+        dev = f"D 3 1 10 {fs_mhz} {lsb_pv} 0 0 0 0 - 0\n"
+        assert subprocess.run([str(driver)], input=dev.encode(), capture_output=True).returncode == 3
 
 
 
@@ -77,8 +81,8 @@ def scripts(draw):
     lo, hi = (-(1 << 15), (1 << 15) - 1) if fmt == 1 else (-(1 << 23), (1 << 23) - 1)
     max_n = min(255, 1024 // (nl * (2 if fmt == 1 else 3)))
     model = draw(hst.text("abcXYZ019-_", min_size=1, max_size=16))
-    lines = [f"D {mask} {fmt} {draw(hst.integers(1, max_n))} {draw(hst.integers(1, 2**32 - 1))} "
-             f"{draw(hst.integers(1, 2**32 - 1))} {draw(hst.integers(0, 2**32 - 1))} 1 2 3 {model} "
+    lines = [f"D {mask} {fmt} {draw(hst.integers(1, max_n))} {draw(hst.integers(10_000, 32_000_000))} "
+             f"{draw(hst.integers(1_000, 1_000_000_000))} {draw(hst.integers(0, 2**32 - 1))} 1 2 3 {model} "
              f"{draw(hst.integers(0, 65535))}"]
     ts = draw(hst.integers(0, 2**32 - 1))
     for _ in range(draw(hst.integers(1, 6))):
@@ -91,7 +95,8 @@ def scripts(draw):
         elif kind == "I":
             lines.append(f"I {ts}")
         else:
-            lines.append(f"T {ts} {draw(hst.integers(0, 0xFFF))} {draw(hst.integers(0, 255))} "
+            batt = draw(hst.one_of(hst.integers(0, 100), hst.just(255)))  # a percentage, or unknown
+            lines.append(f"T {ts} {draw(hst.integers(0, 0xFFF))} {batt} "
                          f"{draw(hst.sampled_from([0, 1, 2, 4, 7]))}")
     return "\n".join(lines) + "\n"
 
@@ -105,6 +110,7 @@ def test_c_and_python_encoders_agree_on_random_frames(driver, script):
     events = dec.feed(c_bytes)
     n_frames = sum(1 for line in script.splitlines() if line[0] in "SIT")
     assert dec.stats.frames == n_frames and dec.stats.crc_errors == 0 and dec.stats.invalid_frames == 0
+    assert dec.stats.implausible_frames == 0
     n_samples = sum(int(line.split()[2]) for line in script.splitlines() if line[0] == "S")
     assert sum(e.n_samples for e in events if isinstance(e, SampleBlock)) == n_samples
     assert all(np.isfinite(e.data).all() for e in events if isinstance(e, SampleBlock))

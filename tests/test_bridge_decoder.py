@@ -332,3 +332,22 @@ def test_header_fields_no_device_can_mean_are_refused_and_counted(truth, fs_mhz,
     assert events == [] and dec.stats.implausible_frames == 2 and dec.stats.crc_errors == 0
     with pytest.raises(Exception, match="Hz|lsb_pv"):
         DeviceConfig(("I",), fs_mhz / 1000, lsb_pv)
+
+
+def test_status_fields_no_device_can_mean_are_refused_and_counted():
+    import binascii
+    import struct
+
+    enc = FrameEncoder(DeviceConfig(("I", "II", "V2"), 500.0, 1_000_000))
+    frames = []
+    for off_mask, batt in ((0x1FFF, 50), (0x001, 180)):  # a 13th lead off; a battery at 180 %
+        f = bytearray(enc.status(0, ("I",), battery_pct=50))
+        struct.pack_into("<HB", f, 14, off_mask, batt)
+        f[-2:] = binascii.crc_hqx(bytes(f[2:-2]), 0xFFFF).to_bytes(2, "big")
+        frames.append(bytes(f))
+    frames.append(enc.status(0, ("II",), battery_pct=None))
+    dec = FrameDecoder()
+    events = dec.feed(b"".join(frames))
+    assert dec.stats.implausible_frames == 2 and [e.lead_off for e in events] == [("II",)]
+    with pytest.raises(Exception, match="battery_pct"):
+        enc.status(0, (), battery_pct=180)

@@ -257,37 +257,34 @@ def _first_block(events):
     return next(e for e in events if isinstance(e, SampleBlock))
 
 
-def test_cli_simulate_listens_at_once_and_waits_for_a_reader():
-    proc, path = start_simulator(str(CPSC21), "--leads", "II", "--fs", "250", "--speed", "10", "--seconds", "20")
-    try:
-        time.sleep(1.0)  # nobody reads yet: a waiting patch sends nothing, so nothing is lost
-        with open_source(path, reconnect=False) as src:
+def _patch_and_read(wait_for_reader: bool) -> tuple[VirtualPatch, list, list]:
+    attached: list = []
+    patch = VirtualPatch(SimulateConfig(str(CPSC21), ("II",), 250.0, speed=10.0, seconds=20.0,
+                                        wait_for_reader=wait_for_reader))
+    patch.on_reader = lambda tick, lost: attached.append((tick, lost))
+    with patch:
+        patch.start()
+        time.sleep(0.6)  # nobody reads yet
+        with open_source(patch.path, reconnect=False) as src:
             events = collect(src, lambda ev: sum(isinstance(e, SampleBlock) for e in ev) >= 5, timeout=15.0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    assert _first_block(events).tick == 0
-    out = proc.stdout.read() if proc.stdout else ""
-    assert "reader attached at device time 0.00 s: streaming" in out and "lost" not in out
+    return patch, events, attached
 
 
-def test_cli_simulate_start_now_reports_the_samples_no_reader_got():
-    proc, path = start_simulator(str(CPSC21), "--leads", "II", "--fs", "250", "--speed", "10", "--seconds", "20",
-                                 "--start-now")
-    try:
-        time.sleep(1.0)  # streaming into a port no one reads
-        with open_source(path, reconnect=False) as src:
-            events = collect(src, lambda ev: sum(isinstance(e, SampleBlock) for e in ev) >= 5, timeout=15.0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    out = proc.stdout.read() if proc.stdout else ""
-    import re
+def test_a_patch_waits_for_a_reader_so_nothing_is_lost():
+    patch, events, attached = _patch_and_read(wait_for_reader=True)
+    assert _first_block(events).tick == 0 and attached == [(0, 0)]
+    assert patch.stats["lost_before_reader"] == 0
 
-    m = re.search(r"reader attached at device time ([\d.]+) s: streaming; (\d+) samples per lead sent before it "
-                  r"were lost", out)
-    assert m, out
-    lost = int(m.group(2))
-    assert lost > 0 and float(m.group(1)) == pytest.approx(lost / 250.0, abs=0.05)
-    # the host sees it too: the first sample it receives is not the device's first
-    assert _first_block(events).tick >= lost
+
+def test_a_patch_started_at_once_reports_the_samples_no_reader_got():
+    from firmware_bridge.cli import reader_message
+
+    patch, events, attached = _patch_and_read(wait_for_reader=False)
+    (tick, lost), = attached
+    assert lost > 0 and tick == lost == patch.stats["lost_before_reader"]
+    assert _first_block(events).tick >= lost  # the host sees it too: its first sample is not the device's first
+    assert reader_message(tick, lost, 250.0) == (
+        f"reader attached at device time {tick / 250:.2f} s: streaming; {lost} samples per lead sent before it "
+        "were lost"
+    )
+    assert reader_message(0, 0, 250.0) == "reader attached at device time 0.00 s: streaming"

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 import kmerl_edge
 from kmerl_edge import NoUsableLeadsError, SamplingRateError, SignalShapeError, preprocess
@@ -185,6 +187,19 @@ def test_timestamp_jump_is_a_gap_and_backwards_is_a_reset(clf: Any, ecg: np.ndar
         assert r.skipped == (r.missing_fraction > 0.2)
 
 
+def _count_hops(s: StreamSession) -> list[int]:
+    """Count the session's per-hop steps (window cuts): the work a timestamp jump could multiply."""
+    calls = [0]
+    emit = s._emit_window
+
+    def counted() -> None:
+        calls[0] += 1
+        emit()
+
+    s._emit_window = counted  # type: ignore[method-assign]
+    return calls
+
+
 def _chunks(x: np.ndarray, fs: float, size: int, t0: float = 0.0):
     for k in range(0, x.shape[1], size):
         yield x[:, k : k + size], t0 + k / fs
@@ -237,18 +252,18 @@ def test_timestamp_jitter_of_3_ms_at_250_hz_skips_nothing(clf: Any, ecg: np.ndar
     assert [r.t_end for r in got] == pytest.approx([r.t_end for r in want], abs=0.003)
 
 
-@pytest.mark.parametrize("jump_s", [2.0**31 / 250.0, 1e9])
+@pytest.mark.parametrize("jump_s", [3600.0, 2.0**31 / 250.0, 1e9])
 def test_a_huge_timestamp_jump_is_o1_and_keeps_unread_results(clf: Any, ecg: np.ndarray, jump_s: float) -> None:
     s = clf.stream(fs=FS, leads=["I"], results_buffer=16)
     res = s.push(ecg[:1, : int(20 * FS)], t0=0.0)
     deadline = time.monotonic() + 30
     while s.pending and time.monotonic() < deadline:  # 6 results computed, waiting: not read yet
         time.sleep(0.01)
-    t = time.perf_counter()
+    hops = _count_hops(s)
     res += s.push(ecg[:1, int(20 * FS) : int(32 * FS)], t0=20.0 + jump_s)
     res += s.push_gap(2**31)  # a source reporting 2**31 lost samples
-    elapsed = time.perf_counter() - t
-    assert elapsed < 5.0, f"push/push_gap did work proportional to the jump ({elapsed:.1f} s)"
+    # work per window that holds samples only (before: one step per 2-s hop of the jump, ~10**6–10**9)
+    assert hops[0] <= 25, hops
     res += s.close()
     st = s.stats()
     assert st.results_overflow == 0
@@ -262,9 +277,9 @@ def test_a_huge_timestamp_jump_is_o1_and_keeps_unread_results(clf: Any, ecg: np.
 def test_push_with_wall_clock_t0_after_a_stream_without_t0_does_not_block(clf: Any, ecg: np.ndarray) -> None:
     s = clf.stream(fs=FS, leads=["I"], synchronous=True)
     res = s.push(ecg[:1, : int(12 * FS)])
-    t = time.perf_counter()
-    res += s.push(ecg[:1, int(12 * FS) : int(24 * FS)], t0=time.time())
-    assert time.perf_counter() - t < 5.0
+    hops = _count_hops(s)
+    res += s.push(ecg[:1, int(12 * FS) : int(24 * FS)], t0=time.time())  # ~1.7e9 s ahead of the clock
+    assert hops[0] <= 20, hops
     res += s.close()
     assert res and all(r.t_end < 22 or r.t_end > 1e9 for r in res)
 
@@ -543,3 +558,35 @@ def test_gateway_stats_keep_closed_sessions(clf: Any, ecg: np.ndarray) -> None:
         gw.close_session("b")
         st = gw.stats()
     assert st.windows == 5 and st.scored == 5 and st.sessions == 2 and st.open_sessions == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=hst.lists(hst.tuples(hst.integers(1, 700),
+                                  hst.sampled_from(["on", "jitter", "ahead", "back", "far", "none", "gap"]),
+                                  hst.floats(0.0, 1.0)), min_size=1, max_size=40))
+def test_any_timestamps_keep_the_session_consistent_and_cheap(clf: Any, ecg: np.ndarray, steps: list) -> None:
+    """Whatever the timestamps say: no exception, no work proportional to a jump, every accepted sample
+    counted once, every result in order."""
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True, results_buffer=100000)
+    hops = _count_hops(s)
+    res: list = []
+    pushed = 0
+    k = 0
+    for n, kind, u in steps:
+        chunk = ecg[:1, k % 20000 : k % 20000 + n]
+        k += n
+        now = s.t_now
+        t0 = {"on": now, "jitter": now + (u - 0.5) * 0.02, "ahead": now + 30 * u, "back": now - 30 * u - 0.05,
+              "far": now + 2.0**31 * (u + 0.01), "none": None, "gap": None}[kind]
+        if kind == "gap":
+            res += s.push_gap(int(u * 2**40))
+            continue
+        res += s.push(chunk, t0)
+        pushed += chunk.shape[1]
+    res += s.close()
+    st = s.stats()
+    # steps bounded by the samples pushed and a window's worth per jump, whatever the jumps' sizes
+    assert hops[0] <= pushed / (2 * FS) + len(steps) * 7 + 1, hops
+    assert st.samples + st.late_samples == pushed
+    assert [r.index for r in res] == list(range(len(res))) and st.windows == len(res)
+    assert all(0.0 <= r.missing_fraction < 1.0 for r in res)  # no result without a sample in it

@@ -52,7 +52,8 @@ int kmerl_encoder_init(kmerl_encoder_t *enc, const kmerl_device_t *dev, uint16_t
     if (enc == 0 || dev == 0) {
         return -1;
     }
-    if (dev->lead_mask == 0u || dev->lead_mask > 0x0FFFu || dev->fs_mhz == 0u || dev->lsb_pv == 0u ||
+    if (dev->lead_mask == 0u || dev->lead_mask > 0x0FFFu || dev->fs_mhz < KMERL_FS_MIN_MHZ ||
+        dev->fs_mhz > KMERL_FS_MAX_MHZ || dev->lsb_pv < KMERL_LSB_PV_MIN || dev->lsb_pv > KMERL_LSB_PV_MAX ||
         (dev->format != KMERL_FMT_INT16 && dev->format != KMERL_FMT_INT24)) {
         return -1;
     }
@@ -190,7 +191,8 @@ size_t kmerl_encode_status(kmerl_encoder_t *enc, uint8_t *out, size_t out_cap, u
     uint8_t *p;
 
     if (enc == 0 || enc->dev == 0 || out == 0 ||
-        out_cap < (size_t)KMERL_HEADER_SIZE + KMERL_STATUS_SIZE + KMERL_CRC_SIZE) {
+        out_cap < (size_t)KMERL_HEADER_SIZE + KMERL_STATUS_SIZE + KMERL_CRC_SIZE ||
+        (battery_pct > 100u && battery_pct != KMERL_BATTERY_UNKNOWN)) {
         return 0u;
     }
     put_header(enc, out, KMERL_TYPE_STATUS, KMERL_STATUS_SIZE, timestamp);

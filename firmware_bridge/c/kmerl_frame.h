@@ -43,6 +43,11 @@
 #define KMERL_SAMPLES_META_SIZE 12u
 #define KMERL_MAX_SAMPLE_BYTES 1024u
 #define KMERL_MAX_SAMPLES_PER_FRAME 255u
+/* What an ECG device can mean: hosts refuse frames outside these (sampling rate in mHz, gain in pV/LSB). */
+#define KMERL_FS_MIN_MHZ 10000u
+#define KMERL_FS_MAX_MHZ 32000000u
+#define KMERL_LSB_PV_MIN 1000u
+#define KMERL_LSB_PV_MAX 1000000000u
 #define KMERL_DEVICE_INFO_SIZE 36u
 #define KMERL_STATUS_SIZE 4u
 #define KMERL_MODEL_LEN 16u
