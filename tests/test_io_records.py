@@ -260,3 +260,15 @@ def test_record_reader_is_not_confused_by_a_copy_without_dat(ecg, tmp_path):
     with pytest.raises(RecordReadError, match="r.dat"):
         ke.read_record(base)
     shutil.rmtree(tmp_path)
+
+
+def test_one_lead_missing_leaves_the_other_scored(ecg, tmp_path, clf):
+    x, fs = ecg
+    long = np.tile(x, 3)  # 36 s
+    long[1, int(10 * fs) : int(12 * fs)] = np.nan  # lead II missing for 2 s, lead I recorded throughout
+    base = write(tmp_path, "onelead", long, fs, ["I", "II"])
+    p = clf.predict_record(base)
+    assert p.coverage is not None and p.coverage.n_gaps == 0 and p.coverage.missing_s == 0.0
+    assert p.coverage.lead_missing_s == pytest.approx({"II": 2.0})
+    assert p.leads == ("I",) and "II" in p.quality.dropped_leads and "gap" in p.quality.flags
+    assert p.window_starts_s[0] == 0.0 and p.window_starts_s[-1] == pytest.approx(26.0)  # lead I: all of it
