@@ -439,7 +439,7 @@ def _open_mat(path: Path, *, fs: float | None, leads: Sequence[str] | None) -> R
             f"{path}: no 'val' or 'ECG' variable and no WFDB header, so nothing states the rate or leads{hint}"
         )
     try:
-        data = np.asarray(m["ECG"][0, 0]["data"], dtype=np.float32)
+        data = np.asarray(m["ECG"][0, 0]["data"], dtype=np.float64)
     except Exception as exc:
         raise RecordReadError(f"{path.name}: 'ECG' is not a CPSC-2018 struct with a 'data' field") from exc
     if data.ndim != 2 or data.shape[0] != 12:
