@@ -227,7 +227,7 @@ def _play_recording(a: Any, p: _Printer) -> int:
                     if delay > 0:
                         time.sleep(delay)
                     part = x[:, k:stop]
-                    miss = np.isnan(part).all(axis=0)  # no lead: a gap; one lead: the session leaves it out
+                    miss = np.isnan(part).any(axis=0)
                     cuts = [0, *(np.flatnonzero(np.diff(miss.astype(np.int8))) + 1).tolist(), part.shape[1]]
                     for s0, s1 in zip(cuts[:-1], cuts[1:]):
                         if miss[s0]:
