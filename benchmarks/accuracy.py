@@ -39,6 +39,9 @@ __all__ = [
     "load_ptbxl_tasks",
     "load_cpsc2021_task",
     "run_accuracy",
+    "bootstrap_macro_auc_ci",
+    "heldout_spec",
+    "TrainingPatientError",
 ]
 
 #: subset label → leads. Counts follow the paper's order (I, II, III, aVF, aVR, aVL, V1–V6).
@@ -74,6 +77,38 @@ class EvalTask:
         from kmerl_edge import LEADS
 
         return bool(len(self.present)) and all(self.present[:, LEADS.index(x)].all() for x in leads)
+
+
+def bootstrap_macro_auc_ci(
+    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the macro AUC (rows resampled with replacement, ``n_boot`` times,
+    seeded); None when fewer than 20 resamples can be scored. Classes without both labels in a resample
+    are left out of that resample's macro mean, as in :func:`macro_auc`."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(labels) > 0.5
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim == 1:
+        y, s = y[:, None], s[:, None]
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yb, sb = y[idx], s[idx]
+        per = []
+        for c in range(y.shape[1]):
+            pos = int(yb[:, c].sum())
+            if 0 < pos < n:
+                r = rankdata(sb[:, c])
+                per.append((r[yb[:, c]].sum() - pos * (pos + 1) / 2) / (pos * (n - pos)))
+        if per:
+            vals.append(float(np.mean(per)))
+    if len(vals) < 20:
+        return None
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1.0 - a))
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, list[float | None]]:
@@ -232,7 +267,9 @@ def _student_scores(clf: Any, task: EvalTask, leads: Sequence[str], batch: int =
     return np.stack([p[:, c] if c >= 0 else np.full(len(p), np.nan) for c in cols], axis=1)
 
 
-def _score_bundle_model(clf: Any, task: EvalTask, subsets: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def _score_bundle_model(
+    clf: Any, task: EvalTask, subsets: Mapping[str, Sequence[str]], ci: dict[str, Any] | None = None
+) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for key, leads in subsets.items():
         if not task.has_leads(leads):
@@ -243,7 +280,40 @@ def _score_bundle_model(clf: Any, task: EvalTask, subsets: Mapping[str, Sequence
             s = _student_scores(clf, task, leads)
             ok = ~np.isnan(s).all(axis=0)
             res[key] = macro_auc(task.labels[:, ok], s[:, ok])[0] if ok.any() else "n/a: class not in bundle"
+            if ci is not None and ok.any():
+                ci[key] = bootstrap_macro_auc_ci(task.labels[:, ok], s[:, ok])
     return res
+
+
+def heldout_spec(bundle: Any, heldout: str | Path | None = None) -> dict[str, set[str]] | None:
+    """The bundle's held-out list (``heldout.json``: test record ids and training patients), or the one
+    in ``heldout`` for a bundle that has none; None when neither exists."""
+    import json
+
+    path = Path(heldout) if heldout is not None else Path(bundle.path) / "heldout.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return {"test_records": set(d["test_records"]), "train_patients": set(d.get("train_patients", ()))}
+
+
+class TrainingPatientError(ValueError):
+    """An evaluation was asked to score a record of a patient the model was trained on."""
+
+
+def _heldout_cpsc2021(spec: dict[str, set[str]] | None, requested: Sequence[str] | None) -> list[str] | None:
+    if requested is not None:
+        if spec is not None:
+            bad = [r for r in requested if f"cpsc2021:{r.split('_')[1]}" in spec["train_patients"]]
+            if bad:
+                raise TrainingPatientError(f"CPSC2021 records {', '.join(bad)} belong to training patients")
+        return list(requested)
+    if spec is None:
+        raise TrainingPatientError(
+            "the bundle has no held-out list (heldout.json): pass --heldout FILE or --cpsc2021-records of "
+            "patients it was not trained on"
+        )
+    return sorted({r.split(":", 1)[1] for r in spec["test_records"] if r.startswith("cpsc2021:")})
 
 
 _TEXT_ENCODERS: dict[str, Any] = {}
@@ -277,14 +347,24 @@ def run_accuracy(
     subsets: Mapping[str, Sequence[str]] = LEAD_SUBSETS,
     fold: int = 10,
     threads: int = 1,
+    heldout: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Macro AUC of teacher / student / int8 on every task and lead subset (see the module docstring)."""
+    """Macro AUC of teacher / student / int8 on every task and lead subset (see the module docstring),
+    with a bootstrap 95 % interval beside every bundle AUC (``auc_ci95``). Only held-out records are
+    scored: CPSC2021 records default to the bundle's held-out list and a record of a training patient is
+    refused (:class:`TrainingPatientError`)."""
     import kmerl_edge
     from kmerl_edge import BackendUnavailableError
 
     student = kmerl_edge.load(bundle, backend="torch", threads=threads)
     cfg = student.bundle.preprocess_config
+    spec = heldout_spec(student.bundle, heldout)
+    cpsc2021_records = _heldout_cpsc2021(spec, cpsc2021_records)
     tasks = load_ptbxl_tasks(data_root, fold=fold, config=cfg)
+    if spec is not None:
+        leaked = [i for t in tasks for i in t.ids if f"ptbxl:{i}" not in spec["test_records"]]
+        if leaked:
+            raise TrainingPatientError(f"PTB-XL fold {fold} records {leaked[:5]} are not in the held-out list")
     tasks.append(load_cpsc2021_task(data_root, records=cpsc2021_records, config=cfg))
     models: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -302,8 +382,13 @@ def run_accuracy(
     out_tasks = []
     for task in tasks:
         auc: dict[str, dict[str, Any]] = {}
+        cis: dict[str, dict[str, Any]] = {}
         for name, (kind, m) in models.items():
-            auc[name] = _score_teacher(m, task, subsets) if kind == "teacher" else _score_bundle_model(m, task, subsets)
+            if kind == "teacher":
+                auc[name] = _score_teacher(m, task, subsets)
+            else:
+                cis[name] = {}
+                auc[name] = _score_bundle_model(m, task, subsets, cis[name])
         scored = [c for c, col in zip(task.classes, task.labels.T) if 0 < col.sum() < len(col)]
         out_tasks.append(
             {
@@ -315,6 +400,7 @@ def run_accuracy(
                 "failed": task.failed,
                 "subsets": {k: list(v) for k, v in subsets.items()},
                 "auc": auc,
+                "auc_ci95": cis,
             }
         )
     return {
@@ -323,7 +409,8 @@ def run_accuracy(
         "bundle": str(student.bundle.path),
         "bundle_trained": student.bundle.trained,
         "teacher": None if teacher is None else str(teacher),
-        "cpsc2021_records": list(cpsc2021_records) if cpsc2021_records else "all",
+        "cpsc2021_records": list(cpsc2021_records or ()),
+        "heldout_list": "bundle heldout.json" if heldout is None and spec is not None else str(heldout),
         "tasks": out_tasks,
         "skipped_models": skipped,
     }

@@ -110,7 +110,11 @@ def _add_accuracy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(_DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
     p.add_argument("--teacher", help="teacher checkpoint (trainer.checkpoint); without it the teacher is skipped")
     p.add_argument("--cpsc2021-records", type=_name_list, default=None,
-                   help="held-out CPSC2021 record names, comma-separated (default: all)")
+                   help="held-out CPSC2021 record names, comma-separated (default: the bundle's held-out list)")
+    p.add_argument("--heldout", default=None,
+                   help="held-out list (JSON: test_records, train_patients) for a bundle without heldout.json")
+    p.add_argument("--loso", action="store_true",
+                   help="also AF leave-one-source-out: the AF fusion refitted without each source, scored on it")
     p.add_argument("--fold", type=int, default=10, help="PTB-XL strat_fold to evaluate (default 10)")
 
 
@@ -139,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("accuracy", help="zero-shot macro AUC per label set and lead subset")
     _add_common(p)
     _add_accuracy(p)
+    p = sub.add_parser("rhythm", help="R-peak Se/PPV, heart-rate error and AF-evidence AUC vs xqrs and NeuroKit2")
+    p.add_argument("--data", default=str(_DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--detectors", type=_name_list, default=("kmerl", "xqrs", "neurokit2"),
+                   help="detectors to run (default kmerl,xqrs,neurokit2)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--out", metavar="DIR", help="write JSON and markdown into DIR")
     p = sub.add_parser("all", help="everything into one results folder")
     _add_common(p, out=False)
     _add_latency(p, isolate_default=True)
@@ -146,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream(p)
     p.add_argument("--skip", type=_name_list, default=(), help="parts to leave out: stream,accuracy,roofline")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(ap, prog="kmerl-bench", subparsers=list(sub.choices.values()))
     return ap
 
 
@@ -244,14 +257,26 @@ def _accuracy(a: argparse.Namespace) -> dict[str, Any]:
     data = Path(a.data)
     if not data.is_dir():
         raise CliError(f"data folder {data} not found (pass --data)")
-    return run_accuracy(
-        bundle=_bundle_path(a.bundle),
-        data_root=data,
-        teacher=a.teacher,
-        cpsc2021_records=a.cpsc2021_records,
-        fold=a.fold,
-        threads=a.threads,
-    )
+    from .accuracy import TrainingPatientError
+
+    try:
+        res = run_accuracy(
+            bundle=_bundle_path(a.bundle),
+            data_root=data,
+            teacher=a.teacher,
+            cpsc2021_records=a.cpsc2021_records,
+            fold=a.fold,
+            threads=a.threads,
+            heldout=a.heldout,
+        )
+        if getattr(a, "loso", False):
+            from .af import run_af_loso
+
+            res["af_loso"] = run_af_loso(bundle=_bundle_path(a.bundle), data_root=data, threads=a.threads,
+                                         heldout=a.heldout)
+    except TrainingPatientError as exc:
+        raise CliError(str(exc)) from None
+    return res
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -263,7 +288,20 @@ def _markdown(kind: str, res: dict[str, Any]) -> str:
         "roofline": report.roofline_markdown,
         "stream": report.stream_markdown,
         "accuracy": report.accuracy_markdown,
+        "rhythm": _rhythm_markdown,
     }[kind](res)
+
+
+def _rhythm_markdown(res: dict[str, Any]) -> str:
+    from .rhythm import rhythm_markdown
+
+    return rhythm_markdown(res)
+
+
+def _rhythm(a: argparse.Namespace) -> dict[str, Any]:
+    from .rhythm import run_rhythm
+
+    return run_rhythm(Path(a.data), detectors=tuple(a.detectors))
 
 
 def _plots(kind: str, res: dict[str, Any], out: Path) -> list[Path]:
@@ -323,12 +361,21 @@ def _all(a: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from kmerl_edge import KmerlError
+    from kmerl_edge._cli_common import configure
+
+    configure(a)
 
     try:
         if a.command == "all":
             _all(a)
         else:
-            res = {"latency": _latency, "roofline": _roofline, "stream": _stream, "accuracy": _accuracy}[a.command](a)
+            res = {
+                "latency": _latency,
+                "roofline": _roofline,
+                "stream": _stream,
+                "accuracy": _accuracy,
+                "rhythm": _rhythm,
+            }[a.command](a)
             _emit(a.command, res, a)
     except (CliError, KmerlError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"kmerl-bench: error: {exc}", file=sys.stderr)

@@ -458,7 +458,9 @@ def run_latency(opts: LatencyOptions) -> LatencyReport:
                       for a in bundle.artifacts.values()},
     }
     results: list[ConfigResult] = []
-    for backend in opts.backends:
+    from kmerl_edge._cli_common import progress
+
+    for backend in progress(opts.backends, desc="latency", unit="backend"):
         if opts.isolate:
             for n in opts.lead_counts:
                 task: dict[str, Any] = {"what": "backend", "backend": backend, "lead_counts": [n]}

@@ -160,7 +160,7 @@ def _auc(v: float | None) -> str:
 
 def accuracy_markdown(report: Mapping[str, Any]) -> str:
     """Macro AUC per (dataset/label set, model) × lead subset."""
-    lines = ["### Zero-shot macro AUC by lead subset", ""]
+    lines = ["### Zero-shot macro AUC by lead subset (bootstrap 95 % interval in brackets)", ""]
     lines.append(f"Machine: {machine_line(report['machine'])}. Bundle: `{report['bundle']}`.")
     for name, note in report.get("skipped_models", {}).items():
         lines.append(f"- {name}: skipped — {note}")
@@ -175,11 +175,19 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
         ]
         for model, by in task["auc"].items():
             cells = []
+            ci = task.get("auc_ci95", {}).get(model, {})
             for s in subsets:
                 v = by.get(s)
-                cells.append(_auc(v) if not isinstance(v, str) else v)
+                cell = _auc(v) if not isinstance(v, str) else v
+                if ci.get(s):
+                    cell += f" [{ci[s][0]:.2f}, {ci[s][1]:.2f}]"
+                cells.append(cell)
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
+    if report.get("af_loso"):
+        from .af import af_loso_markdown
+
+        lines.append(af_loso_markdown(report["af_loso"]))
     return "\n".join(lines)
 
 

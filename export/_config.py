@@ -8,6 +8,8 @@ from typing import Any
 
 from kmerl_edge._labels import DEFAULT_LABEL_SETS
 
+from ._augment import AugmentConfig
+
 __all__ = ["DistillConfig", "ParityConfig", "ExportConfig", "DEFAULT_STUDENT", "DEFAULT_BACKENDS"]
 
 #: The default device student (measured on the 2-core CPU; see export/README table in the report).
@@ -46,6 +48,10 @@ class DistillConfig:
     temperature: float = 1.0
     teacher_leads: str = "all"
     amplitude_jitter: float = 0.1
+    #: device-shift augmentation of the student's input (:mod:`export._augment`); None: off
+    augment: AugmentConfig | None = None
+    #: when the student has the teacher's architecture, start from the teacher's weights
+    init_from_teacher: bool = True
     seed: int = 0
     log_every: int = 100
 

@@ -101,6 +101,9 @@ def distill_student(
 
 
     t0 = time.perf_counter()
+    from kmerl_edge._preprocess import PreprocessConfig
+
+    fs = PreprocessConfig().target_fs  # augmentation re-runs the shared band-pass at the model rate
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     teacher = teacher.eval()
@@ -170,7 +173,9 @@ def distill_student(
         weight[partial] = share / partial.size
     else:
         weight[usable] = 1.0 / usable.size
-    for step in range(config.steps):
+    from kmerl_edge._cli_common import progress
+
+    for step in progress(range(config.steps), desc="distil", unit="step"):
         k = int(rng.integers(1, max_leads + 1))
         cand = usable[n_present[usable] >= k]
         if cand.size == 0:  # no window has k leads
@@ -184,13 +189,18 @@ def distill_student(
         xb = x_all[torch.from_numpy(idx)]
         lid_t = torch.from_numpy(lid)
         xs = torch.gather(xb, 1, lid_t.unsqueeze(-1).expand(-1, -1, xb.shape[-1]))
+        x_student = xs
+        if config.augment is not None:  # the teacher sees the clean window, the student a device's version
+            from ._augment import augment_windows
+
+            x_student = torch.from_numpy(augment_windows(xs.numpy(), rng, fs=fs, config=config.augment))
         if cache is not None:
             t_pooled, t_logits = cache[0][torch.from_numpy(idx)], cache[1][torch.from_numpy(idx)]
         else:
             t_pooled, t_logits = teacher_targets(xs, lid_t)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        tokens, pooled, _ = student.encoder(xs, lid_t)
+        tokens, pooled, _ = student.encoder(x_student, lid_t)
         s_logits = student.query_head(student.project_queries(text), tokens, None)
         l_pool = F.mse_loss(adapter(pooled), t_pooled)
         few = torch.from_numpy(n_present[idx] <= max_leads)

@@ -117,6 +117,10 @@ def distil(
         texts["_entities"] = embed_texts(enc, list(config.entities))
     torch.manual_seed(config.seed)
     student = create_model(config.student, text_dim=spec.model.cfg.text_dim)
+    if config.distill.init_from_teacher and student.cfg.to_dict() == spec.model.cfg.to_dict():
+        # same architecture: distillation fine-tunes the teacher's own weights for the device's lead
+        # subsets and signal (augmentation) instead of starting from random weights
+        student.load_state_dict(spec.model.state_dict())
     res = distill_student(
         spec.model, student, texts, train, max_leads=config.max_leads, config=config.distill,
         deployed=list(config.label_sets),
@@ -384,9 +388,47 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
     if failures:
         raise ParityError("export failed its parity checks against the torch fp32 student:\n  " + "\n  ".join(failures))
     metrics["auc"] = _auc_metrics(d, config, ev)
+    metrics["quality_gate"] = quality_gate(ev, metrics["auc"])
     metrics["parity_windows"] = {"n": len(ev.eval), "source": ev.eval.source,
                                  "lead_sets": {str(k): list(v) for k, v in ev.lead_sets.items()}}
     return Lowered(files, metrics, wd)
+
+
+#: a model passes the quality gate when, on every measured lead set, the held-out macro AUC's bootstrap
+#: 95 % interval lies above this (chance is 0.5)
+QUALITY_GATE_MIN_LOWER = 0.55
+
+
+def _bootstrap_lower(labels: np.ndarray, scores: np.ndarray, n_boot: int = 500, seed: int = 0) -> float:
+    """2.5th percentile of the bootstrap distribution of the macro AUC (rows resampled)."""
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(labels), len(labels))
+        v = macro_auc(labels[i], scores[i])
+        if np.isfinite(v):
+            vals.append(v)
+    return float(np.quantile(vals, 0.025)) if vals else float("nan")
+
+
+def quality_gate(ev: _Evaluator, auc: Mapping[str, Any]) -> dict[str, Any]:
+    """Is the student's held-out AUC clearly above chance? ``passed`` is False when the lower end of the
+    bootstrap 95 % interval of any lead set is at or below :data:`QUALITY_GATE_MIN_LOWER`; ``None`` when
+    there is no held-out labelled fold to judge it on. The manifest, the model card and every ``predict``
+    result say so when it fails."""
+    if not auc.get("meaningful") or ev.auc_slice is None or ev.eval.labels is None:
+        return {"passed": None, "reason": "no held-out labelled evaluation (or an untrained teacher)"}
+    lower = {str(k): round(_bootstrap_lower(ev.eval.labels, v[:, ev.auc_slice]), 4)
+             for k, v in ev.logits["torch"].items()}
+    bad = {k: v for k, v in lower.items() if not v > QUALITY_GATE_MIN_LOWER}
+    return {
+        "passed": not bad,
+        "criterion": f"bootstrap 95 % lower bound of the held-out macro AUC > {QUALITY_GATE_MIN_LOWER} on every lead set",
+        "lower_bound_by_leads": lower,
+        "label_set": auc.get("label_set"),
+        "n_windows": auc.get("n_windows"),
+        **({"reason": f"held-out AUC not clearly above chance with {', '.join(sorted(bad))} lead(s)"} if bad else {}),
+    }
 
 
 def _auc_metrics(d: Distilled, config: ExportConfig, ev: _Evaluator) -> dict[str, Any]:

@@ -157,13 +157,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default="fp16,int8")
     t.add_argument("--batch", default="1,1,8", help="min,opt,max batch of the optimisation profiles")
     t.add_argument("--data", default=None)
-    ap.add_argument("-v", "--verbose", action="store_true")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(ap, prog="kmerl-export", subparsers=[b, q, t])
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
+    from kmerl_edge._cli_common import configure
+
+    configure(a)
     try:
         if a.cmd == "bundle":
             from ._pipeline import export_bundle

@@ -32,22 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES, RHYTHM_SCP_CODES
+from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES
 
 __all__ = ["build_default_model", "default_datasets", "evaluate_classifier", "main"]
 
-CPSC2021_EVAL_PATIENTS = ("8", "35", "101")
-CPSC2018_NAMES = {
-    "SNR": "sinus rhythm",
-    "AF": "atrial fibrillation",
-    "IAVB": "first degree AV block",
-    "LBBB": "left bundle branch block",
-    "RBBB": "right bundle branch block",
-    "PAC": "premature atrial contraction",
-    "PVC": "premature ventricular contraction",
-    "STD": "ST depression",
-    "STE": "ST elevation",
-}
 #: The superclass aggregation: knowledge superclass id → the class name the query head learns.
 SUPERCLASS_NAMES = dict(PTBXL_SUPERCLASS_CODES)
 EVAL_SUBSETS: tuple[tuple[str, ...], ...] = (
@@ -59,53 +47,27 @@ EVAL_SUBSETS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _patient(record_id: str) -> str:
-    return record_id.split("@")[0].split("_")[1]
+def default_datasets(shared: Path, corpus_config: Any = None) -> dict[str, Any]:
+    """The training dataset (items with reports, the corpus's ``train`` split) and the evaluation datasets
+    (the ``test`` split, items with class labels), plus the :class:`export._corpus.Corpus` itself."""
+    from export._corpus import AF, build_corpus
+    from trainer.data import Dataset, EcgItem
 
-
-def default_datasets(shared: Path) -> dict[str, Any]:
-    """The training dataset (items with reports) and the two evaluation datasets (items with class labels)."""
-    import csv
-
-    from trainer.data import Dataset, EcgItem, read_cinc, read_cpsc2021_af, read_ptbxl
-
-    ptb = read_ptbxl(shared / "ptbxl")
-    train: list[EcgItem] = []
-    ev: list[EcgItem] = []
-    for it in ptb.items:
-        fold = int(it.meta["strat_fold"])
-        if fold == 10:
-            codes = dict(it.meta["scp_codes"])
-            labels = [name for code, name in RHYTHM_SCP_CODES.items() if code in codes]
-            ev.append(replace(it, labels=tuple(labels) + tuple(_superclasses(it, shared))))
-        else:
-            train.append(replace(it, record_id=f"ptbxl:{it.record_id}"))
-    cinc = read_cinc(shared / "cinc2021")
-    train += [replace(it, record_id=f"cinc:{it.record_id}") for it in cinc.items if it.report]
-    with open(shared / "cpsc2018" / "index.csv") as f:
-        for row in csv.DictReader(f):
-            names = [CPSC2018_NAMES.get(code, code) for code in row["labels"].split("|") if code]
-            train.append(
-                EcgItem(
-                    record_id=f"cpsc2018:{row['record']}",
-                    path=str(shared / "cpsc2018" / f"{row['record']}.mat"),
-                    report=". ".join(names) + ".",
-                    labels=tuple(names),
-                )
-            )
-    af = read_cpsc2021_af(shared / "cpsc2021")
-    af_eval: list[EcgItem] = []
-    for it in af.items:
-        is_af = "AF" in it.labels
-        text = "atrial fibrillation." if is_af else "sinus rhythm."
-        item = replace(it, record_id=f"cpsc2021:{it.record_id}", report=text,
-                       labels=("atrial fibrillation",) if is_af else ())
-        (af_eval if _patient(it.record_id) in CPSC2021_EVAL_PATIENTS else train).append(item)
+    corpus = build_corpus(shared, corpus_config)
     classes = tuple(c for cs in DEFAULT_LABEL_SETS.values() for c in cs)
+
+    def item(r: Any) -> Any:
+        return EcgItem(record_id=r.record_id, path=r.path, report=r.report, labels=r.labels,
+                       start_s=r.start_s, stop_s=r.stop_s, meta={"source": r.source, "patient": r.patient})
+
+    train = [item(r) for r in corpus.records if r.split == "train" and r.report]
+    ptb_test = [item(r) for r in corpus.records if r.split == "test" and r.source == "ptbxl"]
+    holter_test = [item(r) for r in corpus.records if r.split == "test" and r.source == "cpsc2021"]
     return {
+        "corpus": corpus,
         "train": Dataset("kmerl-default-train", train),
-        "ptbxl_fold10": Dataset("ptbxl_fold10", ev, classes=classes),
-        "cpsc2021_heldout": Dataset("cpsc2021_heldout", af_eval, classes=("atrial fibrillation",)),
+        "ptbxl_fold10": Dataset("ptbxl_fold10", ptb_test, classes=classes),
+        "cpsc2021_heldout": Dataset("cpsc2021_heldout", holter_test, classes=(AF,)),
     }
 
 
@@ -197,6 +159,9 @@ def build_default_model(
     calibration_windows: int = 256,
     qdq_for_tensorrt: bool = True,
     teacher_leads: str = "all",
+    max_leads: int = 12,
+    augment: bool = True,
+    backends: Sequence[str] | None = None,
     command: str = "",
 ) -> Path:
     import torch
@@ -213,8 +178,12 @@ def build_default_model(
     work.mkdir(parents=True, exist_ok=True)
     ds = default_datasets(shared)
     train = ds["train"]
+    from export._corpus import write_corpus_csv
+
+    write_corpus_csv(ds["corpus"], work / "corpus.csv")
     print(f"[1/5] data: {len(train)} training items; eval: {len(ds['ptbxl_fold10'])} PTB-XL fold 10, "
-          f"{len(ds['cpsc2021_heldout'])} CPSC-2021 windows (patients {', '.join(CPSC2021_EVAL_PATIENTS)})", flush=True)
+          f"{len(ds['cpsc2021_heldout'])} held-out CPSC-2021 windows; by source: "
+          f"{json.dumps(ds['corpus'].summary())}; duplicates dropped: {ds['corpus'].duplicates}", flush=True)
     labels, knowledge = build_labels(train, work)
     print(f"[2/5] knowledge: {len(labels.entities)} entities "
           f"({labels.matrix.sum() / max(len(train), 1):.1f} per record)", flush=True)
@@ -243,11 +212,17 @@ def build_default_model(
     metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes)}
     print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
     from export import ExportConfig, export_bundle
+    from export._augment import AugmentConfig
 
-    ecfg = ExportConfig(student=student, max_leads=3, seed=seed)
+    lead_sets = tuple(s for s in (("I",), ("I", "II"), ("I", "II", "V2"), EVAL_SUBSETS[0]) if len(s) <= max_leads)
+    ecfg = ExportConfig(student=student, max_leads=max_leads, seed=seed)
+    if backends is not None:
+        ecfg = replace(ecfg, backends=tuple(backends))
+    ecfg = replace(ecfg, parity=replace(ecfg.parity, lead_sets=lead_sets))
     # Parity on every held-out fold-10 window; int8 top-class flips between reference logits closer than
     # `tie_tolerance` are ties (the strict figure is recorded next to it in the manifest).
-    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps, teacher_leads=teacher_leads),
+    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps, teacher_leads=teacher_leads,
+                                                 augment=AugmentConfig() if augment else None),
                    parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
                    calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
     distil_data = _distillation_windows(shards, ptb_eval)
@@ -264,7 +239,7 @@ def build_default_model(
             return clf.run_windows(x, ids)[:, pick]
 
         key = "student" if backend == "torch" else "student_int8"
-        metrics[key] = _evaluate(scores, ptb_eval, af_eval, classes, max_leads=3)
+        metrics[key] = _evaluate(scores, ptb_eval, af_eval, classes, max_leads=max_leads)
         print(f"[5/5] {key} zero-shot:", json.dumps(_headline(metrics[key])), flush=True)
     metrics["training"] = {
         "train_items": len(train),
@@ -275,6 +250,10 @@ def build_default_model(
         "bce_weight": bce_weight,
         "distill_steps": distill_steps,
         "distill_teacher_leads": teacher_leads,
+        "max_leads": max_leads,
+        "augment": augment,
+        "corpus": ds["corpus"].summary(),
+        "duplicates_dropped": ds["corpus"].duplicates,
         "int8_top1_tie_tolerance": tie_tolerance,
         "calibration_windows": calibration_windows,
         "student": student,
@@ -284,9 +263,30 @@ def build_default_model(
     }
     from kmerl_edge._bundle import add_artifacts
 
+    _write_heldout(bundle, ds["corpus"])
+    from export._fusion import add_af_fusion
+
+    metrics["af_fusion"] = add_af_fusion(bundle, shared)
+    print(f"[5/5] AF fusion: {json.dumps(metrics['af_fusion'])}", flush=True)
     add_artifacts(bundle, {}, metrics={"default_model": metrics})
     (work / "default_model_metrics.json").write_text(json.dumps(metrics, indent=2))
     return bundle
+
+
+def _write_heldout(bundle: Path, corpus: Any) -> None:
+    """The bundle's held-out list (``heldout.json``, hashed in the manifest): every test-split record and
+    every patient of the training split, so an evaluation can refuse to score a training patient."""
+    from kmerl_edge._bundle import add_artifacts
+
+    test = sorted({r.record_id.split("@")[0] for r in corpus.records if r.split == "test"})
+    train_patients = sorted({r.patient for r in corpus.records if r.split == "train"})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "heldout.json"
+        p.write_text(json.dumps({"test_records": test, "train_patients": train_patients,
+                                 "note": "record ids as source:name; CPSC-2021 windows share their record's id"}))
+        add_artifacts(bundle, {"heldout.json": (p, {"kind": "data", "backend": "none", "precision": "none"})})
 
 
 def _evaluate(fn: Any, ptb: Any, af: Any, classes: list[str], max_leads: int = 12) -> dict[str, Any]:
@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-leads", choices=("all", "same"), default="all",
                     help="distillation targets from the teacher on all the window's leads or the student's")
     ap.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
+    ap.add_argument("--max-leads", type=int, default=12, help="most leads the student serves (1-12)")
+    ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
+    ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
     import shlex
     import sys
@@ -365,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
                         bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
                         calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
-                        teacher_leads=a.teacher_leads, command=command)
+                        teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
+                        backends=a.backends.split(",") if a.backends else None, command=command)
     return 0
 
 

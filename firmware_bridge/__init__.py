@@ -4,8 +4,9 @@
   a byte-identical Python :class:`FrameEncoder`;
 - an incremental, never-raising :class:`FrameDecoder` with fault counters, and an :class:`AsciiDecoder` for
   the comma-separated lines hobby boards print;
-- :func:`open_source`: a pyserial reader thread yielding :class:`SampleBlock` (mV, device timestamps),
-  :class:`GapEvent`, :class:`StatusEvent`, :class:`DeviceInfo` and :class:`LinkEvent`;
+- :func:`open_source`: a pyserial reader thread yielding the runtime's stream messages
+  (:class:`SampleBlock` in mV with device timestamps, :class:`Gap`, :class:`LeadStatus`, :class:`DeviceInfo`,
+  :class:`LinkStatus`), registered with ``kmerl_edge`` as the ``serial`` source kind;
 - :class:`VirtualPatch`: a real recording streamed through a pty (``kmerl-bridge simulate``).
 
 pyserial is the ``serial`` extra (``pip install 'kmerl-edge[serial]'``), imported only when a port opens.
@@ -14,22 +15,40 @@ pyserial is the ``serial`` extra (``pip install 'kmerl-edge[serial]'``), importe
 from ._ascii import AsciiDecoder, AsciiStats, format_ascii_lines
 from ._decoder import DecoderStats, FrameDecoder
 from ._errors import BridgeConfigError, BridgeError, DeviceMismatchError, PortError
-from ._events import DeviceInfo, Event, GapEvent, LinkEvent, SampleBlock, StatusEvent
+from ._events import (
+    DeviceInfo,
+    Event,
+    Gap,
+    GapEvent,
+    LeadStatus,
+    LinkEvent,
+    LinkStatus,
+    Message,
+    SampleBlock,
+    StatusEvent,
+)
+from ._plugin import register as _register
 from ._protocol import VERSION, DeviceConfig, FrameEncoder, crc16, lead_mask, leads_from_mask, quantise
 from ._simulate import SimulateConfig, VirtualPatch, load_patch_signal
 from ._transport import PROTOCOLS, BridgeSource, SourceConfig, open_source
+
+_register()  # the runtime's open_source() also finds the serial source through its entry point
 
 PROTOCOL_VERSION = VERSION
 
 __all__ = [
     "PROTOCOL_VERSION",
     "PROTOCOLS",
-    # events
-    "Event",
+    # messages (the runtime's types) and their earlier names
+    "Message",
     "SampleBlock",
+    "Gap",
+    "LeadStatus",
+    "DeviceInfo",
+    "LinkStatus",
+    "Event",
     "GapEvent",
     "StatusEvent",
-    "DeviceInfo",
     "LinkEvent",
     # protocol
     "DeviceConfig",

@@ -1,9 +1,21 @@
 """Incremental decoder of the K-MERL frame protocol.
 
-Feed it bytes in any chunking; it returns events (:mod:`firmware_bridge._events`). It never raises on bad
-bytes: garbage is skipped (and counted), frames failing their CRC are rejected, a sequence gap becomes a
-:class:`GapEvent` with its exact length in samples (from the device's sample-counter timestamps),
-duplicated and stale frames are dropped. Every fault has a counter in :class:`DecoderStats`.
+Feed it bytes in any chunking; it returns stream messages (:mod:`firmware_bridge._events`). It never raises
+on bad bytes: garbage is skipped (and counted), frames failing their CRC are rejected, a sequence gap becomes
+a :class:`Gap` with its exact length in samples (from the device's sample-counter timestamps), duplicated
+and stale frames are dropped. Every fault has a counter in :class:`DecoderStats`.
+
+Timestamp model. The timestamp is the device's sample counter (32 bits, wraps; the decoder unwraps it to
+64 bits). Frames in an unbroken sequence must continue it exactly; a sequence gap may advance it by at most
+what the lost frames can hold (255 samples each) plus ``MAX_SKIP_S`` seconds the device may skip on its own.
+A samples frame outside that (its timestamp goes backwards, or jumps further than that) is a *timestamp
+fault*: it is dropped and counted (``timestamp_errors``, its samples in ``bad_timestamp_samples``), nothing
+moves, and the next frame's timestamp decides whether samples are missing, so a single bad frame delivers
+no old samples as new, reports no gap that did not happen and shifts no later time. Only when
+``CLOCK_CONFIRM`` consecutive frames agree on the new timestamps does the decoder accept that the device's
+clock jumped (``clock_jumps``): a ``Gap(reset=True)`` (holding the samples of the frames dropped while
+confirming) starts a new timeline that continues the host's unwrapped tick. No input makes the decoder do
+work proportional to a timestamp jump.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._events import DeviceInfo, Event, GapEvent, SampleBlock, StatusEvent
+from ._events import DeviceInfo, Gap, LeadStatus, Message, SampleBlock
 from ._protocol import (
     DEVICE_INFO_SIZE,
     FLAG_STREAM_START,
@@ -23,6 +35,7 @@ from ._protocol import (
     HEADER_SIZE,
     MAX_FOREIGN_BODY,
     MAX_SAMPLE_BYTES,
+    MAX_SAMPLES_PER_FRAME,
     SAMPLES_META_SIZE,
     STATUS_CHARGING,
     STATUS_LOW_BATTERY,
@@ -34,6 +47,8 @@ from ._protocol import (
     TYPE_STATUS,
     VERSION,
     leads_from_mask,
+    plausible_fs_mhz,
+    plausible_lsb_pv,
 )
 
 __all__ = ["DecoderStats", "FrameDecoder"]
@@ -48,6 +63,11 @@ _SAMPLES_MAX = 8 + SAMPLES_META_SIZE + MAX_SAMPLE_BYTES
 #: consecutive stale-but-consecutive frames after which the decoder accepts that the device restarted
 #: without setting STREAM_START.
 STALE_RESTART_RUN = 8
+#: consecutive samples frames agreeing on timestamps outside the running timeline after which the decoder
+#: accepts that the device's clock jumped.
+CLOCK_CONFIRM = 3
+#: seconds of samples a device may skip (timestamps jump ahead) without losing a frame.
+MAX_SKIP_S = 2.0
 
 
 @dataclass
@@ -67,14 +87,18 @@ class DecoderStats:
     truncated_frames: int = 0  #: CRC failures where a new frame starts inside (cut-short frames), and a
     #: partial frame left at flush()
     invalid_frames: int = 0  #: CRC-valid frames whose fields are impossible (empty lead mask, fs 0, ...)
+    implausible_frames: int = 0  #: CRC-valid frames whose rate (outside 10 Hz..32 kHz) or gain (outside
+    #: 1 nV..1 mV per LSB) no ECG device can mean
     unsupported_version: int = 0  #: CRC-valid frames of a protocol version this decoder does not read
     duplicates: int = 0  #: frames repeating the previous sequence number (dropped)
     stale_frames: int = 0  #: frames from behind the sequence (replayed / out of order, dropped)
     lost_frames: int = 0  #: frames missing from the sequence (any type)
-    gaps: int = 0  #: GapEvents emitted
-    lost_samples: int = 0  #: samples per lead reported lost in GapEvents
+    gaps: int = 0  #: Gaps emitted
+    lost_samples: int = 0  #: samples per lead reported lost in Gaps
     restarts: int = 0  #: device restarts (STREAM_START, or a run of consecutive stale frames)
-    timestamp_errors: int = 0  #: samples frames whose timestamp went backwards within the sequence
+    timestamp_errors: int = 0  #: samples frames dropped because their timestamp left the timeline
+    bad_timestamp_samples: int = 0  #: samples per lead in those frames
+    clock_jumps: int = 0  #: device clock jumps accepted after CLOCK_CONFIRM consistent frames
     config_changes: int = 0  #: samples frames whose leads / rate / gain / format changed mid-stream
 
     def as_dict(self) -> dict[str, int]:
@@ -84,7 +108,8 @@ class DecoderStats:
     def faults(self) -> int:
         d = self.as_dict()
         keys = list(d)
-        return sum(d[k] for k in keys[keys.index("garbage_bytes"):] if k not in {"gaps"})
+        skip = {"gaps", "bad_timestamp_samples"}
+        return sum(d[k] for k in keys[keys.index("garbage_bytes"):] if k not in skip)
 
 
 class _Cfg:
@@ -121,6 +146,9 @@ class FrameDecoder:
         self._lost_since = 0
         self._stale_run = 0
         self._stale_last: int | None = None
+        self._cand_next: int | None = None  # raw timestamp a timestamp-fault run expects next
+        self._cand_run = 0
+        self._cand_samples = 0
         self._cfg_key: tuple[int, int, int, int] | None = None
         self._cfg: _Cfg | None = None
         self._cfgs: dict[tuple[int, int, int, int], _Cfg] = {}
@@ -138,12 +166,12 @@ class FrameDecoder:
                 self.stats.resyncs += 1
                 self._skipping = True
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Event]:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Message]:
         """Consume ``chunk`` and return the events it completes (possibly none)."""
         st = self.stats
         st.bytes_in += len(chunk)
         data = self._rest + bytes(chunk) if self._rest else bytes(chunk)
-        out: list[Event] = []
+        out: list[Message] = []
         n = len(data)
         pos = 0
         find = data.find
@@ -199,7 +227,7 @@ class FrameDecoder:
         self._rest = data[pos:]
         return out
 
-    def flush(self) -> list[Event]:
+    def flush(self) -> list[Message]:
         """The byte stream ended or was broken (port closed, unplugged): drop and count a partial frame."""
         rest, self._rest = self._rest, b""
         if rest:
@@ -217,7 +245,7 @@ class FrameDecoder:
         d = (ts - self._next_raw) & _M32
         return self._next_ext + (d - (1 << 32) if d >= 1 << 31 else d)
 
-    def _accept(self, data: bytes, pos: int, ftype: int, body_len: int, crc: int, out: list[Event]) -> None:
+    def _accept(self, data: bytes, pos: int, ftype: int, body_len: int, crc: int, out: list[Message]) -> None:
         st = self.stats
         flags, _reserved, seq, ts = _FLAGS.unpack_from(data, pos + 6)
         p = pos + HEADER_SIZE
@@ -234,10 +262,16 @@ class FrameDecoder:
             ):
                 st.invalid_frames += 1
                 return
+            if not (plausible_fs_mhz(fs_mhz) and plausible_lsb_pv(lsb_pv)):
+                st.implausible_frames += 1
+                return
         elif ftype == TYPE_DEVICE_INFO:
             info = _INFO.unpack_from(data, p)
             if not 0 < info[0] < 4096 or info[1] not in FORMAT_NAMES or info[3] == 0 or info[4] == 0:
                 st.invalid_frames += 1
+                return
+            if not (plausible_fs_mhz(info[3]) and plausible_lsb_pv(info[4]) and 0 < info[2] <= MAX_SAMPLES_PER_FRAME):
+                st.implausible_frames += 1
                 return
         # 2. sequence: duplicates, stale frames, restarts, lost frames
         restart = False
@@ -274,8 +308,10 @@ class FrameDecoder:
             st.restarts += 1
             self._next_raw = None
             self._lost_since = 0
+            self._cand_next = None
+            self._cand_run = self._cand_samples = 0
             if self._next_ext is not None and self._cfg is not None:
-                out.append(GapEvent(0, self._next_ext / self._cfg.fs, "device restarted", self._next_ext))
+                out.append(Gap(0, self._next_ext / self._cfg.fs, "device restarted", self._next_ext, reset=True))
         # 3. payload
         if ftype == TYPE_SAMPLES:
             self._samples(data, p, seq, ts, mask, fmt, n, fs_mhz, lsb_pv, out)
@@ -303,7 +339,7 @@ class FrameDecoder:
                 self._status = key
                 tick = self._ext(ts)
                 fs = self._cfg.fs if self._cfg is not None else (self._info.fs if self._info else 0.0)
-                out.append(StatusEvent(
+                out.append(LeadStatus(
                     lead_off=leads_from_mask(off_mask & 0xFFF),
                     t0=tick / fs if fs else float("nan"),
                     battery_pct=None if batt == 255 else batt,
@@ -314,7 +350,7 @@ class FrameDecoder:
                 ))
 
     def _samples(self, data: bytes, p: int, seq: int, ts: int, mask: int, fmt: int, n: int, fs_mhz: int,
-                 lsb_pv: int, out: list[Event]) -> None:
+                 lsb_pv: int, out: list[Message]) -> None:
         st = self.stats
         key = (mask, fmt, fs_mhz, lsb_pv)
         if key != self._cfg_key:
@@ -332,22 +368,44 @@ class FrameDecoder:
                 out.append(self._info)
         cfg = self._cfg
         assert cfg is not None
-        # timeline
+        # timeline (see the module docstring): O(1) whatever the timestamps say
         if self._next_raw is None or self._next_ext is None:
             ext = ts if self._next_ext is None else self._next_ext
         else:
             dt = (ts - self._next_raw) & _M32
             ext = self._next_ext
+            bound = (self._lost_since + 1) * MAX_SAMPLES_PER_FRAME + int(MAX_SKIP_S * cfg.fs)
             if dt == 0:
                 pass
-            elif dt < 0x80000000:
+            elif dt <= bound:
                 reason = "lost frames" if self._lost_since else "device skipped samples"
-                out.append(GapEvent(dt, ext / cfg.fs, reason, ext))
+                out.append(Gap(dt, ext / cfg.fs, reason, ext))
                 st.gaps += 1
                 st.lost_samples += dt
                 ext += dt
             else:
                 st.timestamp_errors += 1
+                st.bad_timestamp_samples += n
+                if self._cand_next is not None and ts == self._cand_next:
+                    self._cand_run += 1
+                else:
+                    self._cand_run = 1
+                    self._cand_samples = 0
+                self._cand_next = (ts + n) & _M32
+                if self._cand_run < CLOCK_CONFIRM:
+                    self._cand_samples += n
+                    self._lost_since += 1  # its slot may hold samples: the next frame's timestamp tells
+                    return
+                # the device's clock jumped: a new timeline; the frames dropped while confirming are lost
+                st.clock_jumps += 1
+                lost = self._cand_samples
+                out.append(Gap(lost, ext / cfg.fs, "device clock jumped", ext, reset=True))
+                if lost:
+                    st.gaps += 1
+                    st.lost_samples += lost
+                ext += lost
+        self._cand_next = None
+        self._cand_run = self._cand_samples = 0
         self._lost_since = 0
         self._next_raw = (ts + n) & _M32
         self._next_ext = ext + n

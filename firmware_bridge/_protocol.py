@@ -77,6 +77,22 @@ MAX_SAMPLE_BYTES = 1024
 MAX_SAMPLES_PER_FRAME = 255
 #: Largest body a host accepts for a frame of an unknown (future) version before giving up on it.
 MAX_FOREIGN_BODY = 2048
+#: What a device can mean (an ECG front end): sampling rates in Hz and gains in picovolts per LSB. A frame
+#: outside them is refused by the decoder (``DecoderStats.implausible_frames``) and by :class:`DeviceConfig`.
+FS_MIN_HZ = 10.0
+FS_MAX_HZ = 32_000.0
+LSB_PV_MIN = 1_000  # 1 nV per LSB
+LSB_PV_MAX = 1_000_000_000  # 1 mV per LSB
+
+
+def plausible_fs_mhz(fs_mhz: int) -> bool:
+    """A rate (millihertz, as on the wire) an ECG device can sample at."""
+    return FS_MIN_HZ * 1000 <= fs_mhz <= FS_MAX_HZ * 1000
+
+
+def plausible_lsb_pv(lsb_pv: int) -> bool:
+    """A gain (picovolts per LSB, as on the wire) an ECG front end can have."""
+    return LSB_PV_MIN <= lsb_pv <= LSB_PV_MAX
 
 _HEAD = struct.Struct("<BBHBBHI")  # version, type, body_len, flags, reserved, seq, timestamp
 _META = struct.Struct("<HBBII")  # lead_mask, format, n_samples, fs_mhz, lsb_pv
@@ -122,12 +138,14 @@ class DeviceConfig:
     def __post_init__(self) -> None:
         mask = lead_mask(self.leads)
         object.__setattr__(self, "leads", leads_from_mask(mask))
-        if not (self.fs > 0) or round(self.fs * 1000) >= 1 << 32 or round(self.fs * 1000) < 1:
-            raise SamplingRateError(f"sampling rate must be in (0, 4294967) Hz, got {self.fs}")
+        if not (self.fs > 0) or not plausible_fs_mhz(round(self.fs * 1000)):
+            raise SamplingRateError(f"sampling rate must be in {FS_MIN_HZ:g}..{FS_MAX_HZ:g} Hz, got {self.fs}")
         if self.sample_format not in FORMATS:
             raise BridgeConfigError(f"sample format must be one of {', '.join(FORMATS)}, got {self.sample_format!r}")
-        if not 0 < int(self.lsb_pv) < 1 << 32:
-            raise BridgeConfigError(f"lsb_pv (picovolts per LSB) must be in 1..2**32-1, got {self.lsb_pv}")
+        if not plausible_lsb_pv(int(self.lsb_pv)):
+            raise BridgeConfigError(
+                f"lsb_pv (picovolts per LSB) must be in {LSB_PV_MIN}..{LSB_PV_MAX} (1 nV..1 mV), got {self.lsb_pv}"
+            )
         if not 1 <= self.samples_per_frame <= self.max_samples_per_frame:
             raise BridgeConfigError(
                 f"samples_per_frame must be 1..{self.max_samples_per_frame} for {len(self.leads)} "

@@ -5,6 +5,11 @@ and writes K-MERL frames (or ASCII lines) in real time (times ``speed``) to the 
 slave side is reached through a stable symlink (like ``/dev/serial/by-id/...``), so an unplug (closing the
 pty) and replug (a new pty behind the same path) exercise the host's reconnection. Faults are injected
 per frame (a chunk of ``frame_samples`` lines for ASCII): dropped, or corrupted by one flipped bit.
+
+A patch waits for a reader: streaming starts when a host opens the port (the pty's master reports a hang-up
+while no one holds the slave side), so nothing is lost to an empty port. With ``wait_for_reader=False`` it
+streams at once, as a patch that is switched on before the host listens: samples sent while no reader is
+attached are lost, counted in ``stats["lost_before_reader"]`` and reported when a reader attaches.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import select
 import shutil
 import struct
 import tempfile
@@ -19,7 +25,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -79,6 +85,7 @@ class SimulateConfig:
     seconds: float | None = None  #: stream only the first this many seconds of the record
     device_id: int = 0x4B4D0001
     model: str = "kmerl-virtual"
+    wait_for_reader: bool = True  #: start streaming when a host opens the port (False: at once)
 
     def __post_init__(self) -> None:
         if self.protocol not in ("kmerl", "ascii"):
@@ -122,8 +129,12 @@ class VirtualPatch:
         self.path = ""
         self.stats: dict[str, int] = {
             "frames": 0, "samples": 0, "dropped": 0, "corrupted": 0, "unplugged_frames": 0,
-            "overflow_bytes": 0, "unplugs": 0, "bytes_written": 0,
+            "overflow_bytes": 0, "unplugs": 0, "bytes_written": 0, "lost_before_reader": 0,
         }
+        self._slave_name = ""
+        self.reader_attached = threading.Event()
+        #: called once, from the streaming thread, when a reader attaches: (device tick, samples lost before)
+        self.on_reader: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------ pty
     def _plug(self) -> None:
@@ -134,8 +145,25 @@ class VirtualPatch:
         tmp = self.path + ".new"
         if os.path.lexists(tmp):
             os.unlink(tmp)
-        os.symlink(os.ttyname(slave), tmp)
+        self._slave_name = os.ttyname(slave)
+        os.symlink(self._slave_name, tmp)
         os.replace(tmp, self.path)
+
+    def _reader_present(self) -> bool:
+        """Whether anyone holds the slave side open (the master reports a hang-up when no one does)."""
+        if self._master < 0:
+            return False
+        p = select.poll()
+        p.register(self._master, select.POLLHUP)
+        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+    def _attach(self, tick: int) -> None:
+        """A reader opened the port: hold the slave side ourselves from now on (buffer across the host's
+        reconnections, FIONREAD) and report what was lost before."""
+        self._slave = os.open(self._slave_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self.reader_attached.set()
+        if self.on_reader is not None:
+            self.on_reader(tick, self.stats["lost_before_reader"])
 
     def _unplug(self) -> None:
         if os.path.lexists(self.path):
@@ -155,6 +183,8 @@ class VirtualPatch:
             self._tmpdir = tempfile.mkdtemp(prefix="kmerl-patch-")
             self.path = os.path.join(self._tmpdir, "tty")
         self._plug()
+        os.close(self._slave)  # until a reader attaches, no one holds the slave side: we can see it arrive
+        self._slave = -1
         return self.path
 
     def close(self) -> None:
@@ -233,6 +263,13 @@ class VirtualPatch:
         tick = 0
         unplug_at = cfg.unplug_after_s
         replug_at: float | None = None
+        if cfg.wait_for_reader and not self.reader_attached.is_set():
+            while not self._stop.is_set() and not self._reader_present():
+                self._stop.wait(0.01)
+            if self._stop.is_set():
+                self._unplug()
+                return self.stats
+            self._attach(0)
         t_start = time.monotonic()
         while not self._stop.is_set():
             idx = tick % n_total
@@ -263,6 +300,14 @@ class VirtualPatch:
             else:
                 frame = format_ascii_lines(self.raw[:, idx:idx + n] * (cfg.lsb_pv * 1e-9), cfg.ascii_decimals)
             self.stats["frames"] += 1
+            if not self.reader_attached.is_set():
+                if self._reader_present():
+                    self._attach(tick)
+                else:  # streaming into a port no one reads: lost, and counted
+                    self.stats["lost_before_reader"] += n
+                    self.stats["samples"] += n
+                    tick += n
+                    continue
             if replug_at is not None:
                 self.stats["unplugged_frames"] += 1
             else:

@@ -2,7 +2,7 @@
 
 Ports are opened with ``serial.serial_for_url``, so device paths (``/dev/ttyACM0``, a pty) and pyserial URL
 handlers (``loop://``, ``socket://host:port``, ``rfc2217://host:port``) all work. When the device goes away
-(unplugged, socket closed) the reader emits ``LinkEvent(connected=False)``, retries with exponential
+(unplugged, socket closed) the reader emits ``LinkStatus(connected=False)``, retries with exponential
 backoff, and carries on; gaps across the outage come out of the decoder (frame timestamps) or, for ASCII,
 are estimated from the host clock.
 """
@@ -23,7 +23,7 @@ from kmerl_edge._leads import canonical_leads
 from ._ascii import AsciiDecoder
 from ._decoder import FrameDecoder
 from ._errors import BridgeConfigError, DeviceMismatchError, PortError, SamplingRateError
-from ._events import Event, GapEvent, LinkEvent, SampleBlock
+from ._events import Gap, LinkStatus, Message, SampleBlock
 
 __all__ = ["SourceConfig", "BridgeSource", "open_source", "PROTOCOLS"]
 
@@ -69,15 +69,17 @@ class SourceConfig:
 
 
 class BridgeSource:
-    """A started reader of one port; iterate it for events, ``close()`` it (or use ``with``) to stop.
+    """A started reader of one port, following the runtime's :class:`kmerl_edge.stream.Source` lifecycle:
+    ``start()`` → ``get()``/iterate → ``ended`` → ``close()`` (or use ``with``).
 
     Iteration ends when the source is closed, or when the port is lost and ``reconnect=False``.
     The reader never blocks on a slow consumer: when the queue is full, sample blocks are dropped and
-    reported as one ``GapEvent(reason="queue overflow")`` as soon as there is room again.
+    reported as one ``Gap(reason="queue overflow")`` as soon as there is room again.
     """
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
+        self.name = config.port
         self.decoder: FrameDecoder | AsciiDecoder
         if config.protocol == "ascii":
             assert config.fs is not None and config.leads is not None
@@ -85,12 +87,12 @@ class BridgeSource:
                                         offset=config.offset)
         else:
             self.decoder = FrameDecoder()
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._serial: Any = None
         self._lock = threading.Lock()
-        self._pending_gap: GapEvent | None = None
+        self._pending_gap: Gap | None = None
         self.transport: dict[str, int] = {
             "bytes_read": 0, "connects": 0, "disconnects": 0, "open_failures": 0,
             "queue_overflows": 0, "overflow_samples": 0, "dropped_events": 0,
@@ -139,6 +141,12 @@ class BridgeSource:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def ended(self) -> bool:
+        """Nothing more will come: the reader stopped (closed, or the port was lost with
+        ``reconnect=False``) and every message it queued has been taken."""
+        return self._thread is not None and not self._thread.is_alive() and self._queue.empty()
+
+    @property
     def stats(self) -> dict[str, int]:
         """Decoder fault counters and transport counters, one flat dict."""
         return {**self.decoder.stats.as_dict(), **self.transport}
@@ -160,7 +168,7 @@ class BridgeSource:
             except queue.Full:
                 pass
 
-    def _put(self, ev: Event) -> None:
+    def _put(self, ev: Message) -> None:
         self._flush_pending()
         if self._pending_gap is None:
             try:
@@ -168,16 +176,16 @@ class BridgeSource:
                 return
             except queue.Full:
                 pass
-        if isinstance(ev, SampleBlock | GapEvent):
+        if isinstance(ev, SampleBlock | Gap):
             n = ev.n_samples
             if isinstance(ev, SampleBlock):
                 self.transport["queue_overflows"] += 1
                 self.transport["overflow_samples"] += n
             pg = self._pending_gap
             if pg is None:
-                self._pending_gap = GapEvent(n, ev.t0, "queue overflow", ev.tick)
+                self._pending_gap = Gap(n, ev.t0, "queue overflow", ev.tick)
             else:
-                self._pending_gap = GapEvent(pg.n_samples + n, pg.t0, "queue overflow", pg.tick)
+                self._pending_gap = Gap(pg.n_samples + n, pg.t0, "queue overflow", pg.tick)
         else:
             try:  # info / status / link events are rare and matter: wait a little for room
                 self._queue.put(ev, timeout=0.2)
@@ -202,7 +210,7 @@ class BridgeSource:
             with self._lock:
                 self._serial = ser
             self.transport["connects"] += 1
-            self._put(LinkEvent(True, cfg.port, "connected"))
+            self._put(LinkStatus(True, cfg.port, "connected"))
             if lost_at is not None and isinstance(self.decoder, AsciiDecoder):
                 assert cfg.fs is not None
                 n = int(round((time.monotonic() - lost_at) * cfg.fs))
@@ -236,7 +244,7 @@ class BridgeSource:
                 break
             self.transport["disconnects"] += 1
             lost_at = time.monotonic()
-            self._put(LinkEvent(False, cfg.port, detail))
+            self._put(LinkStatus(False, cfg.port, detail))
             if not cfg.reconnect:
                 break
             self._stop.wait(backoff)
@@ -248,7 +256,7 @@ class BridgeSource:
                 self.transport["dropped_events"] += 1
 
     # --------------------------------------------------------------- consumer
-    def _check(self, ev: Event) -> Event:
+    def _check(self, ev: Message) -> Message:
         cfg = self.config
         if cfg.protocol != "kmerl" or not isinstance(ev, SampleBlock):
             return ev
@@ -264,14 +272,14 @@ class BridgeSource:
             return replace(ev, leads=cfg.leads, data=ev.data[rows])
         return ev
 
-    def get(self, timeout: float | None = None) -> Event | None:
+    def get(self, timeout: float | None = None) -> Message | None:
         """The next event, or ``None`` if none arrived within ``timeout`` seconds."""
         try:
             return self._check(self._queue.get(timeout=timeout))
         except queue.Empty:
             return None
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[Message]:
         while True:
             try:
                 ev = self._queue.get(timeout=0.1)

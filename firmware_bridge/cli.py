@@ -48,8 +48,12 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--loop", action="store_true", help="repeat the recording forever")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--link", default=None, help="path of the port symlink (default: a temp dir)")
+    s.add_argument("--start-now", action="store_true",
+                   help="stream at once instead of waiting for a reader (what is sent before one attaches is lost, "
+                        "and reported)")
 
     d = sub.add_parser("dump", help="print decoded frames and fault counters of a port")
+    _common = (p, s, d)
     d.add_argument("port", help="device path or pyserial URL (loop://, socket://host:port, rfc2217://...)")
     d.add_argument("--protocol", choices=PROTOCOLS, default="kmerl")
     d.add_argument("--fs", type=float, default=None, help="sampling rate (required for ascii)")
@@ -61,6 +65,9 @@ def _build() -> argparse.ArgumentParser:
     d.add_argument("--no-reconnect", action="store_true", help="exit when the port goes away")
     d.add_argument("--quiet", action="store_true", help="print only the counters")
     d.add_argument("--json", action="store_true", help="print the counters as JSON")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(_common[0], prog="kmerl-bridge", subparsers=list(_common[1:]))
     return p
 
 
@@ -97,10 +104,20 @@ def _simulate(args: argparse.Namespace) -> int:
         drop_rate=args.drop_rate, corrupt_rate=args.corrupt_rate, unplug_after_s=args.unplug_after,
         unplug_for_s=args.unplug_for, frame_samples=args.frame_samples, sample_format=args.sample_format,
         lsb_pv=int(round(args.lsb_uv * 1e6)), loop=args.loop, seconds=args.seconds, seed=args.seed, link=args.link,
+        wait_for_reader=not args.start_now,
     )
     patch = VirtualPatch(cfg)
     path = patch.open()
-    print(path, flush=True)
+    wait = "waiting for a reader (--start-now streams at once)" if cfg.wait_for_reader else "streaming now"
+    print(f"listening on {path}  ({wait})", flush=True)
+
+    def attached(tick: int, lost: int) -> None:
+        msg = f"reader attached at device time {tick / cfg.fs:.2f} s: streaming"
+        if lost:
+            msg += f"; {lost} samples per lead sent before it were lost"
+        print(msg, flush=True)
+
+    patch.on_reader = attached
     signal.signal(signal.SIGTERM, lambda *_: patch.stop())
     try:
         stats = patch.run()
@@ -140,6 +157,9 @@ def _dump(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build().parse_args(argv)
+    from kmerl_edge._cli_common import configure
+
+    configure(args)
     try:
         return _simulate(args) if args.cmd == "simulate" else _dump(args)
     except KmerlError as exc:

@@ -128,6 +128,12 @@ class Bundle:
     artifacts: dict[str, Artifact]
 
     @property
+    def quality_gate_failed(self) -> str | None:
+        """The reason when the export's quality gate failed (held-out AUC not clearly above chance)."""
+        gate = self.manifest.get("metrics", {}).get("quality_gate", {})
+        return str(gate.get("reason", "failed")) if gate.get("passed") is False else None
+
+    @property
     def trained(self) -> bool:
         return bool(self.manifest.get("trained", False))
 
@@ -423,6 +429,13 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         lines += [
             "> **Not a medical device.** Research software; not cleared for clinical use. Scores are not",
             "> diagnoses and must not be used to make clinical decisions.",
+            "",
+        ]
+    gate = manifest.get("metrics", {}).get("quality_gate", {})
+    if gate.get("passed") is False:
+        lines += [
+            "> **FAILED THE QUALITY GATE: its held-out AUC is not clearly above chance** "
+            f"({gate.get('reason', '')}). Do not use its scores.",
             "",
         ]
     if manifest.get("description"):

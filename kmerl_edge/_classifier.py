@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._af_fusion import AF_FUSION_FILE, AfFusion, window_rhythm_features
 from ._backends import Backend, create_backend
 from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, InvalidArgumentError, LeadError, UnknownLabelSetError
 from ._leads import canonical_leads
 from ._preprocess import Preprocessed, QualityReport, preprocess
 from ._scoring import Coverage, ScoredWindows, score_reader
+from .rhythm import RhythmResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._io import Record
@@ -48,7 +50,10 @@ class Prediction:
     - ``window_scores``: one {class: probability} per window, starting at ``window_starts_s``;
     - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored;
     - ``coverage``: how much of the recording was missing (gaps) or left unscored; windows never overlap
-      a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``.
+      a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``;
+    - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own
+      rate (:func:`kmerl_edge.rhythm.analyse`; intervals never span a gap); ``window_rhythm``: the same
+      per scored window.
     """
 
     scores: dict[str, float]
@@ -62,6 +67,8 @@ class Prediction:
     trained_model: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
     coverage: Coverage | None = None
+    rhythm: RhythmResult | None = None
+    window_rhythm: tuple[RhythmResult, ...] = ()
 
     def top(self, k: int = 3, label_set: str | None = None) -> list[tuple[str, float]]:
         src = self.by_label_set[label_set] if label_set else self.scores
@@ -78,6 +85,8 @@ class Prediction:
             "trained_model": self.trained_model,
             "notes": list(self.notes),
             "coverage": self.coverage.to_dict() if self.coverage is not None else None,
+            "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
+            "window_rhythm": [r.to_dict(beats=False) for r in self.window_rhythm],
         }
 
 
@@ -89,6 +98,14 @@ class Classifier:
         self.backend = backend
         _, self._index = bundle.all_queries()
         self._max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
+        self.af_fusion: AfFusion | None = None
+        self._fusion_col = -1
+        if AF_FUSION_FILE in bundle.artifacts:
+            self.af_fusion = AfFusion.load(bundle.path / AF_FUSION_FILE)
+            key = (self.af_fusion.label_set, self.af_fusion.class_name)
+            if key not in self._index:
+                raise BundleError(f"af_fusion.json fuses {key}, which the bundle's queries do not score")
+            self._fusion_col = self._index.index(key)
 
     @property
     def label_sets(self) -> dict[str, list[str]]:
@@ -118,15 +135,25 @@ class Classifier:
     #: windows per backend call: bounds the backend's memory whatever the recording's length
     batch_windows: int = 32
 
-    def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray) -> np.ndarray:
+    def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
         """Probabilities (n_windows, Q) for preprocessed windows; Q in :meth:`Bundle.all_queries` order.
-        The backend sees at most :attr:`batch_windows` windows at a time."""
+        The backend sees at most :attr:`batch_windows` windows at a time.
+
+        With an ``af_fusion.json`` in the bundle (and ``fuse``), the fused class's probability is the
+        calibrated fusion of the model's logit with the window's rhythm evidence
+        (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities."""
         n, b = len(windows), max(1, int(self.batch_windows))
         if n <= b:
-            return _sigmoid(self.backend.run(windows, lead_ids).astype(np.float64))
-        return np.concatenate(
-            [_sigmoid(self.backend.run(windows[a : a + b], lead_ids).astype(np.float64)) for a in range(0, n, b)]
-        )
+            logits = self.backend.run(windows, lead_ids).astype(np.float64)
+        else:
+            logits = np.concatenate(
+                [self.backend.run(windows[a : a + b], lead_ids).astype(np.float64) for a in range(0, n, b)]
+            )
+        probs = _sigmoid(logits)
+        if fuse and self.af_fusion is not None and len(probs):
+            feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs)
+            probs[:, self._fusion_col] = self.af_fusion.probability(logits[:, self._fusion_col], feats)
+        return probs
 
     def scores_from_probs(
         self, probs: np.ndarray, label_set: str | None = None
@@ -184,11 +211,15 @@ class Classifier:
         leads: Sequence[str] | None = None,
         lead_map: dict[str, str] | str | None = None,
         label_set: str | None = None,
+        units: str | None = None,
+        gain: float | None = None,
     ) -> Prediction:
         """Score a recording file (read in pieces: memory does not grow with its length) or a
         :class:`kmerl_edge.Record`. ``leads`` picks standard leads; ``lead_map`` ({channel: lead} or
         ``"ECG 1=I,V=V5"``) says which standard lead an ECG channel of unknown position is. Channels that
-        are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note."""
+        are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note.
+        ``units``/``gain``: what the numbers of a CSV/.npy are when the file does not say (see
+        :func:`kmerl_edge.read_record`)."""
         from ._io import ArrayReader, Record, open_record
 
         self._check_label_set(label_set)
@@ -202,7 +233,7 @@ class Classifier:
             reader = ArrayReader(record.signal, fs=record.fs, leads=names, rows=rows, name=record.name,
                                  notes=record.notes)
             return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
-        with open_record(record, fs=fs, leads=leads, lead_map=lead_map) as r:
+        with open_record(record, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as r:
             if leads is None and len(r.leads) > self._max_leads:
                 raise LeadError(
                     f"{r.name} has {len(r.leads)} leads ({', '.join(r.leads)}) but the bundle serves at most "
@@ -222,6 +253,9 @@ class Classifier:
         notes = list(sw.notes)
         if not self.bundle.trained:
             notes.insert(0, "randomly initialised test bundle: scores are meaningless")
+        gate = self.bundle.quality_gate_failed
+        if gate:
+            notes.insert(0, f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
         if sw.quality.dropped_leads:
             notes.append(f"dropped unusable leads: {', '.join(sw.quality.dropped_leads)}")
         return Prediction(
@@ -236,10 +270,13 @@ class Classifier:
             trained_model=self.bundle.trained,
             notes=tuple(notes),
             coverage=sw.coverage,
+            rhythm=sw.rhythm,
+            window_rhythm=sw.window_rhythm,
         )
 
-    def stream(self, *, fs: float, leads: Sequence[str], hop_s: float = 2.0, **kwargs: Any) -> StreamSession:
-        """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module)."""
+    def stream(self, *, fs: float, leads: Sequence[str], hop_s: float | None = None, **kwargs: Any) -> StreamSession:
+        """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module).
+        ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``."""
         from .stream import StreamSession
 
         return StreamSession(self, fs=fs, leads=leads, hop_s=hop_s, **kwargs)

@@ -26,7 +26,9 @@ class ModelConfig:
       queries; it is off by default so that a class's score does not depend on which other classes are
       asked at the same time (label sets can be added to a bundle after export).
     - ``text_dim``: the text encoder's embedding size (384 for all-MiniLM-L6-v2, 768 for Med-CPT);
-      ``proj_dim``: the shared ECG-text space of the contrastive loss.
+      ``proj_dim``: the shared ECG-text space of the contrastive loss. Both projections are non-linear
+      (Linear → GELU → Linear) as in the paper; ``text_proj_layers=1`` is the single Linear text
+      projection of models trained before (a stored config without the key means 1).
     """
 
     name: str
@@ -44,8 +46,11 @@ class ModelConfig:
     text_dim: int = 384
     proj_dim: int = 256
     temperature: float = 0.07
+    text_proj_layers: int = 2
 
     def __post_init__(self) -> None:
+        if self.text_proj_layers not in (1, 2):
+            raise ValueError("text_proj_layers must be 1 (legacy linear) or 2 (Linear-GELU-Linear)")
         if self.n_samples % self.patch_len:
             raise ValueError("n_samples must be a multiple of patch_len")
         if self.width % self.heads or self.width % self.query_heads:
@@ -64,6 +69,8 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigMismatchError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        d.setdefault("text_proj_layers", 1)  # configs written before the non-linear text projection
         return cls(**d)
 
 
@@ -197,10 +204,13 @@ def expected_weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
             "ecg_proj.fc1.bias": (cfg.proj_dim,),
             "ecg_proj.fc2.weight": (cfg.proj_dim, cfg.proj_dim),
             "ecg_proj.fc2.bias": (cfg.proj_dim,),
-            "text_proj.weight": (cfg.proj_dim, cfg.text_dim),
-            "text_proj.bias": (cfg.proj_dim,),
         }
     )
+    if cfg.text_proj_layers == 2:
+        s.update({"text_proj.fc1.weight": (cfg.proj_dim, cfg.text_dim), "text_proj.fc1.bias": (cfg.proj_dim,),
+                  "text_proj.fc2.weight": (cfg.proj_dim, cfg.proj_dim), "text_proj.fc2.bias": (cfg.proj_dim,)})
+    else:
+        s.update({"text_proj.weight": (cfg.proj_dim, cfg.text_dim), "text_proj.bias": (cfg.proj_dim,)})
     return s
 
 

@@ -4,6 +4,7 @@ across devices (windows with the same lead set go into one backend call)."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import KmerlError
+from ._stream_errors import UnknownDeviceError
 from ._stream_session import StreamSession
 from ._stream_types import StreamConfig, WindowResult
 from ._stream_worker import InferenceWorker
@@ -34,6 +36,7 @@ class GatewayStats:
     mean_batch: float
     max_queue: int
     worker_busy_s: float
+    open_sessions: int = 0  #: ``sessions`` counts every session the gateway served, closed ones too
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class GatewayStats:
             "mean_batch": round(self.mean_batch, 2),
             "max_queue": self.max_queue,
             "worker_busy_s": round(self.worker_busy_s, 3),
+            "open_sessions": self.open_sessions,
         }
 
 
@@ -79,6 +83,12 @@ class Gateway:
         self._sessions: dict[str, StreamSession] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # totals of the sessions already closed (their counters outlive them)
+        self._done_sessions = 0
+        self._done_windows = 0
+        self._done_scored = 0
+        self._done_skipped: dict[str, int] = {}
+        self._done_latencies: deque[float] = deque(maxlen=self.config.latency_history)
 
     def open(self, device_id: str, *, fs: float, leads: Sequence[str], **overrides: Any) -> StreamSession:
         """A new session for ``device_id`` (unique while open) on the shared worker."""
@@ -100,7 +110,10 @@ class Gateway:
             return s
 
     def __getitem__(self, device_id: str) -> StreamSession:
-        return self._sessions[device_id]
+        try:
+            return self._sessions[device_id]
+        except KeyError:
+            raise UnknownDeviceError(f"device {device_id!r} has no open session") from None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -112,16 +125,32 @@ class Gateway:
     def close_session(self, device_id: str, timeout: float | None = 30.0) -> list[WindowResult]:
         """Close one device's session (waits for its pending windows) and forget it."""
         with self._lock:
+            if device_id not in self._sessions:
+                raise UnknownDeviceError(f"device {device_id!r} has no open session")
             s = self._sessions.pop(device_id)
-        return s.close(timeout)
+        out = s.close(timeout)
+        self._retire(s)
+        return out
+
+    def _retire(self, s: StreamSession) -> None:
+        st = s.stats()
+        with self._lock:
+            self._done_sessions += 1
+            self._done_windows += st.windows
+            self._done_scored += st.scored
+            for k, v in st.skipped.items():
+                self._done_skipped[k] = self._done_skipped.get(k, 0) + v
+            self._done_latencies.extend(s.latencies())
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Close every session and stop the shared worker."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
+            self._sessions.clear()
         for s in sessions:
             s.close(timeout)
+            self._retire(s)
         self.worker.stop(timeout)
 
     def __enter__(self) -> Gateway:
@@ -131,10 +160,13 @@ class Gateway:
         self.close()
 
     def stats(self) -> GatewayStats:
-        lat: list[float] = []
-        windows = scored = 0
-        skipped: dict[str, int] = {}
-        sessions = list(self._sessions.values())
+        """Totals over every session the gateway served, open and closed."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+            lat: list[float] = list(self._done_latencies)
+            windows, scored = self._done_windows, self._done_scored
+            skipped: dict[str, int] = dict(self._done_skipped)
+            n_done = self._done_sessions
         for s in sessions:
             st = s.stats()
             windows += st.windows
@@ -145,7 +177,7 @@ class Gateway:
         arr = np.asarray(lat, dtype=np.float64)
         ws = self.worker.stats
         return GatewayStats(
-            sessions=len(sessions),
+            sessions=len(sessions) + n_done,
             windows=windows,
             scored=scored,
             skipped=skipped,
@@ -157,4 +189,5 @@ class Gateway:
             mean_batch=ws.mean_batch,
             max_queue=ws.max_queue,
             worker_busy_s=ws.busy_s,
+            open_sessions=len(sessions),
         )

@@ -509,7 +509,15 @@ def _read_csv(p: Path) -> np.ndarray:
     return arr
 
 
-def _open_array_file(p: Path, *, fs: float | None, leads: Sequence[str] | None, lead_map: LeadMap) -> RecordReader:
+def _open_array_file(
+    p: Path,
+    *,
+    fs: float | None,
+    leads: Sequence[str] | None,
+    lead_map: LeadMap,
+    units: str | None = None,
+    gain: float | None = None,
+) -> RecordReader:
     if fs is None or leads is None:
         raise SamplingRateError(f"{p.name}: .npy and .csv files need an explicit sampling rate (--fs) and leads (--leads)")
     rate = _check_fs_arg(fs, p.name)
@@ -528,7 +536,21 @@ def _open_array_file(p: Path, *, fs: float | None, leads: Sequence[str] | None, 
         big = float(np.nanmax(np.abs(arr))) if not np.isnan(arr).all() else 0.0
         if not math.isfinite(big):
             raise RecordReadError(f"{p.name}: holds infinite values")
-    return ArrayReader(arr, fs=rate, leads=names, name=p.stem, transposed=transposed)
+    from ._formats import unit_scale
+
+    k = unit_scale(units, gain=gain, what=f"{p.name}: ")
+    scale = None if k == 1.0 else [k] * len(names)
+    return ArrayReader(arr, fs=rate, leads=names, name=p.stem, transposed=transposed, scale=scale)
+
+
+def _formatted_reader(rec: Record, leads: Sequence[str] | None) -> RecordReader:
+    """A wearable-format recording (:mod:`kmerl_edge._formats`) as a reader, ``leads`` selecting by name."""
+    names = canonical_leads(leads) if leads is not None else rec.leads
+    missing = [lead for lead in names if lead not in rec.leads]
+    if missing:
+        raise RecordReadError(f"{rec.name}: leads {', '.join(missing)} not in the record ({', '.join(rec.leads)})")
+    rows = [rec.leads.index(lead) for lead in names]
+    return ArrayReader(rec.signal, fs=rec.fs, leads=names, rows=rows, name=rec.name, comments=rec.comments)
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
@@ -538,8 +560,14 @@ def open_record(
     fs: float | None = None,
     leads: Sequence[str] | None = None,
     lead_map: LeadMap = None,
+    units: str | None = None,
+    gain: float | None = None,
 ) -> RecordReader:
     """Open a recording for reading in pieces (see the module docstring for what is refused).
+
+    - EDF/EDF+, Apple Watch ECG CSV, Polar Sensor Logger ECG, CSV with named columns: recognised by
+      content, rate and units from the file (:mod:`kmerl_edge._formats`; ``units``/``gain`` for CSVs and
+      ``.npy`` whose content states no unit: ``"mV"``, ``"uV"`` or ``"adc"`` with ``gain`` in counts per mV).
 
     - WFDB (``.hea`` + ``.dat``, multi-segment, any storage format ``wfdb`` reads) and PhysioNet/CinC
       ``.mat`` + ``.hea``: rate and channels come from the header; ``leads`` selects standard leads by
@@ -554,19 +582,34 @@ def open_record(
     suffix = p.suffix.lower()
     if p.is_dir():
         raise RecordReadError(f"{p} is a directory; pass a record file (.hea, .mat, .npy, .csv) or a WFDB base name")
+    if p.exists():
+        _regular_file(p)
+        from ._formats import read_formatted
+
+        formatted = read_formatted(p, fs=fs, leads=leads, units=units, gain=gain)
+        if isinstance(formatted, Record):
+            return _formatted_reader(formatted, leads)
+    elif suffix in {".edf", ".bdf", ".csv", ".txt", ".tsv", ".npy"}:
+        raise RecordReadError(f"no such record: {p} (file not found)")
+    if suffix in {".npy", ".csv"}:
+        return _open_array_file(p, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain)
     opener = _OPENERS.get(suffix)
     if opener is not None:
-        _regular_file(p)
         return opener(p, fs=fs, leads=leads, lead_map=lead_map)
+    if units is not None or gain is not None:
+        raise RecordReadError(f"{p.name}: --units/--gain are for CSV and .npy files; this record states its units")
     base = _record_base(p)
     if _hea(base).exists():
         return _WfdbReader(base, fs=fs, leads=leads, lead_map=lead_map)
     if suffix == ".mat" and p.exists():
         _regular_file(p)
         return _open_mat(p, fs=fs, leads=leads)
-    if p.exists() and not p.is_file():
-        _regular_file(p)
-    raise RecordReadError(f"no such record: {p} (looked for {_hea(base)})")
+    if p.is_file():
+        raise RecordReadError(
+            f"{p.name}: not a format kmerl-edge reads (WFDB .hea/.dat, PhysioNet .mat+.hea, EDF/EDF+, "
+            "Apple Watch ECG CSV, Polar Sensor Logger ECG, CSV with named lead columns, .npy)"
+        )
+    raise RecordReadError(f"no such record: {p} (neither the file nor a WFDB header {_hea(base).name} exists)")
 
 
 register_format([".npy", ".csv"], _open_array_file)
@@ -578,13 +621,15 @@ def read_record(
     fs: float | None = None,
     leads: Sequence[str] | None = None,
     lead_map: LeadMap = None,
+    units: str | None = None,
+    gain: float | None = None,
 ) -> Record:
     """Read a whole recording into a :class:`Record` (mV, canonical leads, NaN where samples are missing).
 
     See :func:`open_record` for the formats and what is refused. Long recordings are better scored with
     :meth:`kmerl_edge.Classifier.predict_record`, which reads them in pieces.
     """
-    with open_record(path, fs=fs, leads=leads, lead_map=lead_map) as r:
+    with open_record(path, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as r:
         signal = r.read(0, r.n_samples)
         r.verify()
         big = float(np.nanmax(np.abs(signal))) if signal.size and not np.isnan(signal).all() else 0.0

@@ -208,7 +208,10 @@ class KMERLModel(nn.Module):
         self.query_head = CardiacQueryHead(cfg)
         self.query_proj = nn.Linear(cfg.text_dim, cfg.width)
         self.ecg_proj = ProjectionHead(cfg.width, cfg.proj_dim)
-        self.text_proj = nn.Linear(cfg.text_dim, cfg.proj_dim)
+        self.text_proj: nn.Module = (
+            ProjectionHead(cfg.text_dim, cfg.proj_dim) if cfg.text_proj_layers == 2
+            else nn.Linear(cfg.text_dim, cfg.proj_dim)
+        )
         self.apply(self._init)
 
     @staticmethod

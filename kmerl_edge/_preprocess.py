@@ -349,7 +349,11 @@ def normalize_window(x: np.ndarray, *, config: PreprocessConfig) -> np.ndarray:
     return (x - mean) / np.maximum(std, config.norm_eps_mv)
 
 
-def _saturated(row: np.ndarray, cfg: QualityConfig) -> bool:
+#: a run on a rail at least this long (seconds, at the signal's own rate) is a clipping plateau
+_CLIP_PLATEAU_S = 0.02
+
+
+def _saturated(row: np.ndarray, cfg: QualityConfig, fs: float) -> bool:
     n = row.size
     for rail in (row.max(), row.min()):
         on = row == rail
@@ -361,7 +365,7 @@ def _saturated(row: np.ndarray, cfg: QualityConfig) -> bool:
         # a long run on a rail (clipping plateau) even if rare overall
         edges = np.flatnonzero(np.diff(np.concatenate(([0], on.astype(np.int8), [0]))))
         runs = edges[1::2] - edges[0::2]
-        if runs.size and runs.max() >= max(cfg.min_saturation_run, int(0.02 * 500)):
+        if runs.size and runs.max() >= max(cfg.min_saturation_run, int(round(_CLIP_PLATEAU_S * fs))):
             return True
     return False
 
@@ -400,7 +404,7 @@ def _quality(
             LeadQuality(
                 lead=lead,
                 flat=flat,
-                saturated=(not flat) and _saturated(x[i], qc),
+                saturated=(not flat) and _saturated(x[i], qc, fs),
                 out_of_range=bool(absmax_all[i] > qc.max_abs_mv),
                 noisy=(not flat) and ratio > qc.noise_ratio,
                 std_mv=std,

@@ -28,6 +28,7 @@ import numpy as np
 
 from ._errors import NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
 from ._preprocess import LeadQuality, QualityReport, preprocess
+from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._classifier import Classifier
@@ -82,6 +83,57 @@ class ScoredWindows:
     coverage: Coverage
     notes: tuple[str, ...]
     latency_ms: float
+    rhythm: RhythmResult | None = None
+    window_rhythm: tuple[RhythmResult, ...] = ()
+
+
+class _Beats:
+    """Whole-recording beats on one lead at the device rate, in bounded memory: a streaming
+    :class:`kmerl_edge.rhythm.BeatDetector` fed the gap-free stretches; intervals never span a gap."""
+
+    def __init__(self, fs: float, lead: str) -> None:
+        self.fs, self.lead = fs, lead
+        self.det = BeatDetector(fs=fs)
+        self.beats: list[int] = []
+        self.segments: list[int] = []
+        self.info: list[tuple[float, bool, float, float]] = []
+        self.noise: list[float] = []
+        self.seg = 0
+        self.lo, self.hi = math.inf, -math.inf
+        self.pending_gap = 0
+
+    def _take(self, beats: np.ndarray) -> None:
+        self.beats.extend(int(b) for b in beats)
+        self.segments.extend([self.seg] * len(beats))
+        self.info.extend(self.det.take_beat_info())
+        self.noise.extend(h for _, h in self.det.take_noise())
+
+    def push(self, x: np.ndarray) -> None:
+        if self.pending_gap:
+            self._take(self.det.gap(self.pending_gap))
+            self.seg += 1
+            self.pending_gap = 0
+        if x.size:
+            self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        self._take(self.det.push(x))
+
+    def gap(self, n: int) -> None:
+        self.pending_gap += int(n)
+
+    def result(self) -> RhythmResult:
+        self._take(self.det.finish())
+        return summarise_beats(
+            self.beats,
+            fs=self.fs,
+            lead=self.lead,
+            segments=self.segments,
+            confident=[i[1] for i in self.info],
+            heights=[i[0] for i in self.info],
+            noise_heights=self.noise,
+            amplitudes=[i[2] for i in self.info],
+            prominences=[i[3] for i in self.info],
+            signal_ptp_mv=(self.hi - self.lo) if self.hi >= self.lo else 0.0,
+        )
 
 
 class _Piecer:
@@ -101,6 +153,9 @@ class _Piecer:
         self.starts: list[float] = []
         self.qualities: list[QualityReport] = []
         self.used: list[tuple[str, ...]] = []
+        self.rhythm_lead = choose_rhythm_lead(leads)
+        self.rhythm_row = leads.index(self.rhythm_lead)
+        self.window_rhythm: list[RhythmResult] = []
         self.unscored_n = 0
         self.no_lead_pieces = 0
         self.no_lead_error: NoUsableLeadsError | None = None
@@ -178,6 +233,12 @@ class _Piecer:
             self.probs.append(self.clf.run_windows(pre.windows[rows], pre.lead_ids))
         self.infer_s += time.perf_counter() - t0
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
+        for i in keep:
+            a = int(round(pre.window_starts_s[i] * self.fs))
+            seg = data[self.rhythm_row, a : a + self.win_n]
+            self.window_rhythm.append(
+                analyse(seg, fs=self.fs, lead=self.rhythm_lead, t0=t_off + pre.window_starts_s[i])
+            )
         self.qualities.append(pre.quality)
         self.used.append(pre.leads)
 
@@ -236,6 +297,7 @@ def score_reader(
     clf.check_leads(leads)
     t_start = time.perf_counter()
     piecer = _Piecer(clf, fs, leads, piece_s, batch_windows)
+    beats = _Beats(fs, piecer.rhythm_lead)
     chunk = max(piecer.win_n, int(round(chunk_s * fs)))
     gaps: list[tuple[int, int]] = []
     n_gaps = 0
@@ -256,6 +318,7 @@ def score_reader(
         for s, e, missing in _all_runs(miss):
             if missing:
                 piecer.end()
+                beats.gap(e - s)
                 missing_n += e - s
                 if gap_open is None:
                     gap_open = a + s
@@ -268,6 +331,7 @@ def score_reader(
                     gap_open = None
                 piecer.start(a + s)
             piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
+            beats.push(x[piecer.rhythm_row, s:e])
     if gap_open is not None:
         n_gaps += 1
         if len(gaps) < _MAX_GAPS_LISTED:
@@ -323,4 +387,6 @@ def score_reader(
         coverage=coverage,
         notes=tuple(notes),
         latency_ms=(time.perf_counter() - t_start) * 1e3,
+        rhythm=beats.result(),
+        window_rhythm=tuple(piecer.window_rhythm),
     )

@@ -1,30 +1,33 @@
 """``kmerl-edge stream`` and ``kmerl-edge demo``.
 
-``stream`` reads a serial patch (a port or pyserial URL, through :mod:`firmware_bridge`) or plays a
-recording file at real time (or ``--speed`` times faster) into a :class:`StreamSession` and prints one
-line per window and one per rhythm event (``--json-lines``: one JSON object per line).
+``stream`` reads any :class:`~kmerl_edge.stream.Source` (a recording played at real time or ``--speed``
+times faster, ``synthetic://``, or a serial port / pyserial URL through the ``serial`` source plugin of
+the firmware bridge) into a :class:`StreamSession` and prints one line per window and one per rhythm event
+(``--json-lines``: one JSON object per line). When the device's rate or leads change, the session ends
+cleanly (its results and summary are printed) and the next one starts. The command ends with a summary
+when the source ends, stays disconnected longer than ``--disconnect-timeout``, or ``--max-seconds`` of
+signal have been streamed.
 
-``demo`` is the whole chain on the package's own data: a virtual patch on a pty replays the shipped
-CPSC2021 recording (paroxysmal atrial fibrillation) as K-MERL frames, the serial bridge decodes them, the
-session scores them with the default bundle, and the AF events are printed as they happen, then a
-summary (windows, latency median/p99, link and decoder faults) and the reference annotations.
+``demo`` is the whole chain on the package's own data: a virtual patch on a pty (the bridge's
+``virtual-patch`` source) replays the shipped CPSC2021 recording (paroxysmal atrial fibrillation) as K-MERL
+frames, the serial reader decodes them, the session scores them with the default bundle, and the AF events
+are printed as they happen, then a summary (windows, latency median/p99, link and decoder faults), the
+reference annotations and a "recording finished" line.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import stat
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
-from ._errors import InvalidArgumentError, KmerlError, MissingExtraError
+from ._errors import InvalidArgumentError, KmerlError
 from ._jsonout import dumps
+from ._source import DeviceInfo, Gap, LeadStatus, LinkStatus, SampleBlock, Source, open_source, source_kind
+from ._stream_errors import StreamConfigError, UnknownSourceError
 from ._stream_session import StreamSession
 from ._stream_types import RhythmEvent, StreamStats, WindowResult
 from ._stream_worker import warmup
@@ -43,7 +46,9 @@ def demo_record_path() -> Path:
 
 def demo_reference_episodes(record: str | Path | None = None) -> list[tuple[float, float, str]]:
     """(start s, end s, rhythm) episodes from a WFDB record's ``.atr`` rhythm annotations."""
-    import wfdb
+    from ._errors import require
+
+    wfdb: Any = require("wfdb", "io")  # MissingExtraError naming the extra on a device-only install
 
     base = str(record or demo_record_path())
     ann = wfdb.rdann(base, "atr")
@@ -58,23 +63,23 @@ def demo_reference_episodes(record: str | Path | None = None) -> list[tuple[floa
     return out
 
 
-def _import_bridge() -> Any:
-    try:
-        import firmware_bridge
-    except ImportError as exc:
-        raise MissingExtraError(
-            "the serial bridge (firmware_bridge, part of the kmerl-edge distribution) is not importable; "
-            "reinstall kmerl-edge with: pip install 'kmerl-edge[serial]'"
-        ) from exc
-    return firmware_bridge
-
-
 # ----------------------------------------------------------------------------------------------- output
+def _hr_text(r: WindowResult) -> str:
+    rh = r.rhythm
+    if rh is None:
+        return ""
+    if rh.hr_bpm is None:
+        return f"HR n/a ({rh.quality})"
+    irr = f", RR irr {rh.rr_irregularity:.2f}" if rh.rr_irregularity is not None else ""
+    return f"HR {rh.hr_bpm:.0f} bpm{irr}"
+
+
 class _Printer:
     def __init__(self, json_lines: bool, out: TextIO | None = None) -> None:
         self.json = json_lines
         self.out = out or sys.stdout
         self.events: list[RhythmEvent] = []
+        self.results: list[WindowResult] = []  # kept for --plot
 
     def _emit(self, obj: dict[str, Any] | None, text: str) -> None:
         if self.json:
@@ -87,9 +92,11 @@ class _Printer:
         self._emit(obj, text)
 
     def result(self, r: WindowResult) -> None:
+        self.results.append(r)
         span = f"{r.t_start:7.1f}–{r.t_end:7.1f} s"
         if r.skipped:
-            self._emit(r.to_dict(), f"{span}  skipped ({r.reason}): {r.detail}")
+            hr = f"  {_hr_text(r)}" if r.rhythm is not None else ""
+            self._emit(r.to_dict(), f"{span}  skipped ({r.reason}): {r.detail}{hr}")
             return
         parts = []
         for ls, scores in r.by_label_set.items():
@@ -100,7 +107,10 @@ class _Printer:
         if r.excluded_leads:
             leads += "; left out " + ", ".join(f"{k} ({v})" for k, v in r.excluded_leads.items())
         flags = f" [{','.join(r.flags)}]" if r.flags else ""
-        self._emit(r.to_dict(), f"{span}  {' | '.join(parts)}  quality {q} ({leads}){flags}  {r.latency_ms:.1f} ms")
+        hr = f"  {_hr_text(r)}" if r.rhythm is not None else ""
+        self._emit(
+            r.to_dict(), f"{span}  {' | '.join(parts)}{hr}  quality {q} ({leads}){flags}  {r.latency_ms:.1f} ms"
+        )
 
     def episodes(self) -> list[tuple[str, float, float | None]]:
         """(label, start, end or None if still on) of the rhythm events printed so far."""
@@ -118,18 +128,26 @@ class _Printer:
         self.events.append(e)
         self._emit(
             e.to_dict(),
-            f">>> {e.t:7.1f} s  {e.label} {e.kind.upper()}  (confirmed at {e.t_confirmed:.1f} s, p={e.probability:.2f})",
+            f">>> {e.t:7.1f} s  {e.label} {e.kind.upper()}  (confirmed at {e.t_confirmed:.1f} s, {e.evidence})",
         )
 
     def summary(self, st: StreamStats, faults: dict[str, int], extra: dict[str, Any] | None = None) -> None:
         obj = {**st.to_dict(), "faults": faults, **(extra or {})}
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(st.skipped.items())) or "none"
         fault_txt = ", ".join(f"{k} {v}" for k, v in faults.items() if v) or "none"
+        lat = (
+            f"window latency median {st.latency_ms_median:.1f} ms, p99 {st.latency_ms_p99:.1f} ms "
+            "(last sample in → result out: queue + preprocessing + inference; first window, the warm-up, "
+            "left out)"
+            if st.scored > 1
+            else "window latency: not enough scored windows"
+        )
+        late = f", late chunks dropped {st.late_chunks}" if st.late_chunks else ""
         lines = [
-            f"summary: {st.windows} windows ({st.scored} scored; skipped: {skipped}); "
-            f"latency median {st.latency_ms_median:.1f} ms, p99 {st.latency_ms_p99:.1f} ms",
-            f"         gaps {st.gaps} ({st.gap_samples} samples), dropped for backlog {st.dropped}, "
-            f"rhythm events {st.events}, lead exclusions "
+            f"summary: {st.windows} windows ({st.scored} scored; skipped: {skipped})",
+            f"         {lat}",
+            f"         gaps {st.gaps} ({st.gap_samples} samples), clock resets {st.clock_resets}{late}, "
+            f"dropped for backlog {st.dropped}, rhythm events {st.events}, lead exclusions "
             + (", ".join(f"{k} {v}" for k, v in st.lead_exclusions.items()) or "none"),
             f"faults:  {fault_txt}",
         ]
@@ -168,208 +186,252 @@ def _start_note(p: _Printer, clf: Any, fs: float, leads: Sequence[str], source: 
 
 
 # ------------------------------------------------------------------------------------------ sources
-def _is_serial(source: str) -> bool:
-    if "://" in source:
-        return True
-    try:
-        st = os.stat(source)
-    except OSError:
-        return source.startswith("/dev/") or source.upper().startswith("COM")
-    return stat.S_ISCHR(st.st_mode)
-
-
 def _parse_leads(text: str | None) -> tuple[str, ...] | None:
     from ._leads import parse_leads
 
     return tuple(parse_leads(text)) if text else None
 
 
-def _play_recording(a: Any, p: _Printer) -> int:
-    from ._channels import parse_lead_map
-    from ._io import open_record
-
-    leads = _parse_leads(a.leads)
-    speed = float(a.speed)
-    if not speed > 0:
-        raise KmerlError(f"--speed must be positive, got {a.speed}")
-    lead_map = parse_lead_map(getattr(a, "lead_map", None))
-    with open_record(a.source, fs=a.fs, leads=leads, lead_map=lead_map) as rec:
-        clf = _load(a.bundle, a.backend)
-        if len(rec.leads) > clf.max_leads:
-            raise KmerlError(
-                f"{rec.name} has {len(rec.leads)} leads but the bundle serves at most {clf.max_leads}; "
-                f"pick some with --leads"
-            )
-        warmup(clf, fs=rec.fs, leads=rec.leads)
-        session = clf.stream(fs=rec.fs, leads=rec.leads, hop_s=a.hop, device_id=rec.name or None)
-        _start_note(p, clf, rec.fs, rec.leads, f"{a.source} at {speed:g}x")
-        for note in rec.notes:
-            p.note(f"note: {note}", {"type": "note", "note": note})
-        n = rec.n_samples
-        if a.max_seconds is not None:
-            n = min(n, int(round(a.max_seconds * rec.fs)))
-        step = max(1, int(round(0.1 * rec.fs)))
-        block = step * 100  # read 10 s at a time; push 0.1 s at a time; missing samples are gaps
-        t_wall0 = time.monotonic()
-        gap: list[int] = []  # [start, length] of the gap being read: one push_gap per gap, however long
-
-        def flush_gap() -> None:
-            if gap:
-                p.drain(session, session.push_gap(gap[1], t0=gap[0] / rec.fs))
-                gap.clear()
-
-        try:
-            for b0 in range(0, n, block):
-                x = rec.read(b0, min(n, b0 + block))
-                for k in range(0, x.shape[1], step):
-                    stop = min(x.shape[1], k + step)
-                    delay = t_wall0 + (b0 + stop) / rec.fs / speed - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    part = x[:, k:stop]
-                    miss = np.isnan(part).any(axis=0)
-                    cuts = [0, *(np.flatnonzero(np.diff(miss.astype(np.int8))) + 1).tolist(), part.shape[1]]
-                    for s0, s1 in zip(cuts[:-1], cuts[1:]):
-                        if miss[s0]:
-                            if gap:
-                                gap[1] += s1 - s0
-                            else:
-                                gap.extend((b0 + k + s0, s1 - s0))
-                        else:
-                            flush_gap()
-                            p.drain(session, session.push(part[:, s0:s1], t0=(b0 + k + s0) / rec.fs))
-            flush_gap()
-        finally:
-            p.drain(session, session.close())
-    p.summary(session.stats(), {})
-    return 0
+_FAULT_KEYS = (
+    "garbage_bytes", "crc_errors", "resyncs", "truncated_frames", "invalid_frames", "implausible_frames",
+    "duplicates", "stale_frames", "lost_frames", "gaps", "lost_samples", "restarts", "timestamp_errors",
+    "clock_jumps", "queue_overflows", "overflow_samples", "dropped_events", "malformed_lines",
+    "out_of_range_lines",
+)
 
 
-class _BridgeRun:
-    """Consume a firmware-bridge source into a session created from the first device data."""
-
-    def __init__(
-        self, clf: Any, p: _Printer, hop: float, max_seconds: float | None, source: str, hangup_ends: bool = False
-    ) -> None:
-        self.clf = clf
-        self.hangup_ends = hangup_ends
-        self.p = p
-        self.hop = hop
-        self.max_seconds = max_seconds
-        self.source = source
-        self.session: StreamSession | None = None
-        self.t_first: float | None = None
-        self.links: dict[str, int] = {"disconnects": 0, "reconnects": 0}
-
-    def _open(self, fs: float, leads: Sequence[str]) -> StreamSession:
-        warmup(self.clf, fs=fs, leads=leads)
-        self.session = self.clf.stream(fs=fs, leads=leads, hop_s=self.hop, device_id=self.source)
-        _start_note(self.p, self.clf, fs, tuple(leads), self.source)
-        return self.session
-
-    def handle(self, ev: Any) -> bool:
-        """Feed one event; False when ``max_seconds`` of signal has been streamed."""
-        kind = type(ev).__name__
-        if kind == "LinkEvent":
-            if not ev.connected and self.hangup_ends:
-                self.p.note(f"--- the patch hung up ({ev.detail})", {"type": "link", "connected": False,
-                                                                     "port": ev.port, "detail": ev.detail})
-            elif not ev.connected:
-                self.links["disconnects"] += 1
-                self.p.note(f"--- link lost: {ev.port} ({ev.detail})", {"type": "link", "connected": False,
-                                                                       "port": ev.port, "detail": ev.detail})
-            elif self.session is not None:
-                self.links["reconnects"] += 1
-                self.p.note(f"--- link back: {ev.port}", {"type": "link", "connected": True, "port": ev.port})
-            return True
-        if self.session is None:
-            if kind == "SampleBlock":  # its leads are the selected ones (--leads), in device order
-                leads = ev.leads
-                if len(leads) > self.clf.max_leads:
-                    raise KmerlError(
-                        f"the device streams {len(leads)} leads but the bundle serves at most "
-                        f"{self.clf.max_leads}; pick some with --leads"
-                    )
-                self._open(float(ev.fs), leads)
-            else:
-                return True
-        assert self.session is not None
-        if kind == "DeviceInfo":
-            return True
-        if self.t_first is None and hasattr(ev, "t0"):
-            self.t_first = float(ev.t0)
-        self.p.drain(self.session, self.session.feed(ev))
-        if self.max_seconds is not None and self.t_first is not None:
-            return self.session.t_now - self.t_first < self.max_seconds
-        return True
-
-    def finish(self, faults: dict[str, int], extra: dict[str, Any] | None = None) -> StreamStats | None:
-        if self.session is None:
-            self.p.note("no samples arrived from the device", {"type": "summary", "windows": 0, "faults": faults})
-            return None
-        self.p.drain(self.session, self.session.close())
-        st = self.session.stats()
-        self.p.summary(st, faults, extra)
-        return st
-
-
-def _fault_counts(src: Any, links: dict[str, int]) -> dict[str, int]:
-    stats = dict(getattr(src, "stats", {}) or {})
-    keys = (
-        "garbage_bytes", "crc_errors", "resyncs", "truncated_frames", "invalid_frames", "duplicates",
-        "stale_frames", "lost_frames", "gaps", "lost_samples", "restarts", "timestamp_errors",
-        "queue_overflows", "overflow_samples", "dropped_events", "malformed_lines",
-    )
-    out = {k: int(stats[k]) for k in keys if k in stats}
+def _fault_counts(src: Source, links: dict[str, int]) -> dict[str, int]:
+    stats = dict(src.stats or {})
+    out = {k: int(stats[k]) for k in _FAULT_KEYS if k in stats}
     out.update(links)
     return out
 
 
-def _stream_serial(a: Any, p: _Printer) -> int:
-    fb = _import_bridge()
+class _Run:
+    """Consume a source into sessions: one per device set-up (rate, leads), opened by its first samples."""
+
+    def __init__(self, clf: Any, p: _Printer, hop: float, *, source: str, max_seconds: float | None = None,
+                 disconnect_timeout: float | None = None, hangup_ends: bool = False) -> None:
+        self.clf = clf
+        self.p = p
+        self.hop = hop
+        self.source = source
+        self.max_seconds = max_seconds
+        self.disconnect_timeout = disconnect_timeout
+        self.hangup_ends = hangup_ends
+        self.session: StreamSession | None = None
+        self.sessions = 0
+        self.t_first: float | None = None
+        self.lost_at: float | None = None
+        self.links: dict[str, int] = {"disconnects": 0, "reconnects": 0}
+        self.src: Source | None = None
+        self.last: StreamStats | None = None
+        self.streamed_s = 0.0
+
+    # -- sessions
+    def _open(self, fs: float, leads: Sequence[str], t0: float) -> StreamSession:
+        if len(leads) > self.clf.max_leads:
+            raise KmerlError(
+                f"the device streams {len(leads)} leads but the bundle serves at most {self.clf.max_leads}; "
+                "pick some with --leads"
+            )
+        warmup(self.clf, fs=fs, leads=leads)
+        self.session = self.clf.stream(fs=fs, leads=leads, hop_s=self.hop, device_id=self.source)
+        self.sessions += 1
+        _start_note(self.p, self.clf, fs, tuple(leads), self.source)
+        if self.sessions == 1 and t0 > 0:
+            self.p.note(
+                f"note: the first sample received is at device time {t0:.3f} s: what the device sent "
+                "before was not received",
+                {"type": "note", "first_t0": t0},
+            )
+        return self.session
+
+    def _end_session(self, why: str | None = None) -> None:
+        s = self.session
+        if s is None:
+            return
+        self.session = None
+        self.p.drain(s, s.close())
+        st = s.stats()
+        self.streamed_s += st.samples / s.fs
+        extra = {"session": self.sessions}
+        if why:
+            extra["ended"] = why  # type: ignore[assignment]
+            self.p.note(f"--- session {self.sessions} ended: {why}", {"type": "session_end", "session": self.sessions,
+                                                                      "reason": why})
+        self.p.summary(st, _fault_counts(self.src, self.links) if self.src is not None else {}, extra)
+        self.last = st
+
+    # -- messages
+    def handle(self, msg: Any) -> str | None:
+        """Feed one message; a reason to stop, or None to go on."""
+        if isinstance(msg, LinkStatus):
+            if not msg.connected:
+                if self.hangup_ends:
+                    return "recording finished"
+                self.links["disconnects"] += 1
+                self.lost_at = time.monotonic()
+                self.p.note(f"--- link lost: {msg.port} (device disconnected)",
+                            {"type": "link", "connected": False, "port": msg.port, "detail": msg.detail})
+            elif self.lost_at is not None:
+                self.links["reconnects"] += 1
+                self.lost_at = None
+                self.p.note(f"--- link back: {msg.port}", {"type": "link", "connected": True, "port": msg.port})
+            return None
+        if isinstance(msg, DeviceInfo):
+            s = self.session
+            if s is not None and abs(msg.fs - s.fs) > 1e-6 * s.fs:
+                self._end_session(f"the device now samples at {msg.fs:g} Hz (was {s.fs:g} Hz)")
+            return None
+        if isinstance(msg, SampleBlock):
+            s = self.session
+            if s is not None and (abs(msg.fs - s.fs) > 1e-6 * s.fs or tuple(msg.leads) != s.leads):
+                self._end_session(f"the device now streams {','.join(msg.leads)} at {msg.fs:g} Hz "
+                                  f"(was {','.join(s.leads)} at {s.fs:g} Hz)")
+            if self.session is None:
+                self._open(float(msg.fs), tuple(msg.leads), float(msg.t0))
+            if self.t_first is None:
+                self.t_first = float(msg.t0)
+        elif not isinstance(msg, Gap | LeadStatus) or self.session is None:
+            return None
+        assert self.session is not None
+        self.p.drain(self.session, self.session.feed(msg))
+        if self.max_seconds is not None and self.t_first is not None:
+            if self.session.t_now - self.t_first >= self.max_seconds:
+                return f"--max-seconds {self.max_seconds:g} reached"
+        return None
+
+    def consume(self, src: Source) -> str:
+        """Read ``src`` until it ends, stays disconnected too long, or a limit is reached; returns why."""
+        self.src = src
+        try:
+            while True:
+                msg = src.get(timeout=0.1)
+                if msg is None:
+                    if src.ended:
+                        return "the source ended"
+                    if (self.lost_at is not None and self.disconnect_timeout is not None
+                            and time.monotonic() - self.lost_at > self.disconnect_timeout):
+                        return f"disconnected for more than {self.disconnect_timeout:g} s"
+                    continue
+                why = self.handle(msg)
+                if why is not None:
+                    return why
+        except KeyboardInterrupt:
+            return "interrupted"
+        finally:
+            src.close()
+
+    def finish(self, why: str, extra: dict[str, Any] | None = None) -> StreamStats | None:
+        if self.session is None and self.sessions == 0:
+            faults = _fault_counts(self.src, self.links) if self.src is not None else {}
+            self.p.note(f"no samples arrived from the source ({why})",
+                        {"type": "summary", "windows": 0, "faults": faults, "ended": why})
+            return None
+        if self.session is None:
+            return self.last
+        s = self.session
+        self.session = None
+        self.p.drain(s, s.close())
+        st = s.stats()
+        self.streamed_s += st.samples / s.fs
+        self.p.note(f"--- end of stream: {why}", {"type": "end", "reason": why})
+        self.p.summary(st, _fault_counts(self.src, self.links) if self.src is not None else {},
+                       {"ended": why, "sessions": self.sessions, **(extra or {})})
+        self.last = st
+        return st
+
+
+def _source_options(kind: str, a: Any) -> dict[str, Any]:
     leads = _parse_leads(a.leads)
-    clf = _load(a.bundle, a.backend)
-    run = _BridgeRun(clf, p, a.hop, a.max_seconds, a.source)
-    src = fb.open_source(a.source, protocol=a.protocol, fs=a.fs, leads=leads)
-    try:
-        for ev in src:
-            if not run.handle(ev):
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        src.close()
-    run.finish(_fault_counts(src, run.links))
-    return 0
+    if kind == "recording":
+        speed = float(a.speed)
+        if not speed > 0:
+            raise StreamConfigError(f"--speed must be positive, got {a.speed}")
+        return {"fs": a.fs, "leads": leads, "speed": speed, "max_seconds": a.max_seconds,
+                "lead_map": getattr(a, "lead_map", None)}
+    if kind == "synthetic":
+        return {"fs": a.fs, "leads": leads, "speed": float(a.speed)}
+    opts: dict[str, Any] = {"fs": a.fs, "leads": leads}
+    if kind == "serial":
+        opts["protocol"] = a.protocol
+    return opts
 
 
 def run_stream_cli(a: Any) -> int:
     """``kmerl-edge stream --source SOURCE ...``: see the module docstring."""
     if not (isinstance(a.hop, (int, float)) and math.isfinite(a.hop) and a.hop > 0):
-        raise KmerlError(f"--hop must be a positive number of seconds, got {a.hop}")
-    src = str(a.source)
-    if not src.strip():
+        raise StreamConfigError(f"--hop must be a positive number of seconds, got {a.hop}")
+    timeout = getattr(a, "disconnect_timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise StreamConfigError(f"--disconnect-timeout must be a positive number of seconds, got {timeout}")
+    if a.max_seconds is not None and not (math.isfinite(a.max_seconds) and a.max_seconds > 0):
+        raise StreamConfigError(f"--max-seconds must be positive, got {a.max_seconds}")
+    spec = str(a.source)
+    if not spec.strip():
         raise InvalidArgumentError("--source is empty; pass a serial port, a pyserial URL or a recording file")
     p = _Printer(a.json_lines)
-    if _is_serial(src):
-        return _stream_serial(a, p)
-    base = Path(src)
-    if not (base.exists() or base.with_suffix(".hea").exists() or Path(src + ".hea").exists()):
-        raise FileNotFoundError(2, "no such recording, serial port or URL", src)
-    return _play_recording(a, p)
+    try:
+        kind = source_kind(spec)
+    except UnknownSourceError:
+        if "://" not in spec and not spec.startswith("/dev/"):
+            raise UnknownSourceError(f"no such recording, serial port or URL: {spec}") from None
+        raise
+    opts = _source_options(kind, a)
+    clf = _load(a.bundle, a.backend)
+    src = open_source(spec, **opts)
+    for note in getattr(src, "notes", ()):
+        p.note(f"note: {note}", {"type": "note", "note": note})
+    label = f"{spec} at {opts['speed']:g}x" if kind in ("recording", "synthetic") else spec
+    run = _Run(clf, p, a.hop, source=label, max_seconds=a.max_seconds, disconnect_timeout=timeout)
+    try:
+        why = run.consume(src)
+        run.finish(why)
+    finally:
+        _plot_if_asked(a, p)
+    return 0
+
+
+def _plot_if_asked(a: Any, p: _Printer) -> None:
+    """``--plot PNG``: the stream's timeline (AF probability, heart rate, events, quality), on close."""
+    out = getattr(a, "plot", None)
+    if not out or not p.results:
+        return
+    from ._plot import plot_stream
+
+    reference: list[tuple[float, float]] = []
+    base = Path(str(a.source))
+    base = base.with_suffix("") if base.suffix in _RECORD_SUFFIXES else base
+    if base.with_suffix(".atr").exists():
+        try:
+            reference = [(s, e) for s, e, r in demo_reference_episodes(base) if r == "AFIB"]
+        except (ImportError, ValueError, OSError):
+            reference = []
+    plot_stream(p.results, p.events, out, title=f"kmerl-edge stream {a.source}", reference=reference)
+    p.note(f"plot: {out}", {"type": "plot", "path": str(out)})
 
 
 def run_demo_cli(a: Any) -> int:
     """``kmerl-edge demo``: virtual patch (pty) → pyserial → decoder → session → AF events."""
+    from urllib.parse import quote
+
     speed = float(a.speed)
     if not speed > 0:
-        raise KmerlError(f"--speed must be positive, got {a.speed}")
+        raise StreamConfigError(f"--speed must be positive, got {a.speed}")
     clf = _load(a.bundle, a.backend)  # no default bundle: the named BundleError, printed by the CLI
-    fb = _import_bridge()
     record = demo_record_path()
     if not record.with_suffix(".hea").exists():
         raise KmerlError(f"the demo recording is missing from this installation ({record}.hea)")
     leads = ("I", "II")[: max(1, clf.max_leads)]
+    spec = f"virtual-patch://{quote(str(record))}?fs=200&leads={','.join(leads)}&speed={speed:g}&protocol=kmerl"
+    try:
+        source_kind(spec)
+    except UnknownSourceError:
+        raise KmerlError(
+            "the demo needs the firmware bridge's virtual patch (the 'serial' source plugin); "
+            "install it with: pip install 'kmerl-edge[serial]'"
+        ) from None
     p = _Printer(a.json_lines)
     reference = [(s, e, r) for s, e, r in demo_reference_episodes(record) if r == "AFIB"]
     ref_txt = ", ".join(f"{s:.1f}–{e:.1f} s" for s, e, _ in reference)
@@ -379,26 +441,19 @@ def run_demo_cli(a: Any) -> int:
         {"type": "demo", "record": record.name, "speed": speed, "reference_af": [[s, e] for s, e, _ in reference]},
     )
     warmup(clf, fs=200.0, leads=leads)
-    patch = fb.VirtualPatch(
-        fb.SimulateConfig(record=str(record), leads=leads, fs=200.0, protocol="kmerl", speed=speed)
-    )
-    port = patch.start()
-    run = _BridgeRun(clf, p, getattr(a, "hop", 2.0) or 2.0, None, "virtual-patch", hangup_ends=True)
     t0 = time.monotonic()
-    src = fb.open_source(port, protocol="kmerl", reconnect=False)
-    try:
-        for ev in src:
-            run.handle(ev)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        src.close()
-        patch.close()
-    faults = _fault_counts(src, run.links)
-    st = run.finish(faults, {"wall_s": round(time.monotonic() - t0, 2), "reference_af": [[s, e] for s, e, _ in reference]})
+    src = open_source(spec)
+    run = _Run(clf, p, getattr(a, "hop", 2.0) or 2.0, source="virtual-patch", hangup_ends=True)
+    why = run.consume(src)
+    wall = time.monotonic() - t0
+    st = run.finish(why, {"wall_s": round(wall, 2), "reference_af": [[s, e] for s, e, _ in reference]})
     if st is not None:
         found = [(lab, a, b) for lab, a, b in p.episodes() if lab == "atrial fibrillation"]
         found_txt = ", ".join(f"{a:.1f}–" + (f"{b:.1f} s" if b is not None else "(still on)") for _, a, b in found)
         p.note(f"detected atrial fibrillation: {found_txt or 'none'}")
-        p.note(f"reference (CPSC2021 annotations): atrial fibrillation {ref_txt}; wall time {time.monotonic() - t0:.1f} s")
+        p.note(f"reference (CPSC2021 annotations): atrial fibrillation {ref_txt}")
+        if why == "recording finished":
+            p.note(f"recording finished: {run.streamed_s:.1f} s of signal streamed in {wall:.1f} s")
+        else:
+            p.note(f"demo ended: {why}")
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._stream_errors import StreamConfigError
+
 __all__ = ["RingBuffer", "BAD_OK", "BAD_LEAD_OFF", "BAD_NONFINITE"]
 
 BAD_OK = 0
@@ -21,7 +23,7 @@ class RingBuffer:
 
     def __init__(self, n_leads: int, capacity: int) -> None:
         if capacity < 1 or n_leads < 1:
-            raise ValueError("a ring buffer needs at least one lead and one sample")
+            raise StreamConfigError("a ring buffer needs at least one lead and one sample")
         self.capacity = int(capacity)
         self.n_leads = int(n_leads)
         self.data = np.zeros((n_leads, capacity), dtype=np.float32)
@@ -76,7 +78,7 @@ class RingBuffer:
     def window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copies of the last ``n`` slots in time order: data (n_leads, n), gap (n,), bad (n_leads, n)."""
         if n > self.capacity:
-            raise ValueError(f"window of {n} samples exceeds the ring capacity {self.capacity}")
+            raise StreamConfigError(f"window of {n} samples exceeds the ring capacity {self.capacity}")
         start = (self.n_total - n) % self.capacity
         if start + n <= self.capacity:
             sl = slice(start, start + n)

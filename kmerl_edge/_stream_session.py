@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import KmerlError, LeadError, SignalShapeError
+from ._errors import KmerlError, LeadError, SamplingRateError, SignalShapeError
 from ._leads import canonical_leads
 from ._preprocess import _check_fs
+from ._source import DeviceInfo, Gap, LeadStatus, LinkStatus, SampleBlock
+from ._stream_errors import DeviceChangedError, StreamClosedError, StreamConfigError, StreamInputError
 from ._stream_events import EventDetector, Smoother
 from ._stream_ring import BAD_LEAD_OFF, BAD_NONFINITE, BAD_OK, RingBuffer
 from ._stream_types import (
@@ -30,14 +32,14 @@ from ._stream_types import (
     WindowResult,
 )
 from ._stream_worker import InferenceWorker, Outcome, WindowJob
+from .rhythm import DEFAULT_RATE_EVENTS, RateEventDetector, RhythmResult, RhythmTracker, choose_rhythm_lead
 
 __all__ = ["StreamSession", "StreamClosedError"]
 
 _CONFIG_FIELDS = {f.name for f in fields(StreamConfig)}
-
-
-class StreamClosedError(KmerlError):
-    """Samples were pushed into a session that is closed."""
+#: Highest device rate a session accepts (an ECG front end; the firmware bridge refuses the same): a
+#: bogus rate must not allocate gigabytes of ring buffer.
+MAX_STREAM_FS = 32_000.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class _WindowInfo:
     t_end: float
     missing_fraction: float
     flags: tuple[str, ...]
+    rhythm: RhythmResult | None = None
 
 
 def _runs(gap: np.ndarray) -> list[tuple[int, int]]:
@@ -96,7 +99,7 @@ class StreamSession:
     ) -> None:
         unknown = set(overrides) - _CONFIG_FIELDS
         if unknown:
-            raise TypeError(f"unknown stream option(s): {', '.join(sorted(unknown))}")
+            raise StreamConfigError(f"unknown stream option(s): {', '.join(sorted(unknown))}")
         cfg = config or StreamConfig()
         if overrides:
             cfg = replace(cfg, **overrides)
@@ -106,6 +109,10 @@ class StreamSession:
         self.classifier = classifier
         self.device_id = device_id
         self.fs = _check_fs(fs)
+        if self.fs > MAX_STREAM_FS:
+            raise SamplingRateError(
+                f"a stream session takes device rates up to {MAX_STREAM_FS:g} Hz, got {self.fs:g} Hz"
+            )
         self.leads: tuple[str, ...] = classifier.check_leads(leads)
         self._lead_index = {name: i for i, name in enumerate(self.leads)}
         pc = classifier.bundle.preprocess_config
@@ -118,6 +125,10 @@ class StreamSession:
         self._next_end = self._win
         self._origin: float | None = None
         self._lead_off: set[int] = set()
+        self._tol_s = max(cfg.clock_tolerance_s, 0.5 / self.fs)
+        self._last_data_end: int | None = None  # slot index just after the last real sample
+        self._late_next: float | None = None  # where a run of late chunks would continue
+        self._late_run = 0
 
         if worker is None:
             worker = InferenceWorker(
@@ -130,7 +141,7 @@ class StreamSession:
             self._own_worker = True
         else:
             if worker.classifier is not classifier:
-                raise ValueError("a shared worker must serve the session's own classifier")
+                raise StreamConfigError("a shared worker must serve the session's own classifier")
             self._own_worker = False
         self.worker = worker
 
@@ -144,6 +155,11 @@ class StreamSession:
         self._closed = False
         self._smoother = Smoother(cfg.smoothing_windows, cfg.hop_s)
         self._detectors = self._make_detectors(cfg.events)
+        # rhythm: beats of one lead at the device rate, kept across windows (logic in kmerl_edge.rhythm)
+        self._rhythm_lead = self.leads.index(choose_rhythm_lead(self.leads))
+        self._rhythm = RhythmTracker(fs=self.fs, lead=self.leads[self._rhythm_lead])
+        rules = DEFAULT_RATE_EVENTS if cfg.rate_events is None else cfg.rate_events
+        self._rate_detectors = [RateEventDetector(rule, device_id) for rule in rules]
 
         # counters
         self._samples = 0
@@ -155,6 +171,9 @@ class StreamSession:
         self._lead_exclusions: dict[str, int] = {}
         self._n_events = 0
         self._overflow = 0
+        self._empty_windows = 0
+        self._late_chunks = 0
+        self._late_samples = 0
         self._latencies: deque[float] = deque(maxlen=cfg.latency_history)
 
     # -- setup --------------------------------------------------------------------------------------------
@@ -204,41 +223,87 @@ class StreamSession:
                 x = x[[names.index(lead) for lead in self.leads]]
         return x
 
-    def _align(self, t0: float | None) -> None:
-        """Check the device timestamp of the next slot: a jump ahead is a gap, a jump back a reset."""
+    def _check_t0(self, t0: Any) -> float | None:
         if t0 is None:
-            if self._origin is None:
-                self._origin = 0.0
-            return
-        t0 = float(t0)
+            return None
+        try:
+            t = float(t0)
+        except (TypeError, ValueError):
+            raise StreamInputError(f"t0 must be a device time in seconds, got {t0!r}") from None
+        if not math.isfinite(t):
+            raise StreamInputError(f"t0 must be a finite device time in seconds, got {t0!r}")
+        return t
+
+    def _reset_clock(self, t0: float) -> None:
+        """The device's timeline restarts at ``t0``: nothing before is joined to what follows."""
+        self._clock_resets += 1
+        self._ring.invalidate()
+        self._rhythm.reset()
+        self._last_data_end = None
+        self._origin = t0 - self._ring.n_total / self.fs
+        self._late_next = None
+        self._late_run = 0
+
+    def _align(self, t0: float | None, n: int) -> bool:
+        """Place a chunk of ``n`` samples stamped ``t0`` on the session's clock (see :mod:`kmerl_edge.stream`).
+
+        Returns False when the chunk is late (behind the clock) and is dropped. O(1) whatever ``t0`` is."""
         if self._origin is None:
-            self._origin = t0 - self._ring.n_total / self.fs
-            return
-        d = (t0 - self.t_now) * self.fs
-        if d >= 0.5:
+            self._origin = (0.0 if t0 is None else t0) - self._ring.n_total / self.fs
+            return True
+        if t0 is None:
+            return True
+        d = t0 - self.t_now
+        if abs(d) <= self._tol_s:  # jitter: the samples go where the count says
+            self._late_run = 0
+            return True
+        if d > 0:  # ahead: the samples in between were lost
+            self._late_run = 0
+            k = int(round(d * self.fs))
             self._gaps += 1
-            self._gap_samples += int(round(d))
-            self._advance(int(round(d)), None, None)
-        elif d <= -0.5:
-            self._clock_resets += 1
-            self._ring.invalidate()
-            self._origin = t0 - self._ring.n_total / self.fs
+            self._gap_samples += k
+            self._advance_gap(k)
+            return True
+        # behind the clock: old samples, or the device's clock restarted; a run of chunks that agree
+        # on the new times confirms a restart (``reset_confirm``), a lone late chunk is dropped
+        if self._late_next is not None and abs(t0 - self._late_next) <= self._tol_s:
+            self._late_run += 1
+        else:
+            self._late_run = 1
+        self._late_next = t0 + n / self.fs
+        if self._late_run >= self.config.reset_confirm:
+            self._reset_clock(t0)
+            return True
+        self._late_chunks += 1
+        self._late_samples += n
+        return False
 
     def push(
-        self, chunk: Any, t0: float | None = None, *, leads: Sequence[str] | None = None
+        self,
+        chunk: Any,
+        t0: float | None = None,
+        *,
+        leads: Sequence[str] | None = None,
+        reset: bool = False,
     ) -> list[WindowResult]:
         """Append ``chunk`` ((n_leads, n) mV at the device rate; 1-D for one lead). ``t0``: the device
-        time of its first sample (a jump ahead is treated as a gap, a jump back as a clock reset);
-        ``leads``: the chunk's row names if they differ in order from the session's.
+        time of its first sample (see the clock model in :mod:`kmerl_edge.stream`); ``leads``: the
+        chunk's row names if they differ in order from the session's; ``reset``: the device's clock
+        restarted at this chunk (nothing before is joined to it).
 
-        Never waits for inference. Returns the results completed since the last call, in window order.
-        Non-finite samples are not filled: that lead is left out of the windows that hold them.
+        Never waits for inference and does O(len(chunk)) work whatever ``t0`` says. Returns the results
+        completed since the last call, in window order. Non-finite samples are not filled: that lead is
+        left out of the windows that hold them.
         """
         if self._closed:
             raise StreamClosedError("push() on a closed stream session")
         x = self._rows(chunk, leads)
-        self._align(t0)
+        t = self._check_t0(t0)
         n = int(x.shape[1])
+        if reset and t is not None and self._origin is not None:
+            self._reset_clock(t)
+        elif not self._align(t, n):
+            return self._take()
         if n:
             x = x.astype(np.float32, copy=False)
             bad = np.zeros(x.shape, dtype=np.int8)
@@ -252,52 +317,79 @@ class StreamSession:
             self._advance(n, x, bad)
         return self._take()
 
-    def push_gap(self, n_samples: int, t0: float | None = None) -> list[WindowResult]:
+    def push_gap(self, n_samples: int, t0: float | None = None, *, reset: bool = False) -> list[WindowResult]:
         """Record ``n_samples`` per lead the source reported lost (starting at device time ``t0`` if
-        given). Nothing is invented: windows holding too much of a gap are skipped with reason ``gap``."""
+        given). Nothing is invented: windows holding too much of a gap are skipped with reason ``gap``;
+        windows holding no sample at all produce no result (counted in ``StreamStats.empty_windows``),
+        so a gap of any length costs O(1). ``reset``: the device's timeline breaks after the gap."""
         if self._closed:
             raise StreamClosedError("push_gap() on a closed stream session")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
+            raise StreamInputError(f"a gap is a non-negative whole number of samples, got {n_samples!r}")
         n = int(n_samples)
-        if n < 0:
-            raise ValueError(f"a gap has a non-negative number of samples, got {n_samples!r}")
-        self._align(t0)
-        if n:
+        t = self._check_t0(t0)
+        if t is not None and self._origin is not None:
+            ahead = t - self.t_now
+            if ahead < -self._tol_s:  # the gap starts behind the clock: only its part beyond counts
+                n = max(0, int(round((t + n / self.fs - self.t_now) * self.fs)))
+                t = None
+        if self._align(t, 0) and n:
             self._gaps += 1
             self._gap_samples += n
-            self._advance(n, None, None)
+            self._advance_gap(n)
+        if reset:
+            self._reset_clock(self.t_now)
         return self._take()
 
-    def set_lead_off(self, leads: Iterable[str]) -> None:
-        """Declare which leads the device reports off (replaces the previous set; ``[]`` clears it).
+    def set_lead_off(self, leads: str | Sequence[str]) -> None:
+        """Declare which leads the device reports off: one lead name, or a sequence of names (replaces
+        the previous set; ``[]`` clears it).
 
         Samples of those leads received from now on are marked ``lead_off`` and the lead is left out of
-        every window holding any of them. Names the session does not stream are ignored.
+        every window holding any of them. Leads the session does not stream are ignored; names that are
+        not leads raise :class:`~kmerl_edge.UnknownLeadError`.
         """
+        if isinstance(leads, str):
+            names: list[str] = [leads]
+        elif isinstance(leads, (list, tuple)) and all(isinstance(v, str) for v in leads):
+            names = list(leads)
+        else:
+            raise StreamInputError(
+                f"set_lead_off takes a lead name or a list/tuple of lead names, got {type(leads).__name__}"
+            )
         off: set[int] = set()
-        for name in leads:
-            try:
-                lead = canonical_leads([name])[0]
-            except LeadError:
-                continue
+        for lead in canonical_leads(names) if names else ():
             if lead in self._lead_index:
                 off.add(self._lead_index[lead])
         self._lead_off = off
 
-    def feed(self, event: Any) -> list[WindowResult]:
-        """Hand one firmware-bridge event to the session (duck-typed; the bridge is not imported):
-        samples blocks (``data``, ``t0``, ``leads``) → :meth:`push`, gap events (``n_samples``, ``t0``)
-        → :meth:`push_gap`, status events (``lead_off``) → :meth:`set_lead_off`; anything else is
-        ignored. Returns :meth:`push`'s results."""
-        if hasattr(event, "data") and hasattr(event, "t0"):
-            fs = getattr(event, "fs", None)
-            if fs is not None and abs(float(fs) - self.fs) > 1e-6 * self.fs:
-                raise KmerlError(f"samples at {fs} Hz arrived in a session at {self.fs} Hz")
-            return self.push(event.data, event.t0, leads=getattr(event, "leads", None))
-        if hasattr(event, "n_samples") and hasattr(event, "reason"):
-            return self.push_gap(int(event.n_samples), getattr(event, "t0", None))
-        if hasattr(event, "lead_off"):
-            self.set_lead_off(tuple(event.lead_off))
+    def feed(self, message: Any) -> list[WindowResult]:
+        """Hand one stream message of a :class:`~kmerl_edge.stream.Source` to the session:
+        :class:`SampleBlock` → :meth:`push`, :class:`Gap` → :meth:`push_gap`, :class:`LeadStatus` →
+        :meth:`set_lead_off`; :class:`DeviceInfo` of this session's device and :class:`LinkStatus` change
+        nothing. A device that now streams another rate or other leads raises
+        :class:`~kmerl_edge.stream.DeviceChangedError`: close this session and open one for the new
+        device set-up (``kmerl-edge stream`` does). Returns :meth:`push`'s results."""
+        if isinstance(message, SampleBlock):
+            self._check_device(message.fs, message.leads)
+            return self.push(message.data, message.t0, leads=message.leads)
+        if isinstance(message, Gap):
+            return self.push_gap(message.n_samples, message.t0, reset=message.reset)
+        if isinstance(message, LeadStatus):
+            self.set_lead_off(tuple(message.lead_off))
+        elif isinstance(message, DeviceInfo):
+            self._check_device(message.fs, None)
+        elif not isinstance(message, LinkStatus):
+            raise StreamInputError(f"feed() takes stream messages (SampleBlock, Gap, ...), got {type(message).__name__}")
         return self._take()
+
+    def _check_device(self, fs: float, leads: Sequence[str] | None) -> None:
+        if abs(float(fs) - self.fs) > 1e-6 * self.fs:
+            raise DeviceChangedError(f"samples at {fs:g} Hz arrived in a session at {self.fs:g} Hz")
+        if leads is not None and set(canonical_leads(leads)) != set(self.leads):
+            raise DeviceChangedError(
+                f"the device now streams {', '.join(leads)}; this session streams {', '.join(self.leads)}"
+            )
 
     def _advance(self, n: int, x: np.ndarray | None, bad: np.ndarray | None) -> None:
         """Write ``n`` slots (samples, or a gap when ``x`` is None), emitting a window at each hop."""
@@ -307,24 +399,51 @@ class StreamSession:
             step = min(n - done, self._next_end - ring.n_total)
             if x is None:
                 ring.write_gap(step)
+                self._rhythm.gap(step)
             else:
                 assert bad is not None
                 ring.write(x[:, done : done + step], bad[:, done : done + step])
+                li = self._rhythm_lead
+                self._rhythm.push(x[li, done : done + step], bad[li, done : done + step])
+                self._last_data_end = ring.n_total
             done += step
             if ring.n_total == self._next_end:
                 self._emit_window()
                 self._next_end += self._hop
 
+    def _advance_gap(self, n: int) -> None:
+        """``n`` missing slots in O(window) work: hop by hop while windows still hold samples, then the
+        windows that would hold nothing are skipped at once (counted, no result)."""
+        ring = self._ring
+        if self._last_data_end is not None:
+            k = min(n, max(0, self._last_data_end + self._win - ring.n_total))
+        else:
+            k = 0
+        self._advance(k, None, None)
+        rest = n - k
+        if rest <= 0:
+            return
+        ring.write_gap(rest)
+        self._rhythm.gap(rest)
+        if self._next_end <= ring.n_total:
+            skipped = (ring.n_total - self._next_end) // self._hop + 1
+            self._empty_windows += skipped
+            self._next_end += skipped * self._hop
+
     def _emit_window(self) -> None:
+        if self._last_data_end is None or self._last_data_end <= self._ring.n_total - self._win:
+            self._empty_windows += 1  # nothing received in this window: no result (and no work)
+            return
         index = self._n_windows
         self._n_windows += 1
         t_end = self.t_now
         t_start = t_end - self._win / self.fs
         gap = self._ring.gap_window(self._win)
         missing = float(gap.mean())
+        rhythm = self._rhythm.window(self._win, t_end=t_end)
 
         def skip(reason: str, detail: str, flags: tuple[str, ...] = ()) -> None:
-            info = _WindowInfo(t_start, t_end, missing, flags)
+            info = _WindowInfo(t_start, t_end, missing, flags, rhythm)
             self._complete_info(
                 None, info, Outcome(None, None, (), {}, time.perf_counter(), reason, detail), index
             )
@@ -358,7 +477,7 @@ class StreamSession:
                 keep.append(i)
             else:
                 excluded[lead] = "lead_off" if (bad[i] == BAD_LEAD_OFF).any() else "missing"
-        info = _WindowInfo(t_start, t_end, missing, flags)
+        info = _WindowInfo(t_start, t_end, missing, flags, rhythm)
         if not keep:
             self._complete_info(
                 None,
@@ -425,10 +544,12 @@ class StreamSession:
                 detail=out.detail,
                 device_id=self.device_id,
                 flags=info.flags,
+                rhythm=info.rhythm,
             )
         else:
             self._scored += 1
-            self._latencies.append(latency)
+            if self._scored > 1:  # the first scored window pays one-off warm-up: not in the statistics
+                self._latencies.append(latency)
             probs = np.asarray(out.probs, dtype=np.float64)
             flat, by = self.classifier.scores_from_probs(probs)
             sm = self._smoother(info.t_end, probs)
@@ -447,6 +568,7 @@ class StreamSession:
                 latency_ms=latency,
                 device_id=self.device_id,
                 flags=info.flags,
+                rhythm=info.rhythm,
             )
             for det in self._detectors:
                 ev = det.update(index, info.t_start, info.t_end, sm)
@@ -456,6 +578,14 @@ class StreamSession:
                     if len(self._events_out) > self.config.results_buffer:
                         self._events_out.popleft()
                         self._overflow += 1
+        for rdet in self._rate_detectors:
+            rev = rdet.update(index, info.t_start, info.t_end, info.rhythm)
+            if rev is not None:
+                self._n_events += 1
+                self._events_out.append(rev)
+                if len(self._events_out) > self.config.results_buffer:
+                    self._events_out.popleft()
+                    self._overflow += 1
         self._out.append(res)
         if len(self._out) > self.config.results_buffer:
             self._out.popleft()
@@ -474,18 +604,31 @@ class StreamSession:
         """Results completed and not yet handed out (never waits)."""
         return self._take()
 
-    def results(self, *, block: bool = False, timeout: float | None = None) -> Iterator[WindowResult]:
-        """Yield results not yet handed out. ``block=False``: what is ready now. ``block=True``: keep
-        waiting for new ones until the session is closed and drained (or ``timeout`` seconds pass
-        without a new result)."""
+    def results(self, timeout: float | None = None, *, block: bool = False) -> Iterator[WindowResult]:
+        """Yield results not yet handed out, in window order, each as soon as it exists.
+
+        - ``results()``: what is ready now (never waits).
+        - ``results(timeout=T)``: also waits, up to ``T`` seconds in all, for the results of every window
+          pushed so far (the usual call after a burst of :meth:`push` on a busy machine).
+        - ``results(block=True)``: a consumer thread's loop: keeps waiting for new results until the
+          session is closed and drained (``timeout``: most seconds to wait for the next one).
+        """
+        deadline = None if timeout is None or block else time.monotonic() + float(timeout)
         while True:
-            deadline = None if timeout is None else time.monotonic() + timeout
             with self._cond:
-                while block and not self._out and not (self._closed and self._drained()):
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        break
-                    self._cond.wait(left)
+                if block:
+                    until = None if timeout is None else time.monotonic() + float(timeout)
+                    while not self._out and not (self._closed and self._drained()):
+                        left = None if until is None else until - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        self._cond.wait(left)
+                elif deadline is not None:
+                    while not self._out and not self._drained():
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
                 if not self._out:
                     return
                 res = self._out.popleft()
@@ -502,8 +645,10 @@ class StreamSession:
 
     @property
     def active_events(self) -> tuple[str, ...]:
-        """Labels of the rhythm events currently on (started and not ended)."""
-        return tuple(d.rule.label for d in self._detectors if d.active)
+        """Labels of the rhythm events currently on (started and not ended), model and heart-rate."""
+        return tuple(d.rule.label for d in self._detectors if d.active) + tuple(
+            d.rule.label for d in self._rate_detectors if d.active
+        )
 
     def _drained(self) -> bool:
         return self._next_release >= self._n_windows
@@ -544,7 +689,9 @@ class StreamSession:
         self.close()
 
     def stats(self) -> StreamStats:
-        """A snapshot of the counters; latencies are over scored windows (the last ``latency_history``)."""
+        """A snapshot of the counters. Latencies (last sample of a window pushed → its result ready:
+        queueing + preprocessing + inference) are over scored windows, the last ``latency_history`` of
+        them, leaving out the session's first scored window (one-off warm-up of the backend)."""
         with self._cond:
             lat = list(self._latencies)
             skipped = dict(self._skipped)
@@ -567,9 +714,12 @@ class StreamSession:
             latency_ms_p99=_percentile(lat, 99),
             latency_ms_max=max(lat) if lat else float("nan"),
             pending=self.pending,
+            empty_windows=self._empty_windows,
+            late_chunks=self._late_chunks,
+            late_samples=self._late_samples,
         )
 
     def latencies(self) -> list[float]:
-        """Recent per-window latencies in ms (scored windows only)."""
+        """Recent per-window latencies in ms (scored windows after the first, see :meth:`stats`)."""
         with self._cond:
             return list(self._latencies)

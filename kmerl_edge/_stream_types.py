@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._preprocess import QualityReport
+from ._stream_errors import StreamConfigError
+from .rhythm import RateEventRule, RhythmResult
 
 __all__ = [
     "EventRule",
@@ -55,12 +57,12 @@ class EventRule:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_threshold < self.on_threshold <= 1.0:
-            raise ValueError(
+            raise StreamConfigError(
                 f"EventRule({self.label!r}) needs 0 <= off_threshold < on_threshold <= 1, got "
                 f"{self.off_threshold} / {self.on_threshold}"
             )
         if self.min_on_windows < 1 or self.min_off_windows < 1:
-            raise ValueError("EventRule min_on_windows and min_off_windows must be >= 1")
+            raise StreamConfigError("EventRule min_on_windows and min_off_windows must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,13 @@ class StreamConfig:
     - ``results_buffer``: most results kept for a caller that does not collect them; beyond it the
       oldest are discarded and counted in ``StreamStats.results_overflow``.
     - ``latency_history``: how many recent latencies the statistics keep (memory stays flat).
+    - ``rate_events``: heart-rate event rules (:class:`kmerl_edge.rhythm.RateEventRule`) on each
+      window's ``rhythm``; ``None``: bradycardia, tachycardia and pause
+      (:data:`kmerl_edge.rhythm.DEFAULT_RATE_EVENTS`); ``()``: none.
+    - ``clock_tolerance_s``: a chunk's ``t0`` within this of the session's clock is on time (timestamp
+      jitter): its samples go where the sample count puts them, nothing is shifted or reported.
+    - ``reset_confirm``: chunks behind the clock are dropped as late (old samples are never delivered as
+      new) until this many consecutive ones agree on new times: then the device clock restarted.
     """
 
     hop_s: float = 2.0
@@ -99,17 +108,28 @@ class StreamConfig:
     synchronous: bool = False
     results_buffer: int = 4096
     latency_history: int = 10000
+    rate_events: tuple[RateEventRule, ...] | None = None
+    clock_tolerance_s: float = 0.02
+    reset_confirm: int = 3
 
     def __post_init__(self) -> None:
+        for name in ("hop_s", "min_segment_s", "max_gap_fraction", "clock_tolerance_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise StreamConfigError(f"{name} must be a number, got {v!r}")
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
-            raise ValueError(f"hop_s must be a positive number of seconds, got {self.hop_s!r}")
+            raise StreamConfigError(f"hop_s must be a positive number of seconds, got {self.hop_s!r}")
         if not (math.isfinite(self.min_segment_s) and self.min_segment_s > 0):
-            raise ValueError(f"min_segment_s must be a positive number of seconds, got {self.min_segment_s!r}")
+            raise StreamConfigError(f"min_segment_s must be a positive number of seconds, got {self.min_segment_s!r}")
         if not 0.0 <= self.max_gap_fraction < 1.0:
-            raise ValueError(f"max_gap_fraction must be in [0, 1), got {self.max_gap_fraction!r}")
-        for name in ("smoothing_windows", "queue_size", "max_batch", "results_buffer", "latency_history"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+            raise StreamConfigError(f"max_gap_fraction must be in [0, 1), got {self.max_gap_fraction!r}")
+        if not (math.isfinite(self.clock_tolerance_s) and 0 <= self.clock_tolerance_s <= 1.0):
+            raise StreamConfigError(f"clock_tolerance_s must be in [0, 1] s, got {self.clock_tolerance_s!r}")
+        for name in ("smoothing_windows", "queue_size", "max_batch", "results_buffer", "latency_history",
+                     "reset_confirm"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise StreamConfigError(f"{name} must be a whole number >= 1, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,9 @@ class WindowResult:
       existed (queueing + preprocessing + inference).
     - ``skipped`` / ``reason`` / ``detail``: a window that produced no scores, and why (one of
       :data:`SKIP_REASONS`). Skipped windows are results too: nothing goes missing silently.
+    - ``rhythm``: beats, heart rate and RR irregularity of the window on one lead at the device rate
+      (:class:`kmerl_edge.rhythm.RhythmResult`, beats confirmed by the window's end; also for skipped
+      windows); ``None`` when the session analyses no rhythm.
     """
 
     index: int
@@ -146,6 +169,7 @@ class WindowResult:
     detail: str = ""
     device_id: str | None = None
     flags: tuple[str, ...] = ()
+    rhythm: RhythmResult | None = None
 
     def top(self, k: int = 3, label_set: str | None = None, smoothed: bool = False) -> list[tuple[str, float]]:
         """The ``k`` most probable classes (of one label set, or over all)."""
@@ -173,16 +197,20 @@ class WindowResult:
             "missing_fraction": round(self.missing_fraction, 4),
             "flags": list(self.flags),
             "latency_ms": round(self.latency_ms, 3),
+            "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
         }
 
 
 @dataclass(frozen=True)
 class RhythmEvent:
-    """A rhythm started or ended (hysteresis, see :class:`EventRule`).
+    """A rhythm started or ended (hysteresis, see :class:`EventRule` and
+    :class:`kmerl_edge.rhythm.RateEventRule`).
 
     ``t`` is the device time of the change, estimated as the centre of the first window of the run that
     confirmed it; ``t_confirmed`` is the end of the window that confirmed it (when it became known);
-    ``probability`` is that window's smoothed probability.
+    ``probability`` is that window's smoothed probability (model events; ``None`` for heart-rate
+    events, which carry the window's ``value`` in ``unit`` instead: bpm, or seconds for a pause, with
+    ``label_set`` ``"rhythm"``).
     """
 
     kind: str  # "started" | "ended"
@@ -190,12 +218,23 @@ class RhythmEvent:
     label_set: str
     t: float
     t_confirmed: float
-    probability: float
+    probability: float | None
     window_index: int
     device_id: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+    @property
+    def evidence(self) -> str:
+        """``p=0.83`` for a model event, ``42 bpm`` / ``3.1 s`` for a heart-rate event."""
+        if self.probability is not None:
+            return f"p={self.probability:.2f}"
+        if self.value is not None:
+            return f"{self.value:.0f} {self.unit}" if self.unit == "bpm" else f"{self.value:.1f} {self.unit}"
+        return ""
 
     def __str__(self) -> str:
-        return f"{self.label} {self.kind} at {self.t:.1f} s (confirmed at {self.t_confirmed:.1f} s, p={self.probability:.2f})"
+        return f"{self.label} {self.kind} at {self.t:.1f} s (confirmed at {self.t_confirmed:.1f} s, {self.evidence})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,8 +245,10 @@ class RhythmEvent:
             "label_set": self.label_set,
             "t": round(self.t, 4),
             "t_confirmed": round(self.t_confirmed, 4),
-            "probability": round(self.probability, 5),
+            "probability": round(self.probability, 5) if self.probability is not None else None,
             "window_index": self.window_index,
+            "value": round(self.value, 3) if self.value is not None else None,
+            "unit": self.unit,
         }
 
 
@@ -231,6 +272,11 @@ class StreamStats:
     latency_ms_p99: float
     latency_ms_max: float
     pending: int = 0
+    #: windows that would have held no sample at all (inside a long gap): no result, no work
+    empty_windows: int = 0
+    #: chunks behind the session's clock that were dropped (old samples, never delivered as new)
+    late_chunks: int = 0
+    late_samples: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,5 +297,8 @@ class StreamStats:
             "latency_ms_p99": round(self.latency_ms_p99, 3),
             "latency_ms_max": round(self.latency_ms_max, 3),
             "pending": self.pending,
+            "empty_windows": self.empty_windows,
+            "late_chunks": self.late_chunks,
+            "late_samples": self.late_samples,
             **self.extra,
         }

@@ -29,6 +29,7 @@ from ._preprocess import (
     normalize_window,
 )
 from ._preprocess import _quality as _quality_of_rows
+from ._stream_errors import StreamClosedError, StreamConfigError
 from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS
 
 __all__ = ["InferenceWorker", "WindowJob", "Outcome", "WorkerStats", "warmup"]
@@ -106,7 +107,7 @@ class InferenceWorker:
         name: str = "kmerl-inference",
     ) -> None:
         if queue_size < 1 or max_batch < 1:
-            raise ValueError("queue_size and max_batch must be >= 1")
+            raise StreamConfigError("queue_size and max_batch must be >= 1")
         self.classifier = classifier
         self.config: PreprocessConfig = classifier.bundle.preprocess_config
         self.queue_size = int(queue_size)
@@ -133,7 +134,7 @@ class InferenceWorker:
         dropped: list[WindowJob] = []
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the inference worker is stopped")
+                raise StreamClosedError("the inference worker is stopped")
             self.stats.submitted += 1
             while len(self._q) >= self.queue_size:
                 dropped.append(self._q.popleft())

@@ -1,4 +1,4 @@
-"""The ``kmerl-edge`` command line: ``classify``, ``info``, ``stream``, ``demo``.
+"""The ``kmerl-edge`` command line: ``classify``, ``info``, ``models``, ``stream``, ``demo``.
 
 User mistakes end in one clear line on stderr and a non-zero exit, never a traceback.
 """
@@ -27,16 +27,29 @@ def _cmd_classify(a: argparse.Namespace) -> int:
 
     leads = parse_leads(a.leads) if a.leads else None
     lead_map = parse_lead_map(a.lead_map) if a.lead_map else None
-    with open_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map) as rec:  # header errors before loading
-        name, fs, rec_leads, duration = rec.name, rec.fs, rec.leads, rec.duration_s
+    units, gain = getattr(a, "units", None), getattr(a, "gain", None)
+    with open_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as rec:
+        name, fs, rec_leads, duration = rec.name, rec.fs, rec.leads, rec.duration_s  # header errors before loading
     clf = load(a.bundle, backend=a.backend, threads=a.threads)
     if len(rec_leads) > clf.max_leads:
         raise KmerlError(
             f"{name} has {len(rec_leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
         )
-    pred = clf.predict_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, label_set=a.label_set)
+    pred = clf.predict_record(
+        a.record, fs=a.fs, leads=leads, lead_map=lead_map, label_set=a.label_set, units=units, gain=gain
+    )
+    windows = _window_rows(clf, pred, duration)
+    if getattr(a, "plot", None):
+        from ._io import read_record
+        from ._plot import plot_classification
+
+        whole = read_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, units=units, gain=gain)
+        plot_classification(whole, pred, windows, a.plot, label_sets=clf.label_sets)
     if a.json:
         out = {"record": str(a.record), "fs": fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
+        out["windows"] = windows
+        if getattr(a, "plot", None):
+            out["plot"] = str(a.plot)
         print(dumps(out, indent=2))
         return 0
     print(f"record   {name}: {len(rec_leads)} lead(s) {','.join(rec_leads)}, {fs:g} Hz, {duration:.1f} s")
@@ -44,13 +57,62 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))
+    if pred.rhythm is not None:
+        print(f"rhythm   {pred.rhythm.lead}: {pred.rhythm.summary()}")
     for note in pred.notes:
         print(f"note     {note}")
     for ls, scores in pred.by_label_set.items():
         print(f"\n{ls}:")
         for cls, p in sorted(scores.items(), key=lambda kv: -kv[1]):
             print(f"  {p:6.3f}  {cls}")
+    if len(windows) > 1:
+        _print_window_table(windows)
+    if getattr(a, "plot", None):
+        print(f"\nplot     {a.plot}")
     return 0
+
+
+def _window_rows(clf: object, pred: object, duration_s: float) -> list[dict[str, object]]:
+    """One row per scored window: start, end (s) and {label set: {class: probability}}."""
+    from ._classifier import Classifier, Prediction
+
+    assert isinstance(clf, Classifier) and isinstance(pred, Prediction)
+    win = float(clf.bundle.preprocess_config.window_s)
+    rows: list[dict[str, object]] = []
+    rhythms = getattr(pred, "window_rhythm", ())
+    for k, (start, flat) in enumerate(zip(pred.window_starts_s, pred.window_scores)):
+        by = {ls: {c: round(flat[c], 4) for c in classes if c in flat} for ls, classes in clf.label_sets.items()}
+        by = {ls: v for ls, v in by.items() if v}
+        row: dict[str, object] = {"start_s": round(float(start), 3),
+                                  "end_s": round(min(float(start) + win, duration_s), 3), "scores": by}
+        if len(rhythms) == len(pred.window_starts_s):
+            hr = rhythms[k].hr_bpm
+            row["heart_rate_bpm"] = None if hr is None else round(float(hr), 1)
+        rows.append(row)
+    return rows
+
+
+def _print_window_table(windows: list[dict[str, object]]) -> None:
+    """Per-window table: the most probable class of each label set and its probability, per window."""
+    first = windows[0]["scores"]
+    assert isinstance(first, dict)
+    sets = list(first)
+    print(f"\nper window ({len(windows)} windows of the recording; the scores above are their mean):")
+    has_hr = "heart_rate_bpm" in windows[0]
+    header = "  window (s)    " + ("  HR " if has_hr else "") + "  ".join(f"{ls[:28]:<34}" for ls in sets)
+    print(header.rstrip())
+    for w in windows:
+        scores = w["scores"]
+        assert isinstance(scores, dict)
+        cells = []
+        for ls in sets:
+            top = sorted(scores.get(ls, {}).items(), key=lambda kv: -kv[1])[:1]
+            cells.append(f"{top[0][1]:5.2f} {top[0][0][:28]:<28}" if top else f"{'':34}")
+        hr = ""
+        if has_hr:
+            v = w.get("heart_rate_bpm")
+            hr = f"{v:4.0f} " if isinstance(v, (int, float)) else " n/a "
+        print((f"  {w['start_s']:5.1f}–{w['end_s']:5.1f}   " + hr + "  ".join(cells)).rstrip())
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
@@ -67,6 +129,23 @@ def _cmd_info(a: argparse.Namespace) -> int:
         print()
         print(card.read_text())
     print("verified: every artifact's SHA-256 matches the manifest; weights match the config")
+    return 0
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from ._jsonout import dumps
+    from ._models import find_bundles
+
+    found = find_bundles(a.dir)
+    if a.json:
+        print(dumps([b.to_dict() for b in found], indent=2))
+        return 0
+    if not found:
+        print("no bundles found")
+        return 0
+    for b in found:
+        print(b.describe())
+        print()
     return 0
 
 
@@ -100,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-set", default=None, help="only this label set")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--units", default=None, choices=["mV", "uV", "adc"], type=_unit_arg,
+                   help="what the numbers of a CSV are when its header does not say (adc needs --gain)")
+    c.add_argument("--gain", type=float, default=None, help="ADC counts per mV (with --units adc)")
+    c.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the ECG on a 25 mm/s, 10 mm/mV grid with per-window scores (extra 'plot')")
     c.set_defaults(func=_cmd_classify)
 
     i = sub.add_parser("info", help="verify a bundle and print its manifest and model card")
@@ -107,8 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
 
+    m = sub.add_parser("models", help="list the bundles available: the default and those in a user directory")
+    m.add_argument("--dir", default=None,
+                   help="bundle directory (default: $KMERL_EDGE_BUNDLES or ~/.local/share/kmerl-edge/bundles)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_models)
+
     s = sub.add_parser("stream", help="live diagnoses from a serial patch or a recording played in real time")
-    s.add_argument("--source", required=True, help="serial port, pyserial URL, or a recording file")
+    s.add_argument(
+        "--source", required=True,
+        help="recording file, synthetic://?fs=HZ&leads=I,II, or (with the serial extra) a serial port, "
+        "pyserial URL or virtual-patch://RECORD?fs=HZ&leads=I",
+    )
     s.add_argument("--protocol", choices=["kmerl", "ascii"], default="kmerl")
     s.add_argument("--leads", default=None, help="comma-separated leads (required for ascii)")
     s.add_argument("--fs", type=float, default=None, help="device rate in Hz (required for ascii)")
@@ -119,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="auto")
     s.add_argument("--json-lines", action="store_true")
     s.add_argument("--max-seconds", type=float, default=None, help="stop after this much signal time")
+    s.add_argument("--plot", default=None, metavar="PNG",
+                   help="on close, draw a timeline of AF probability, heart rate, events and quality (extra 'plot')")
+    s.add_argument("--disconnect-timeout", type=float, default=30.0, metavar="S",
+                   help="end with a summary when the device stays disconnected longer than S seconds (default 30)")
     s.set_defaults(func=_cmd_stream)
 
     d = sub.add_parser("demo", help="virtual patch on a pty → serial bridge → default bundle, with AF events")
@@ -128,12 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hop", type=float, default=2.0, help="seconds between results")
     d.add_argument("--json-lines", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    from ._cli_common import add_common_args
+
+    add_common_args(ap, prog="kmerl-edge", subparsers=[c, i, m, s, d])
     return ap
+
+
+def _unit_arg(text: str) -> str:
+    key = text.strip().lower()
+    return {"mv": "mV", "uv": "uV", "µv": "uV", "μv": "uV", "adc": "adc"}.get(key, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    from ._cli_common import configure
+
+    configure(a)
     func: Callable[[argparse.Namespace], int] = a.func
     try:
         return func(a)

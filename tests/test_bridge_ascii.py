@@ -73,3 +73,33 @@ def test_random_bytes_never_raise_and_ticks_stay_consistent(data, cuts):
             tick = e.tick + e.n_samples
             if isinstance(e, SampleBlock):
                 assert np.isfinite(e.data).all() and e.data.shape[0] == 3
+
+
+def test_values_beyond_any_ecg_are_gaps_not_inf():
+    dec = AsciiDecoder(["I"], 250.0, at_line_start=True)
+    events = dec.feed(b"1.0\n1e39\n-3e38\n2.0\n")
+    got = samples(events)
+    assert np.isfinite(got).all() and got.tolist() == [[1.0, 2.0]]
+    assert [(g.tick, g.n_samples, g.reason) for g in events if isinstance(g, GapEvent)] == [
+        (1, 2, "value out of range")
+    ]
+    assert dec.stats.out_of_range_lines == 2
+
+
+@pytest.mark.parametrize("offset", [float("nan"), float("inf")])
+def test_a_non_finite_offset_is_refused(offset):
+    from firmware_bridge import BridgeConfigError
+
+    with pytest.raises(BridgeConfigError, match="offset"):
+        AsciiDecoder(["I"], 250.0, offset=offset)
+
+
+def test_cr_only_lines_are_lines():
+    dec = AsciiDecoder(["I", "II"], 250.0, at_line_start=True)
+    text = b"1,2\r3,4\r5,6\r\n7,8\r"
+    events = []
+    for i in range(0, len(text), 3):  # any chunking, \r\n split between chunks included
+        events += dec.feed(text[i:i + 3])
+    events += dec.feed(b"9,10\r")
+    assert samples(events).tolist() == [[1, 3, 5, 7, 9], [2, 4, 6, 8, 10]]
+    assert not [g for g in events if isinstance(g, GapEvent)] and dec.stats.malformed_lines == 0

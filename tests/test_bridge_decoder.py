@@ -259,3 +259,76 @@ def test_sequence_reuse_after_wrap_is_not_mistaken_for_a_replay():
     blocks = [e for e in events if isinstance(e, SampleBlock)]
     assert len(blocks) == 65537 and blocks[-1].tick == 65536 and blocks[-1].data[0, 0] == np.float32(v) * np.float32(1e-3)
     assert dec.stats.duplicates == 0 and dec.stats.stale_frames == 0
+
+
+# -- timestamp model and header bounds (issue 16) ----------------------------------------------------------
+def _blocks_and_gaps(events):
+    blocks = [(e.tick, e.n_samples) for e in events if isinstance(e, SampleBlock)]
+    gaps = [(e.tick, e.n_samples, e.reset) for e in events if isinstance(e, GapEvent)]
+    return blocks, gaps
+
+
+def test_a_frame_whose_timestamp_goes_back_delivers_nothing_old_no_phantom_gap_no_shift(truth):
+    enc = FrameEncoder(DeviceConfig(("I", "II", "V2"), 500.0, 1_000_000))
+    data = [enc.samples(k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(3)]
+    # in sequence, but stamped 15 s back (a replay under a new sequence number, or a clock glitch)
+    data.append(enc.samples(3 * SPF - 7500, truth[:, :SPF].T))
+    data += [enc.samples(k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(3, 8)]
+    dec = FrameDecoder()
+    events = dec.feed(b"".join(data))
+    blocks, gaps = _blocks_and_gaps(events)
+    # the bad frame's slot: the next frame's timestamp says nothing is missing, so nothing is reported
+    assert blocks == [(k * SPF, SPF) for k in range(8)] and gaps == []
+    assert dec.stats.timestamp_errors == 1 and dec.stats.bad_timestamp_samples == SPF
+    cover, _ = check(events, truth, 8 * SPF)
+    assert cover.sum() == 8 * SPF
+
+
+def test_a_corrupt_timestamp_in_its_slot_is_an_exact_gap(truth):
+    enc = FrameEncoder(DeviceConfig(("I", "II", "V2"), 500.0, 1_000_000))
+    data = [enc.samples(k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(3)]
+    data.append(enc.samples(3 * SPF + (1 << 31) - 1, truth[:, 3 * SPF:4 * SPF].T))  # 2**31 ticks ahead
+    data += [enc.samples(k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(4, 8)]
+    dec = FrameDecoder()
+    events = dec.feed(b"".join(data))
+    blocks, gaps = _blocks_and_gaps(events)
+    assert gaps == [(3 * SPF, SPF, False)]  # exactly the dropped frame, at its place
+    assert [b[0] for b in blocks] == [0, 10, 20, 40, 50, 60, 70]
+    cover, _ = check(events, truth, 8 * SPF)
+    assert cover.min() == 1
+
+
+def test_a_confirmed_clock_jump_starts_a_new_timeline_without_a_giant_gap(truth):
+    enc = FrameEncoder(DeviceConfig(("I", "II", "V2"), 500.0, 1_000_000))
+    data = [enc.samples(k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(3)]
+    jump = 1 << 31
+    data += [enc.samples(jump + k * SPF, truth[:, k * SPF:(k + 1) * SPF].T) for k in range(3, 10)]
+    dec = FrameDecoder()
+    events = dec.feed(b"".join(data))
+    blocks, gaps = _blocks_and_gaps(events)
+    assert dec.stats.clock_jumps == 1 and dec.stats.lost_samples == 2 * SPF
+    # the two frames dropped while confirming are an exact gap that breaks the timeline (reset)
+    assert gaps == [(3 * SPF, 2 * SPF, True)]
+    assert [b[0] for b in blocks] == [0, 10, 20, 50, 60, 70, 80, 90]  # the host's tick goes on, no 2**31 hole
+    cover, _ = check(events, truth, 10 * SPF)
+    assert cover.min() == 1
+
+
+@pytest.mark.parametrize("fs_mhz, lsb_pv", [(1, 1_000_000), (0xFFFFFFFF, 1_000_000), (500_000, 1),
+                                            (500_000, 0xFFFFFFFF)])
+def test_header_fields_no_device_can_mean_are_refused_and_counted(truth, fs_mhz, lsb_pv):
+    import binascii
+    import struct
+
+    enc = FrameEncoder(DeviceConfig(("I", "II", "V2"), 500.0, 1_000_000))
+    f = bytearray(enc.samples(0, truth[:, :SPF].T))
+    struct.pack_into("<II", f, 18, fs_mhz, lsb_pv)  # rate (mHz) and gain (pV/LSB) of the samples header
+    f[-2:] = binascii.crc_hqx(bytes(f[2:-2]), 0xFFFF).to_bytes(2, "big")  # a valid CRC: only the range says no
+    info = bytearray(enc.device_info(SPF))
+    struct.pack_into("<II", info, 18, fs_mhz, lsb_pv)
+    info[-2:] = binascii.crc_hqx(bytes(info[2:-2]), 0xFFFF).to_bytes(2, "big")
+    dec = FrameDecoder()
+    events = dec.feed(bytes(f) + bytes(info))
+    assert events == [] and dec.stats.implausible_frames == 2 and dec.stats.crc_errors == 0
+    with pytest.raises(Exception, match="Hz|lsb_pv"):
+        DeviceConfig(("I",), fs_mhz / 1000, lsb_pv)

@@ -192,8 +192,10 @@ def start_simulator(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "simulate", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     assert proc.stdout is not None
-    path = proc.stdout.readline().strip()
-    assert path and os.path.exists(path), proc.stderr.read() if proc.stderr else ""
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line + (proc.stderr.read() if proc.stderr else "")
+    path = line[len("listening on "):].split("  (")[0]
+    assert os.path.exists(path)
     return proc, path
 
 
@@ -249,3 +251,43 @@ def test_cli_user_errors_are_one_line(args, needle):
     res = run_cli(*args)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and needle in res.stderr and "Traceback" not in res.stderr
+
+
+def _first_block(events):
+    return next(e for e in events if isinstance(e, SampleBlock))
+
+
+def test_cli_simulate_listens_at_once_and_waits_for_a_reader():
+    proc, path = start_simulator(str(CPSC21), "--leads", "II", "--fs", "250", "--speed", "10", "--seconds", "20")
+    try:
+        time.sleep(1.0)  # nobody reads yet: a waiting patch sends nothing, so nothing is lost
+        with open_source(path, reconnect=False) as src:
+            events = collect(src, lambda ev: sum(isinstance(e, SampleBlock) for e in ev) >= 5, timeout=15.0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert _first_block(events).tick == 0
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "reader attached at device time 0.00 s: streaming" in out and "lost" not in out
+
+
+def test_cli_simulate_start_now_reports_the_samples_no_reader_got():
+    proc, path = start_simulator(str(CPSC21), "--leads", "II", "--fs", "250", "--speed", "10", "--seconds", "20",
+                                 "--start-now")
+    try:
+        time.sleep(1.0)  # streaming into a port no one reads
+        with open_source(path, reconnect=False) as src:
+            events = collect(src, lambda ev: sum(isinstance(e, SampleBlock) for e in ev) >= 5, timeout=15.0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    out = proc.stdout.read() if proc.stdout else ""
+    import re
+
+    m = re.search(r"reader attached at device time ([\d.]+) s: streaming; (\d+) samples per lead sent before it "
+                  r"were lost", out)
+    assert m, out
+    lost = int(m.group(2))
+    assert lost > 0 and float(m.group(1)) == pytest.approx(lost / 250.0, abs=0.05)
+    # the host sees it too: the first sample it receives is not the device's first
+    assert _first_block(events).tick >= lost

@@ -165,3 +165,18 @@ def test_resampling_matches_scipy_default_resample_poly(fs):
     want = resample_poly(x, up, down, axis=-1, padtype="line")
     for _ in range(2):  # a second call must not see a filter scaled by the first
         np.testing.assert_array_equal(resample_signal(x, fs_in=fs, fs_out=500.0), want)
+
+
+@pytest.mark.parametrize("fs, plateau_ms, clipped", [(250.0, 24, True), (1000.0, 12, False), (1000.0, 24, True)])
+def test_clipping_plateau_is_judged_in_seconds_at_the_device_rate(rec, fs, plateau_ms, clipped):
+    """One run on a rail counts as clipping when it lasts 20 ms, whatever the rate (it was 10 samples)."""
+    from kmerl_edge._preprocess import resample_signal
+
+    x = resample_signal(rec.signal[:1].astype(np.float64), fs_in=rec.fs, fs_out=fs)
+    m = int(round(plateau_ms * fs / 1000))
+    k = int(np.argmax(x[0]))
+    x[0, k:k + m] = x[0].max() + 0.3  # one flat top above everything else: the amplifier's rail
+    from kmerl_edge._preprocess import assess_quality
+
+    q = assess_quality(x, fs=fs, leads=["I"])
+    assert q["I"].saturated is clipped

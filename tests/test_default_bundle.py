@@ -65,6 +65,7 @@ def test_demo_on_the_default_bundle_detects_the_reference_af_episode(capsys):
     """The main job: the shipped model on the shipped paroxysmal-AF recording raises an AF event inside the
     first annotated episode (18.2–71.1 s) and ends it, over the real pty → pyserial → decoder path."""
     pytest.importorskip("serial")
+    pytest.importorskip("firmware_bridge")  # registers the virtual-patch source (as its entry point does)
     import json
 
     from kmerl_edge.cli import main

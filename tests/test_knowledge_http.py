@@ -80,16 +80,24 @@ class Oracle:
         if d["stage"] == "verify":
             return 200, ("NO" if d["entity"] == "left axis deviation" else "**YES**"), 0.0
         if d["stage"] == "merge":
-            names = json.loads(body["messages"][0]["content"].split("Entities: ", 1)[1])
+            names = _entity_list(body["messages"][0]["content"])
             return 200, json.dumps({n: ("sinus rhythm" if n == "nsr" else n) for n in names}), 0.0
         if d["stage"] == "superclass":
-            names = json.loads(body["messages"][0]["content"].split("Entities: ", 1)[1])
+            names = _entity_list(body["messages"][0]["content"])
             groups: dict[str, list[str]] = {}
             for n in names:
                 e = self.lex.lookup(n)
                 groups.setdefault(self.lex.entities[e].superclass if e else "OTHER", []).append(n)
             return 200, json.dumps(groups) + "\n", 0.0
         return 400, None, 0.0
+
+
+def _entity_list(content: str) -> list[str]:
+    """The JSON entity list of a merge / superclass message: in place of the paper's placeholder, or after
+    ``Entities:`` for a supplied prompt without it."""
+    if "Entities: " in content:
+        return list(json.loads(content.split("Entities: ", 1)[1]))
+    return list(json.loads(content[content.index("[") : content.rindex("]") + 1]))
 
 
 def _backend(url: str, **kw: Any) -> LLMBackend:
@@ -184,7 +192,7 @@ def test_supplied_prompts_replace_builtin_ones_are_recorded_and_asked_anew(tmp_p
     assert any(a.startswith(merge) for a in asked) and any(a.startswith(superclass) for a in asked)
     prov_a = load_knowledge(tmp_path / "a").provenance
     prov_b = load_knowledge(tmp_path / "b").provenance
-    assert prov_a["prompts_verbatim"] == {"extract": True, "verify": True, "merge": False, "superclass": False}
+    assert prov_a["prompts_verbatim"] == {"extract": True, "verify": True, "merge": True, "superclass": True}
     assert prov_b["prompts_verbatim"] == {"extract": True, "verify": True, "merge": True, "superclass": True}
     assert prov_b["prompts"]["merge"] == merge and prov_b["prompts"]["superclass"] == superclass
     assert prov_b["prompts"]["extract"] == prov_a["prompts"]["extract"]
@@ -273,6 +281,31 @@ def test_killed_run_resumes_from_cache_without_repeating_an_answered_call(tmp_pa
     # and the resumed run is complete: n extract + 2n verify + merge + superclass
     assert len(answered_before | {e["key"] for e in second}) == 3 * n + 2
     k = load_knowledge(tmp_path / "out")
-    assert k.label_matrix.shape == (n, 2) and k.label_matrix.sum() == 2 * n
+    # sinus rhythm, complete left bundle branch block and its superclass label "conduction disturbance"
+    assert k.label_matrix.shape == (n, 3) and k.label_matrix.sum() == 3 * n
+    assert k.superclass_labels == {"conduction disturbance": ("complete left bundle branch block",)}
     with AnswerCache(tmp_path / "c.sqlite") as cache:
         assert len(cache) == 3 * n + 2
+
+
+def test_builtin_prompts_are_the_papers_verbatim_text() -> None:
+    """K-MERL Sec. 2.4, verbatim; the entity list goes where the paper writes <all Cardiac-related Entities>."""
+    from trainer.knowledge import MERGE_PROMPT, SUPERCLASS_PROMPT
+
+    assert MERGE_PROMPT == (
+        "Please merge the cardiac-related entities that have the same semantics but different expressions. Here "
+        "are <all Cardiac-related Entities>. Output format is JSON, where the key is the original name and the "
+        "value is the merged name.")
+    assert SUPERCLASS_PROMPT == (
+        "Please detect all the superclasses present in <all Cardiac-related Entities>. Output format is JSON, "
+        "where the key is the superclass name and the values are the cardiac-related entities that belong to "
+        "this superclass.")
+    backend = _backend("http://127.0.0.1:9/v1")
+    payload = json.dumps(["anterior myocardial infarction", "inferior myocardial infarction"])
+    msg = backend.messages_for("superclass", payload)[0]["content"]
+    assert msg == SUPERCLASS_PROMPT.replace("<all Cardiac-related Entities>", payload)
+    assert backend.messages_for("merge", payload)[0]["content"].startswith(
+        "Please merge the cardiac-related entities that have the same semantics but different expressions. "
+        f"Here are {payload}. Output format is JSON")
+    assert backend.describe()["prompts_verbatim"] == {"extract": True, "verify": True, "merge": True,
+                                                       "superclass": True}

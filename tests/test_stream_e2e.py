@@ -178,6 +178,7 @@ def test_cli_demo_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["windows"] == len(windows) and summary["dropped"] == 0
     assert summary["scored"] == sum(not w["skipped"] for w in windows) >= 50
     assert summary["latency_ms_p99"] > 0 and summary["faults"]["crc_errors"] == 0
+    assert summary["ended"] == "recording finished" and summary["samples"] == N_SAMPLES
     assert wall < 30
 
 
@@ -187,8 +188,12 @@ def test_cli_demo_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "randomly initialised test bundle" in out
     assert re.search(r"summary: 5[4-6] windows \(5[0-6] scored", out), out[-800:]
     assert "latency median" in out and "p99" in out
+    assert "queue + preprocessing + inference; first window, the warm-up, left out" in out
     assert "detected atrial fibrillation: none" in out  # random weights: no AF episode, none invented
     assert "reference (CPSC2021 annotations): atrial fibrillation 18.2–71.1 s, 95.5–119.5 s" in out
+    # a normal ending, not pyserial's raw text about a vanished device
+    assert out.strip().splitlines()[-1].startswith("recording finished: 121.2 s of signal streamed in")
+    assert "disconnected" not in out and "multiple access" not in out
 
 
 def test_cli_demo_without_default_bundle(
@@ -235,3 +240,66 @@ def test_cli_stream_ascii_serial(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_stream_missing_source(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["stream", "--source", str(tmp_path / "nope"), "--bundle", str(BUNDLE)]) == 1
     assert "kmerl-edge: error:" in capsys.readouterr().err
+
+
+def test_cli_stream_device_change_starts_a_new_session_and_a_lost_device_ends_with_a_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A patch streams I,II at 200 Hz for 14 s, then restarts as II at 250 Hz for 14 s, then its port
+    vanishes: two sessions, each with its results and summary, and an exit after --disconnect-timeout."""
+    import os
+    import threading
+    import tty
+
+    rec = kmerl_edge.read_record(RECORD)
+    enc_a = fb.FrameEncoder(fb.DeviceConfig(("I", "II"), 200.0, 1_000_000))
+    a = fb.quantise(rec.signal[:, : int(14 * 200)], 1_000_000)
+    data = enc_a.device_info(0) + b"".join(enc_a.samples(k, a[:, k : k + 10].T) for k in range(0, a.shape[1], 10))
+    enc_b = fb.FrameEncoder(fb.DeviceConfig(("II",), 250.0, 1_000_000))  # the same real samples, read at 250 Hz
+    b = fb.quantise(rec.signal[1:, : int(14 * 250)], 1_000_000)
+    data += enc_b.device_info(0) + b"".join(enc_b.samples(k, b[:, k : k + 10].T) for k in range(0, b.shape[1], 10))
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+
+    def device() -> None:
+        time.sleep(0.5)
+        os.write(master, data)  # blocking: the reader drains it
+        time.sleep(1.0)
+        os.close(master)  # unplugged for good
+        os.close(slave)
+
+    th = threading.Thread(target=device, daemon=True)
+    th.start()
+    t = time.monotonic()
+    rc = main(["stream", "--source", path, "--bundle", str(BUNDLE), "--json-lines", "--disconnect-timeout", "1"])
+    th.join(10)
+    assert rc == 0 and time.monotonic() - t < 30
+    lines = _json_lines(capsys.readouterr().out)
+    starts = [(d["fs"], d["leads"]) for d in lines if d["type"] == "start"]
+    assert starts == [(200.0, ["I", "II"]), (250.0, ["II"])]
+    ends = [d for d in lines if d["type"] == "session_end"]
+    assert len(ends) == 1 and "250 Hz" in ends[0]["reason"]
+    summaries = [d for d in lines if d["type"] == "summary"]
+    assert len(summaries) == 2 and [s["windows"] for s in summaries] == [3, 3]
+    assert summaries[-1]["ended"] == "disconnected for more than 1 s" and summaries[-1]["sessions"] == 2
+    windows = [d for d in lines if d["type"] == "window"]
+    assert len(windows) == 6 and all(not w["skipped"] for w in windows)
+    assert lines[-1]["type"] == "summary"
+
+
+def test_cli_stream_says_when_it_joined_a_patch_that_started_before_it(capsys: pytest.CaptureFixture[str]) -> None:
+    patch = fb.VirtualPatch(fb.SimulateConfig(record=str(RECORD), leads=("I", "II"), fs=FS, speed=20.0,
+                                              wait_for_reader=False))
+    port = patch.start()
+    try:
+        time.sleep(0.5)  # streaming into a port no one reads: lost, and the patch counts it
+        rc = main(["stream", "--source", port, "--bundle", str(BUNDLE), "--max-seconds", "12", "--json-lines"])
+    finally:
+        patch.close()
+    assert rc == 0
+    lines = _json_lines(capsys.readouterr().out)
+    note = next(d for d in lines if d["type"] == "note" and "first_t0" in d)
+    lost = patch.stats["lost_before_reader"]
+    assert lost > 0 and note["first_t0"] == pytest.approx(lost / FS, abs=0.2)
+    assert lines[-1]["type"] == "summary" and lines[-1]["ended"] == "--max-seconds 12 reached"

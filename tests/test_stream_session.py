@@ -21,6 +21,7 @@ from kmerl_edge.stream import (
     SKIP_NO_USABLE_LEADS,
     EventRule,
     Gateway,
+    LeadStatus,
     StreamClosedError,
     StreamConfig,
     StreamSession,
@@ -174,7 +175,7 @@ def test_timestamp_jump_is_a_gap_and_backwards_is_a_reset(clf: Any, ecg: np.ndar
     s.push(ecg[:1, int(10 * FS) : int(20 * FS)], t0=63.0)  # 3 s jump ahead: a gap, not stitched
     st = s.stats()
     assert st.gaps == 1 and st.gap_samples == 600 and s.t_now == pytest.approx(73.0)
-    res = s.push(ecg[:1, : int(12 * FS)], t0=5.0)  # device restarted its clock
+    res = s.push(ecg[:1, : int(12 * FS)], t0=5.0, reset=True)  # device restarted its clock (and says so)
     res += s.close()
     assert s.stats().clock_resets == 1
     after = [r for r in res if r.t_end < 50]
@@ -182,6 +183,130 @@ def test_timestamp_jump_is_a_gap_and_backwards_is_a_reset(clf: Any, ecg: np.ndar
     for r in after:  # what came before the reset counts as missing: nothing is stitched across it
         assert r.missing_fraction == pytest.approx(max(0.0, 1 - (r.t_end - 5.0) / 10), abs=1e-9)
         assert r.skipped == (r.missing_fraction > 0.2)
+
+
+def _chunks(x: np.ndarray, fs: float, size: int, t0: float = 0.0):
+    for k in range(0, x.shape[1], size):
+        yield x[:, k : k + size], t0 + k / fs
+
+
+def test_late_chunk_is_dropped_never_old_samples_as_new_no_phantom_gap_no_shift(clf: Any, ecg: np.ndarray) -> None:
+    x = ecg[:1, : int(30 * FS)]
+    ref = clf.stream(fs=FS, leads=["I"], synchronous=True)
+    want = [r for c, t in _chunks(x, FS, 100) for r in ref.push(c, t)] + ref.close()
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True)
+    got: list = []
+    for c, t in _chunks(x, FS, 100):
+        got += s.push(c, t)
+        if t == 20.0:  # a chunk stamped 15 s back (old samples, a replay, a clock glitch)
+            got += s.push(x[:, : 100], t0=t + 0.5 - 15.0)
+    got += s.close()
+    st = s.stats()
+    assert st.late_chunks == 1 and st.late_samples == 100
+    assert st.gaps == 0 and st.clock_resets == 0 and st.samples == x.shape[1]
+    assert [r.t_end for r in got] == [r.t_end for r in want]  # nothing shifted
+    for a, b in zip(got, want):
+        assert a.scores == b.scores
+
+
+def test_a_clock_restart_is_confirmed_by_consecutive_chunks(clf: Any, ecg: np.ndarray) -> None:
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True, reset_confirm=3)
+    s.push(ecg[:1, : int(12 * FS)], t0=100.0)
+    res: list = []
+    for c, t in _chunks(ecg[:1, : int(14 * FS)], FS, 200, t0=3.0):  # the device counts from 3 s again
+        res += s.push(c, t)
+    res += s.close()
+    st = s.stats()
+    assert st.clock_resets == 1 and st.late_chunks == 2 and st.gaps == 0
+    new = [r for r in res if r.t_end < 100]
+    assert new and new[-1].t_end == pytest.approx(17.0) and not new[-1].skipped
+
+
+def test_timestamp_jitter_of_3_ms_at_250_hz_skips_nothing(clf: Any, ecg: np.ndarray) -> None:
+    fs = 250.0  # the recording's samples, read as a 250-Hz device's
+    x = ecg[:1, : int(30 * fs)]
+    rng = np.random.default_rng(1)
+    clean = clf.stream(fs=fs, leads=["I"], synchronous=True)
+    want = [r for c, t in _chunks(x, fs, 25) for r in clean.push(c, t)] + clean.close()
+    s = clf.stream(fs=fs, leads=["I"], synchronous=True)
+    got = [r for c, t in _chunks(x, fs, 25) for r in s.push(c, t + rng.uniform(-0.003, 0.003))] + s.close()
+    st = s.stats()
+    assert st.gaps == 0 and st.clock_resets == 0 and st.late_chunks == 0 and st.skipped == {}
+    assert [r.scores for r in got] == [r.scores for r in want]  # the same samples in every window
+    # the clock is the first chunk's stamp plus samples counted: within the jitter, never drifting
+    assert [r.t_end for r in got] == pytest.approx([r.t_end for r in want], abs=0.003)
+
+
+@pytest.mark.parametrize("jump_s", [2.0**31 / 250.0, 1e9])
+def test_a_huge_timestamp_jump_is_o1_and_keeps_unread_results(clf: Any, ecg: np.ndarray, jump_s: float) -> None:
+    s = clf.stream(fs=FS, leads=["I"], results_buffer=16)
+    res = s.push(ecg[:1, : int(20 * FS)], t0=0.0)
+    deadline = time.monotonic() + 30
+    while s.pending and time.monotonic() < deadline:  # 6 results computed, waiting: not read yet
+        time.sleep(0.01)
+    t = time.perf_counter()
+    res += s.push(ecg[:1, int(20 * FS) : int(32 * FS)], t0=20.0 + jump_s)
+    res += s.push_gap(2**31)  # a source reporting 2**31 lost samples
+    elapsed = time.perf_counter() - t
+    assert elapsed < 5.0, f"push/push_gap did work proportional to the jump ({elapsed:.1f} s)"
+    res += s.close()
+    st = s.stats()
+    assert st.results_overflow == 0
+    assert [r.t_end for r in res[:6]] == [10.0, 12.0, 14.0, 16.0, 18.0, 20.0]
+    assert all(not r.skipped for r in res[:6])
+    # only windows holding samples have results: 6 before, 4 + 6 around the 12 s after the jump, 5 after
+    assert all(r.missing_fraction < 1 for r in res) and len(res) <= 22
+    assert st.gaps == 2 and st.empty_windows > 1000
+
+
+def test_push_with_wall_clock_t0_after_a_stream_without_t0_does_not_block(clf: Any, ecg: np.ndarray) -> None:
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True)
+    res = s.push(ecg[:1, : int(12 * FS)])
+    t = time.perf_counter()
+    res += s.push(ecg[:1, int(12 * FS) : int(24 * FS)], t0=time.time())
+    assert time.perf_counter() - t < 5.0
+    res += s.close()
+    assert res and all(r.t_end < 22 or r.t_end > 1e9 for r in res)
+
+
+def test_set_lead_off_takes_a_name_or_a_sequence(clf: Any, ecg: np.ndarray) -> None:
+    from kmerl_edge.stream import StreamInputError
+
+    s = clf.stream(fs=FS, leads=["I", "II"], synchronous=True)
+    s.set_lead_off("II")  # a lead name, not the letters I, I
+    res = s.push(ecg[:, : int(10 * FS)]) + s.close()
+    assert res[0].leads_used == ("I",) and res[0].excluded_leads == {"II": "lead_off"}
+    s = clf.stream(fs=FS, leads=["I", "II"], synchronous=True)
+    s.set_lead_off(["II"])
+    s.set_lead_off(())
+    for bad in ({"II"}, 2, [b"II"], None):
+        with pytest.raises(StreamInputError):
+            s.set_lead_off(bad)  # type: ignore[arg-type]
+    with pytest.raises(kmerl_edge.UnknownLeadError):
+        s.set_lead_off(["II", "XYZ"])
+    s.close()
+
+
+def test_config_hop_is_used_when_no_hop_is_given(clf: Any, ecg: np.ndarray) -> None:
+    s = clf.stream(fs=FS, leads=["I"], config=StreamConfig(hop_s=5.0), synchronous=True)
+    res = s.push(ecg[:1, : int(30 * FS)]) + s.close()
+    assert [r.t_end for r in res] == [10.0, 15.0, 20.0, 25.0, 30.0]
+    s = clf.stream(fs=FS, leads=["I"], config=StreamConfig(hop_s=5.0), hop_s=10.0, synchronous=True)
+    assert [r.t_end for r in s.push(ecg[:1, : int(30 * FS)]) + s.close()] == [10.0, 20.0, 30.0]
+
+
+def test_stream_errors_are_named(clf: Any) -> None:
+    from kmerl_edge import KmerlError
+
+    for kw in ({"not_an_option": 1}, {"max_gap_fraction": 1.5}, {"queue_size": 0}, {"clock_tolerance_s": -1}):
+        with pytest.raises(KmerlError):
+            clf.stream(fs=FS, leads=["I"], **kw)
+    s = clf.stream(fs=FS, leads=["I"], synchronous=True)
+    for call in (lambda: s.push_gap(-1), lambda: s.push_gap(2.5), lambda: s.push(np.zeros(10), t0=float("nan")),
+                 lambda: s.feed("not a message")):
+        with pytest.raises(KmerlError):
+            call()
+    s.close()
 
 
 # -- bad leads ----------------------------------------------------------------------------------------
@@ -205,12 +330,7 @@ def test_flat_lead_is_left_out_and_reported(clf: Any, ecg: np.ndarray) -> None:
 def test_lead_off_status_and_nonfinite_samples(clf: Any, ecg: np.ndarray) -> None:
     s = clf.stream(fs=FS, leads=["I", "II"], hop_s=2.0, synchronous=True)
     s.push(ecg[:, : int(10 * FS)])
-
-    class Status:  # the shape of firmware_bridge.StatusEvent
-        lead_off = ("II",)
-        t0 = 10.0
-
-    s.feed(Status())
+    s.feed(LeadStatus(lead_off=("II",), t0=10.0))  # the message a source sends
     res = s.push(ecg[:, int(10 * FS) : int(12 * FS)], t0=10.0)
     assert res[-1].excluded_leads == {"II": "lead_off"} and res[-1].leads_used == ("I",)
     s.set_lead_off([])
@@ -280,7 +400,9 @@ class ScriptedClassifier:
 def test_af_events_through_the_session_with_smoothing(clf: Any, ecg: np.ndarray) -> None:
     script = [0.1, 0.1, 0.9, 0.9, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1]
     sc = ScriptedClassifier(clf, script)
-    s = StreamSession(sc, fs=FS, leads=["I"], hop_s=2.0, synchronous=True, smoothing_windows=2)
+    s = StreamSession(
+        sc, fs=FS, leads=["I"], hop_s=2.0, synchronous=True, smoothing_windows=2, rate_events=()
+    )  # only the model's AF events here (this recording is tachycardic: heart-rate events are tested elsewhere)
     res = _push_all(s, ecg[:1, : int(32.5 * FS)])
     assert len(res) == 12
     sm = [r.smoothed["atrial fibrillation"] for r in res]
@@ -321,7 +443,9 @@ def test_backlog_drops_oldest_windows_and_counts_them(clf: Any, ecg: np.ndarray)
 def test_session_api_errors_and_close(clf: Any, ecg: np.ndarray) -> None:
     with pytest.raises(SamplingRateError):
         clf.stream(fs=None, leads=["I"])  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(SamplingRateError, match="32000"):
+        clf.stream(fs=4294967.295, leads=["I"])  # what one bogus 40-byte frame once opened (3.8 GB)
+    with pytest.raises(kmerl_edge.KmerlError):
         clf.stream(fs=FS, leads=["I"], not_an_option=1)
     with pytest.raises(ValueError):
         StreamConfig(max_gap_fraction=1.5)
@@ -384,3 +508,38 @@ def test_gateway_batches_across_devices_with_same_results(clf: Any, ecg: np.ndar
         for a, b in zip(got, ref):
             assert a.device_id == f"p{i}"
             np.testing.assert_allclose(list(a.scores.values()), list(b.scores.values()), atol=1e-5)
+
+
+# -- the documented consumer patterns (README) --------------------------------------------------------------
+def test_the_readme_push_loop_on_a_busy_machine_then_results_with_a_timeout(clf: Any, ecg: np.ndarray) -> None:
+    slow = ScriptedClassifier(clf, [], delay_s=0.05)  # inference slower than the reader pushes
+    s = StreamSession(slow, fs=FS, leads=["I"], hop_s=2.0)
+    got: list = []
+    for c, t in _chunks(ecg[:1, : int(30 * FS)], FS, 200):
+        got += s.push(c, t)  # results that are ready come out of push()
+    got += list(s.results(timeout=30))  # and the rest of what was pushed, as each is ready
+    assert [r.index for r in got] == list(range(11))
+    assert not s.closed and s.pending == 0
+    # a result that became ready between two pushes comes out of the next push
+    s.push(ecg[:1, int(30 * FS) : int(32 * FS)], t0=30.0)
+    deadline = time.monotonic() + 30
+    while s.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ready = s.push(ecg[:1, int(32 * FS) : int(32.5 * FS)], t0=32.0)
+    assert [r.index for r in ready] == [11]
+    assert list(s.results()) == [] and s.poll() == []  # nothing is handed out twice
+    assert s.close() == []
+
+
+def test_gateway_stats_keep_closed_sessions(clf: Any, ecg: np.ndarray) -> None:
+    with Gateway(clf) as gw:
+        a = gw.open("a", fs=FS, leads=["I"])
+        b = gw.open("b", fs=FS, leads=["I"])
+        a.push(ecg[:1, : int(14 * FS)], t0=0.0)
+        b.push(ecg[:1, : int(12 * FS)], t0=0.0)
+        gw.close_session("a")
+        st = gw.stats()
+        assert st.windows >= 3 and st.sessions == 2 and st.open_sessions == 1
+        gw.close_session("b")
+        st = gw.stats()
+    assert st.windows == 5 and st.scored == 5 and st.sessions == 2 and st.open_sessions == 0

@@ -86,7 +86,7 @@ def test_linear_probe_selects_on_validation_never_on_test() -> None:
 @needs_shared
 def test_cli_prepare_train_eval(tmp_path: Path) -> None:
     shards, run, res = tmp_path / "shards", tmp_path / "run", tmp_path / "res"
-    assert main(["prepare", "--source", "ptbxl", "--root", str(SHARED / "ptbxl"), "--rate", "100", "--limit", "8",
+    assert main(["prepare", "--source", "ptbxl", "--root", str(SHARED / "ptbxl"), "--split", "train", "--rate", "100", "--limit", "8",
                  "--out", str(shards), "--workers", "1", "--no-progress"]) == 0
     assert main(["train", "--preset", "test", "--data", str(shards), "--out", str(run), "--max-steps", "2",
                  "--set", "batch_size=2", "--set", "epochs=5", "--no-progress", "--device", "cpu"]) == 0
@@ -101,7 +101,7 @@ def test_cli_prepare_train_eval(tmp_path: Path) -> None:
 
 
 def test_cli_mimic_without_knowledge_is_a_named_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["prepare", "--source", "mimic", "--root", str(FIX / "mimic_iv_ecg"), "--out", str(tmp_path / "s"),
+    assert main(["prepare", "--source", "mimic", "--root", str(FIX / "mimic_iv_ecg"), "--split", "train", "--out", str(tmp_path / "s"),
                  "--workers", "1", "--no-progress"]) == 0
     assert main(["train", "--preset", "test", "--data", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
                  "--set", "batch_size=1", "--no-progress", "--device", "cpu"]) == 1

@@ -45,14 +45,25 @@ class MaskingConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights. ``clip_weight=0`` or ``bce_weight=0`` are the "one loss alone" ablations."""
+    """Loss weights. ``clip_weight=0`` or ``bce_weight=0`` are the "one loss alone" ablations.
+
+    ``same_report``: pairs of samples with the same report (``same_key="report"``) or the same entity set
+    (``"entities"``) are ``mask``-ed from each other's contrastive negatives (default), made
+    ``positive``-s, or kept as ``negative``-s (plain CLIP; identical reports then fight each other).
+    """
 
     clip_weight: float = 1.0
     bce_weight: float = 1.0
     temperature: float = 0.07
-    gather: bool = True  # gather ECG/text embeddings across DDP ranks for the contrastive loss
+    gather: bool = True  # gather ECG/text embeddings across DDP ranks (with gradient) for the contrastive loss
+    same_report: str = "mask"
+    same_key: str = "report"
 
     def __post_init__(self) -> None:
+        if self.same_report not in ("mask", "positive", "negative"):
+            raise TrainConfigError(f"loss.same_report must be mask, positive or negative, not {self.same_report!r}")
+        if self.same_key not in ("report", "entities"):
+            raise TrainConfigError(f"loss.same_key must be report or entities, not {self.same_key!r}")
         if self.clip_weight < 0 or self.bce_weight < 0 or self.clip_weight + self.bce_weight == 0:
             raise TrainConfigError("loss weights must be >= 0 and not both 0")
         if self.temperature <= 0:

@@ -12,6 +12,8 @@ __all__ = [
     "TextEncoderUnavailableError",
     "TrainConfigError",
     "LabelAlignmentError",
+    "SplitError",
+    "TrainingDataLeakError",
 ]
 
 
@@ -41,3 +43,12 @@ class TrainConfigError(TrainerError, ValueError):
 
 class LabelAlignmentError(TrainerError, ValueError):
     """A label matrix does not line up with the dataset's record ids."""
+
+
+class SplitError(TrainerError, ValueError):
+    """A data split is missing, unknown or not allowed for the source (splits are always explicit)."""
+
+
+class TrainingDataLeakError(TrainerError):
+    """Evaluation was asked to score records the checkpoint was trained on (or its training set is
+    unknown): the numbers would not be held-out numbers."""

@@ -9,6 +9,8 @@ A checkpoint is a directory::
     train_state.safetensors  optimizer tensors and per-rank torch / CUDA RNG states (uint8)
     train_state.json         optimizer hyper-parameters, scheduler, grad scaler, numpy/python RNG
                              states and the data position (epoch, step in epoch, global step)
+    training_records.json    the record ids the model was trained on, the shard store's dataset and
+                             split rule: ``kmerl-train eval`` refuses to score any of them
 
 It is written into ``<name>.tmp-<pid>/``, every file fsynced, then renamed with :func:`os.replace`;
 a directory without the ``.tmp`` suffix is always complete.
@@ -27,7 +29,7 @@ from typing import Any
 from kmerl_edge._config import ModelConfig
 from kmerl_edge._preprocess import PreprocessConfig
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, TrainingDataLeakError
 from .shards import _fsync_dir, _fsync_file
 
 __all__ = [
@@ -37,9 +39,12 @@ __all__ = [
     "load_teacher",
     "load_train_state",
     "latest_checkpoint",
+    "training_record_ids",
+    "check_held_out",
 ]
 
 CHECKPOINT_FORMAT = "kmerl-checkpoint/1"
+TRAINING_RECORDS_FILE = "training_records.json"
 
 
 @dataclass
@@ -95,6 +100,7 @@ def save_checkpoint(
     text_tokenizer: Any = None,
     text_pooling: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    training_records: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically to ``path`` (a directory that must not exist yet).
 
@@ -103,7 +109,8 @@ def save_checkpoint(
     (LambdaLR), ``scaler`` (GradScaler), ``rng_states`` (one dict per rank from
     :func:`trainer.train.rng_state`), ``position``) is optional: a teacher needs only the model part.
     ``text_model`` (+ tokenizer) is saved under ``text_encoder/`` when its layers were trained, and the
-    stored spec then points there.
+    stored spec then points there. ``training_records`` (``{"record_ids": [...], "dataset": ...,
+    "split": {...}}``) is written to ``training_records.json``.
     """
     from safetensors.torch import save_file
 
@@ -136,6 +143,11 @@ def save_checkpoint(
         "meta": dict(meta or {}),
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if training_records is not None:
+        tr = dict(training_records)
+        tr["record_ids"] = sorted({str(r) for r in tr.get("record_ids", [])})
+        (tmp / TRAINING_RECORDS_FILE).write_text(json.dumps(tr, sort_keys=True))
+        files.append(TRAINING_RECORDS_FILE)
     if optimizer is not None or rng_states is not None or position is not None:
         import torch
 
@@ -246,3 +258,45 @@ def load_train_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (p / "train_state.json").is_file():
         raise CheckpointError(f"{p} holds no training state (a teacher-only checkpoint cannot be resumed)")
     return load_file(str(p / "train_state.safetensors")), json.loads((p / "train_state.json").read_text())
+
+
+def training_record_ids(path: str | Path) -> frozenset[str] | None:
+    """The record ids a checkpoint (or a run directory's latest checkpoint) was trained on; ``None`` for
+    a checkpoint written before training sets were recorded."""
+    p = _resolve(path)
+    f = p / TRAINING_RECORDS_FILE
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{f}: unreadable: {exc}") from exc
+    return frozenset(str(r) for r in doc.get("record_ids", []))
+
+
+def check_held_out(path: str | Path, record_ids: Sequence[str], *, what: str = "records",
+                   allow_unknown: bool = False) -> dict[str, Any]:
+    """Raise :class:`TrainingDataLeakError` if any of ``record_ids`` is in the checkpoint's training set,
+    or if that set is unknown (a checkpoint from before it was recorded) unless ``allow_unknown``.
+
+    Record ids compare as strings, with any ``source:`` prefix stripped on both sides (PTB-XL ``ecg_id``,
+    CPSC/CinC record names, MIMIC ``study_id``). Returns ``{"training_set": "recorded" | "unknown",
+    "n_training_records", "n_checked"}`` for the results file."""
+    train = training_record_ids(path)
+    if train is None:
+        if not allow_unknown:
+            raise TrainingDataLeakError(
+                f"{path} does not record its training set, so held-out {what} cannot be verified; "
+                "retrain with this version or pass --allow-unknown-training-set (recorded in the results)")
+        return {"training_set": "unknown", "n_training_records": None, "n_checked": len(record_ids)}
+
+    def bare(r: str) -> str:
+        return str(r).split(":", 1)[1] if ":" in str(r) else str(r)
+
+    seen = {bare(r) for r in train}
+    leak = sorted({str(r) for r in record_ids if bare(str(r)) in seen})
+    if leak:
+        raise TrainingDataLeakError(
+            f"{len(leak)} of {len(record_ids)} {what} are in the training set of {path} (first: {leak[:5]}); "
+            "evaluate on records the model never saw (PTB-XL: train on folds 1-8, score fold 10)")
+    return {"training_set": "recorded", "n_training_records": len(train), "n_checked": len(record_ids)}

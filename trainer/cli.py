@@ -23,23 +23,33 @@ __all__ = ["main", "read_source"]
 SOURCES = ("mimic", "ptbxl", "cinc", "cpsc2018", "cpsc2021", "merl")
 
 
-def read_source(source: str, root: str, **kw: Any) -> Any:
-    """A :class:`trainer.data.Dataset` for ``--source`` (mimic, ptbxl, cinc, cpsc2018, cpsc2021, merl)."""
-    from . import data as d
+def read_source(source: str, root: str, *, split: str, **kw: Any) -> Any:
+    """The ``split`` (train, val or test) of a :class:`trainer.data.Dataset` for ``--source``.
 
-    if source == "mimic":
-        return d.read_mimic_iv_ecg(root)
+    PTB-XL splits by ``strat_fold`` (1–8 train, 9 val, 10 test), ``merl`` reads MERL's benchmark split CSV,
+    every other source splits by patient (:func:`trainer.data.select_split`)."""
+    from . import data as d
+    from ._errors import SplitError
+
+    if split not in d.SPLITS:
+        raise SplitError(f"unknown split {split!r}; known: {', '.join(d.SPLITS)}")
     if source == "ptbxl":
-        return d.read_ptbxl(root, rate=int(kw.get("rate") or 500))
-    if source == "cinc":
-        return d.read_cinc(root)
-    if source == "cpsc2018":
-        return d.read_cpsc2018(root, reference=kw.get("reference"))
-    if source == "cpsc2021":
-        return d.read_cpsc2021_af(root)
+        return d.read_ptbxl(root, rate=int(kw["rate"]) if kw.get("rate") else None, split=split)
     if source == "merl":
-        return d.read_merl_split(kw["splits"], kw["task"], kw["split"], data_root=root, rate=int(kw.get("rate") or 500))
-    raise KmerlError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+        if not kw.get("splits") or not kw.get("task"):
+            raise SplitError("--source merl needs --splits (the merl_splits directory) and --task")
+        return d.read_merl_split(kw["splits"], kw["task"], split, data_root=root, rate=int(kw.get("rate") or 500))
+    if source == "mimic":
+        ds = d.read_mimic_iv_ecg(root)
+    elif source == "cinc":
+        ds = d.read_cinc(root)
+    elif source == "cpsc2018":
+        ds = d.read_cpsc2018(root, reference=kw.get("reference"))
+    elif source == "cpsc2021":
+        ds = d.read_cpsc2021_af(root)
+    else:
+        raise KmerlError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    return d.select_split(ds, split)
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -65,11 +75,14 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
 
     ds = read_source(a.source, a.root, rate=a.rate, splits=a.splits, task=a.task, split=a.split,
                      reference=a.reference)
+    split_rule = {"ptbxl": "PTB-XL strat_fold (train 1-8, val 9, test 10)", "merl": f"MERL benchmark split ({a.task})"}
+    split_info = {"source": a.source, "split": a.split,
+                  "rule": split_rule.get(a.source, "by patient (sha256 of the patient id; 80/10/10)")}
     if a.limit:
         ds.items = ds.items[: a.limit]
     print(f"{ds.name}: {len(ds)} items; skipped by the reader: {ds.skipped or 'none'}", file=sys.stderr)
     prepare_shards(ds, a.out, shard_size=a.shard_size, workers=a.workers, windows=a.windows, dtype=a.dtype,
-                   progress=not a.no_progress)
+                   progress=not a.no_progress, split=split_info)
     from .shards import open_shards
 
     s = open_shards(a.out)
@@ -107,6 +120,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         checkpoint=a.checkpoint, task=a.task, splits_root=a.splits, data_root=a.data_root, out_dir=a.out,
         lead_subsets=leads, probe=not a.no_probe, probe_fractions=tuple(a.fractions), device=a.device,
         limit=a.limit, random_baseline=not a.no_baseline,
+        allow_unknown_training_set=a.allow_unknown_training_set,
     )
     print(json.dumps(res["summary"], indent=2))
     return 0
@@ -121,10 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--source", choices=SOURCES, required=True)
     pr.add_argument("--root", required=True, help="dataset directory")
     pr.add_argument("--out", required=True)
-    pr.add_argument("--rate", type=int, default=500, help="PTB-XL: 500 or 100 Hz records")
+    pr.add_argument("--rate", type=int, default=None,
+                    help="PTB-XL: 500 or 100 Hz records of a download (default 500); the folds layout is 250 Hz")
     pr.add_argument("--splits", help="merl: the merl_splits directory")
     pr.add_argument("--task", help="merl: ptbxl_super, ptbxl_sub, ptbxl_form, ptbxl_rhythm, icbeb, chapman")
-    pr.add_argument("--split", default="train")
+    pr.add_argument("--split", choices=("train", "val", "test"), required=True,
+                    help="PTB-XL: strat_fold 1-8 / 9 / 10; merl: MERL's split CSV; other sources: by patient")
     pr.add_argument("--reference", help="cpsc2018: REFERENCE.csv (default <root>/REFERENCE.csv)")
     pr.add_argument("--shard-size", type=int, default=4096)
     pr.add_argument("--workers", type=int, default=None)
@@ -161,9 +177,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-probe", action="store_true")
     ev.add_argument("--no-baseline", action="store_true")
     ev.add_argument("--limit", type=int, default=0)
+    ev.add_argument("--allow-unknown-training-set", action="store_true",
+                    help="score a checkpoint that does not record its training records (flagged in the results)")
     ev.add_argument("--device", default="cpu")
     ev.set_defaults(func=_cmd_eval)
     sub.add_parser("knowledge", help="the knowledge-extraction pipeline (trainer.knowledge)", add_help=False)
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(p, prog="kmerl-train", subparsers=[pr, tr, ev])
     return p
 
 
@@ -177,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(kcli.main(args[1:]) or 0)
     a = _parser().parse_args(args)
+    from kmerl_edge._cli_common import configure
+
+    if configure(a) < 0 and hasattr(a, "no_progress"):
+        a.no_progress = True  # -q: no bars
     try:
         return int(a.func(a))
     except KmerlError as exc:

@@ -25,7 +25,7 @@ from kmerl_edge._io import Record, read_record
 from kmerl_edge._io import _fill_nan_along_time as fill_nan_along_time
 from kmerl_edge._leads import LEADS
 
-from ._errors import DatasetFormatError
+from ._errors import DatasetFormatError, SplitError
 
 __all__ = [
     "EcgItem",
@@ -38,6 +38,13 @@ __all__ = [
     "read_cpsc2018",
     "read_cpsc2021_af",
     "read_merl_split",
+    "ptbxl_folds",
+    "patient_split",
+    "select_split",
+    "PTBXL_SPLIT_FOLDS",
+    "PTBXL_SUBCLASS_TEXT",
+    "PTBXL_SUPERCLASS_TEXT",
+    "SPLITS",
     "MERL_TASKS",
     "CPSC2018_CLASSES",
     "MIMIC_RECORD_LIST_COLUMNS",
@@ -244,13 +251,129 @@ def _parse_dict(text: str, where: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in d.items()}
 
 
-def read_ptbxl(root: str | Path, *, rate: int = 500, check_files: bool = True) -> Dataset:
-    """PTB-XL: ``ptbxl_database.csv`` + ``scp_statements.csv``; English report composed from the SCP
-    descriptions, the German free text kept in ``meta['report_de']``; records at 500 or 100 Hz.
-    Labels are the record's SCP codes; ``meta`` holds ``strat_fold`` and the code likelihoods."""
+#: PTB-XL's recommended split by ``strat_fold`` (patients never cross folds): 1–8 train, 9 val, 10 test.
+PTBXL_SPLIT_FOLDS: dict[str, tuple[int, ...]] = {"train": (1, 2, 3, 4, 5, 6, 7, 8), "val": (9,), "test": (10,)}
+#: The splits every reader and ``kmerl-train prepare`` accept.
+SPLITS = ("train", "val", "test")
+
+#: PTB-XL diagnostic subclass (as in the ``ptbxl_folds1_8`` index and MERL's ``sub_class`` task) → English.
+PTBXL_SUBCLASS_TEXT: dict[str, str] = {
+    "NORM": "normal ECG",
+    "STTC": "ST/T change",
+    "NST": "non-specific ST changes",
+    "ISC": "non-specific ischemic",
+    "ISCA": "ischemic in anterior leads",
+    "ISCI": "ischemic in inferior leads",
+    "LVH": "left ventricular hypertrophy",
+    "RVH": "right ventricular hypertrophy",
+    "SEHYP": "septal hypertrophy",
+    "LAO/LAE": "left atrial overload/enlargement",
+    "RAO/RAE": "right atrial overload/enlargement",
+    "AMI": "anterior myocardial infarction",
+    "IMI": "inferior myocardial infarction",
+    "LMI": "lateral myocardial infarction",
+    "PMI": "posterior myocardial infarction",
+    "LAFB/LPFB": "left anterior/left posterior fascicular block",
+    "IRBBB": "incomplete right bundle branch block",
+    "ILBBB": "incomplete left bundle branch block",
+    "CLBBB": "complete left bundle branch block",
+    "CRBBB": "complete right bundle branch block",
+    "IVCD": "non-specific intraventricular conduction disturbance",
+    "AVB": "AV block",
+    "WPW": "Wolff-Parkinson-White syndrome",
+}
+#: PTB-XL diagnostic superclass code → English.
+PTBXL_SUPERCLASS_TEXT: dict[str, str] = {
+    "NORM": "normal ECG",
+    "MI": "myocardial infarction",
+    "STTC": "ST/T change",
+    "CD": "conduction disturbance",
+    "HYP": "hypertrophy",
+}
+
+
+def ptbxl_folds(split: str | None = None, folds: Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """The ``strat_fold`` values of ``split`` (train 1–8, val 9, test 10) or the explicit ``folds``;
+    ``None`` when neither is given (all folds). Both at once, an unknown split or a fold outside 1–10
+    raise :class:`SplitError`."""
+    if split is not None and folds is not None:
+        raise SplitError("give a split or folds, not both")
+    if split is not None:
+        if split not in PTBXL_SPLIT_FOLDS:
+            raise SplitError(f"unknown split {split!r}; PTB-XL splits: {', '.join(PTBXL_SPLIT_FOLDS)}")
+        return PTBXL_SPLIT_FOLDS[split]
+    if folds is not None:
+        out = tuple(sorted({int(f) for f in folds}))
+        if not out or any(not 1 <= f <= 10 for f in out):
+            raise SplitError(f"PTB-XL strat_fold values are 1..10, got {list(folds)}")
+        return out
+    return None
+
+
+def _embedded_scp_statements() -> Any:
+    import json
+
+    from trainer.knowledge._lexicon import _data_text
+    from trainer.knowledge._scp import ScpStatement
+
+    table = json.loads(_data_text("lexicon.json"))["scp_statements"]
+    return {
+        code: ScpStatement(code, str(v["description"]), v.get("kind") == "diagnostic", v.get("kind") == "form",
+                           v.get("kind") == "rhythm", str(v.get("diagnostic_class") or ""),
+                           str(v.get("diagnostic_subclass") or ""))
+        for code, v in table.items()
+    }
+
+
+def _superclasses_of(codes: Mapping[str, float], statements: Any) -> tuple[str, ...]:
+    out = []
+    for c in codes:
+        st = statements.get(c) if hasattr(statements, "get") else None
+        cls = getattr(st, "diagnostic_class", None) or (st.get("diagnostic_class") if isinstance(st, dict) else None)
+        if cls and cls not in out:
+            out.append(str(cls))
+    return tuple(sorted(out))
+
+
+def read_ptbxl(
+    root: str | Path,
+    *,
+    rate: int | None = None,
+    split: str | None = None,
+    folds: Sequence[int] | None = None,
+    check_files: bool = True,
+) -> Dataset:
+    """PTB-XL, from either layout, restricted to a split:
+
+    - a PhysioNet download: ``ptbxl_database.csv`` + ``scp_statements.csv`` + ``records500/`` and/or
+      ``records100/`` (``rate`` 500 (default) or 100). The English report is composed from the SCP
+      descriptions; the German free text is kept in ``meta['report_de']``; labels are the SCP codes.
+    - the ``ptbxl_folds1_8`` layout: ``index.csv`` (ecg_id, record, patient_id, strat_fold, super, sub,
+      form, rhythm) + ``records250/`` (``rate`` 250). The report is composed from the rhythm, diagnostic
+      subclass and form statements (no free text); labels are those codes.
+
+    ``split`` (``train`` = folds 1–8, ``val`` = 9, ``test`` = 10) or ``folds`` selects records by
+    ``strat_fold``; neither means every fold (the caller then splits; ``kmerl-train prepare`` always
+    passes one). ``meta`` holds ``strat_fold``, ``patient_id``, ``superclasses`` (NORM, MI, STTC, CD, HYP)
+    and ``scp_codes``. ``skipped`` counts rows of other folds (``other_split``) and missing files.
+    """
+    root = Path(root)
+    keep = ptbxl_folds(split, folds)
+    if (root / "ptbxl_database.csv").is_file():
+        return _read_ptbxl_download(root, 500 if rate is None else rate, keep, split, check_files)
+    if (root / "index.csv").is_file() and (root / "records250").is_dir():
+        if rate not in (None, 250):
+            raise DatasetFormatError(f"{root} holds 250 Hz records (records250/), not {rate} Hz")
+        return _read_ptbxl_folds_layout(root, keep, split, check_files)
+    raise DatasetFormatError(
+        f"{root} is not a PTB-XL directory: expected ptbxl_database.csv + records500/ or records100/ "
+        "(PhysioNet download) or index.csv + records250/ (ptbxl_folds1_8 layout)")
+
+
+def _read_ptbxl_download(root: Path, rate: int, keep: tuple[int, ...] | None, split: str | None,
+                         check_files: bool) -> Dataset:
     if rate not in (500, 100):
         raise DatasetFormatError(f"PTB-XL records exist at 500 or 100 Hz, not {rate}")
-    root = Path(root)
     rows = _read_csv(root / "ptbxl_database.csv", ("ecg_id", "report", "scp_codes", "strat_fold",
                                                    "filename_lr", "filename_hr"))
     statements = _scp_statements(root)
@@ -260,6 +383,10 @@ def read_ptbxl(root: str | Path, *, rate: int = 500, check_files: bool = True) -
     classes: set[str] = set()
     for row in rows:
         eid = str(int(float(row["ecg_id"])))
+        fold = int(float(row["strat_fold"]))
+        if keep is not None and fold not in keep:
+            skipped["other_split"] += 1
+            continue
         codes = _parse_dict(row["scp_codes"], f"ptbxl ecg_id {eid}")
         unknown = [c for c in codes if c not in statements]
         if unknown:
@@ -275,10 +402,120 @@ def read_ptbxl(root: str | Path, *, rate: int = 500, check_files: bool = True) -
                 path=str(path),
                 report=compose_ptbxl_report(codes, statements),
                 labels=tuple(sorted(codes)),
-                meta={"report_de": row["report"], "strat_fold": int(row["strat_fold"]), "scp_codes": codes},
+                meta={"report_de": row["report"], "strat_fold": fold, "scp_codes": codes,
+                      "patient_id": _patient_id(row.get("patient_id")),
+                      "superclasses": _superclasses_of(codes, statements), "split": split},
             )
         )
-    return Dataset(f"ptbxl_{rate}", items, tuple(sorted(classes)), dict(skipped))
+    name = f"ptbxl_{rate}" + (f":{split}" if split else "")
+    return Dataset(name, items, tuple(sorted(classes)), dict(skipped))
+
+
+def _patient_id(v: str | None) -> str:
+    v = (v or "").strip()
+    try:
+        return str(int(float(v)))
+    except ValueError:
+        return v
+
+
+def _codes(cell: str | None) -> list[str]:
+    return [c.strip() for c in (cell or "").split("|") if c.strip()]
+
+
+def _read_ptbxl_folds_layout(root: Path, keep: tuple[int, ...] | None, split: str | None,
+                             check_files: bool) -> Dataset:
+    rows = _read_csv(root / "index.csv", ("ecg_id", "record", "patient_id", "strat_fold", "super", "sub",
+                                          "form", "rhythm"))
+    statements = _embedded_scp_statements()
+
+    def scp(c: str) -> str:  # the index drops PTB-XL's trailing underscore (NST_, STD_, STE_)
+        return c if c in statements or f"{c}_" not in statements else f"{c}_"
+
+    items: list[EcgItem] = []
+    skipped: Counter[str] = Counter()
+    classes: set[str] = set()
+    for row in rows:
+        eid = str(int(float(row["ecg_id"])))
+        fold = int(float(row["strat_fold"]))
+        if keep is not None and fold not in keep:
+            skipped["other_split"] += 1
+            continue
+        rhythm, sub, form = _codes(row["rhythm"]), _codes(row["sub"]), _codes(row["form"])
+        sentences: list[str] = []
+        for c in rhythm + form:
+            if scp(c) not in statements:
+                raise DatasetFormatError(f"{root / 'index.csv'}: ecg_id {eid}: unknown SCP code {c!r}")
+        for c in sub:
+            if c not in PTBXL_SUBCLASS_TEXT:
+                raise DatasetFormatError(f"{root / 'index.csv'}: ecg_id {eid}: unknown diagnostic subclass {c!r}")
+        texts = ([statements[c].description for c in rhythm] + [PTBXL_SUBCLASS_TEXT[c] for c in sub]
+                 + [statements[scp(c)].description for c in form])
+        for t in texts:
+            t = _english_sentence(t)
+            if t not in sentences:
+                sentences.append(t)
+        path = root / row["record"]
+        if check_files and not path.with_suffix(".hea").is_file():
+            skipped["missing_file"] += 1
+            continue
+        labels = tuple(dict.fromkeys(rhythm + sub + form))
+        classes.update(labels)
+        items.append(
+            EcgItem(
+                record_id=eid,
+                path=str(path),
+                report=" ".join(sentences),
+                labels=labels,
+                meta={"strat_fold": fold, "patient_id": _patient_id(row["patient_id"]),
+                      "superclasses": tuple(sorted(_codes(row["super"]))), "split": split,
+                      "scp_codes": {c: 100.0 for c in rhythm + [scp(c) for c in form]}},
+            )
+        )
+    name = "ptbxl_folds_250" + (f":{split}" if split else "")
+    return Dataset(name, items, tuple(sorted(classes)), dict(skipped))
+
+
+def _english_sentence(description: str) -> str:
+    text = re.sub(r"\s*\((?:former|block)[^)]*\)", "", description).strip()
+    return text[:1].upper() + text[1:] + "."
+
+
+# ----------------------------------------------------------------------------------------- patient split
+def patient_split(patient: str, *, val_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
+    """``train``, ``val`` or ``test`` for a patient id, from a hash of the id alone: stable across runs,
+    machines and dataset versions, and every record of one patient lands in the same split."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise SplitError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+    import hashlib
+
+    u = int.from_bytes(hashlib.sha256(f"kmerl-split:{patient}".encode()).digest()[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def select_split(dataset: Dataset, split: str, patient_of: Any = None, **fractions: float) -> Dataset:
+    """The items of ``dataset`` whose patient falls in ``split`` (see :func:`patient_split`).
+
+    ``patient_of(item) -> str`` gives an item's patient (default: ``meta['patient_id']``, then
+    ``meta['subject_id']``, then ``meta['record']`` (CPSC-2021 windows), then the record id). Items left
+    out are counted in ``skipped['other_split']``."""
+    if split not in SPLITS:
+        raise SplitError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+    def default(it: EcgItem) -> str:
+        m = it.meta
+        return str(m.get("patient_id") or m.get("subject_id") or m.get("patient") or m.get("record") or it.record_id)
+
+    who = patient_of or default
+    items = [it for it in dataset.items if patient_split(str(who(it)), **fractions) == split]
+    skipped = dict(dataset.skipped)
+    if len(items) < len(dataset.items):
+        skipped["other_split"] = skipped.get("other_split", 0) + len(dataset.items) - len(items)
+    return Dataset(f"{dataset.name}:{split}", items, dataset.classes, skipped)
 
 
 # ---------------------------------------------------------------------------------------- CinC 2020-2021
@@ -370,6 +607,12 @@ def _af_intervals(base: Path, n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _cpsc2021_patient(name: str) -> str:
+    """CPSC-2021 records are ``data_<patient>_<n>``; other names are their own patient."""
+    parts = name.split("_")
+    return parts[1] if len(parts) == 3 and parts[0] == "data" else name
+
+
 def read_cpsc2021_af(
     root: str | Path, *, window_s: float = 10.0, hop_s: float = 10.0, min_af_fraction: float = 0.5
 ) -> Dataset:
@@ -408,7 +651,7 @@ def read_cpsc2021_af(
                     ("AF",) if frac >= min_af_fraction else ("non-AF",),
                     start_s=s / fs,
                     stop_s=(s + win) / fs,
-                    meta={"af_fraction": frac, "record": base.name},
+                    meta={"af_fraction": frac, "record": base.name, "patient_id": _cpsc2021_patient(base.name)},
                 )
             )
     return Dataset("cpsc2021_af", items, ("AF", "non-AF"), dict(skipped))

@@ -71,7 +71,9 @@ def eval_data_from_dataset(
     cls = tuple(dataset.classes if classes is None else classes)
     sig, pres, ids, keep = [], [], [], []
     failed: dict[str, str] = {}
-    for i, item in enumerate(dataset.items):
+    from kmerl_edge._cli_common import progress
+
+    for i, item in enumerate(progress(dataset.items, desc="preprocess", unit="record")):
         try:
             rec = load_item(item)
             pre = preprocess(rec.signal, fs=rec.fs, leads=rec.leads, config=cfg)
@@ -433,10 +435,15 @@ def run_eval(
     device: str = "cpu",
     limit: int = 0,
     seed: int = 0,
+    allow_unknown_training_set: bool = False,
 ) -> dict[str, Any]:
     """Zero-shot on the test split (+ linear probe on train/val/test) of MERL task ``task``; writes
-    ``results.json``, ``results.md`` and ``auc_vs_leads.png`` into ``out_dir`` and returns the results."""
-    from .checkpoint import load_teacher
+    ``results.json``, ``results.md`` and ``auc_vs_leads.png`` into ``out_dir`` and returns the results.
+
+    Raises :class:`~trainer._errors.TrainingDataLeakError` if a test record is in the checkpoint's
+    recorded training set, or if the checkpoint does not record it (unless
+    ``allow_unknown_training_set``; the results then say ``"training_set": "unknown"``)."""
+    from .checkpoint import check_held_out, load_teacher
     from .data import read_merl_split
     from .text import load_text_encoder
 
@@ -444,17 +451,21 @@ def run_eval(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {}
-    for s in ("train", "val", "test") if probe else ("test",):
+    held_out: dict[str, Any] = {}
+    for s in ("test", "train", "val") if probe else ("test",):
         ds = read_merl_split(splits_root, task, s, data_root=data_root)
         if limit:
             ds.items = ds.items[:limit]
+        if s == "test":
+            held_out = check_held_out(checkpoint, ds.record_ids, what=f"{task} test records",
+                                      allow_unknown=allow_unknown_training_set)
         splits[s] = eval_data_from_dataset(ds, config=teacher.preprocess)
     te = load_text_encoder(teacher.text_encoder, device=device)
     prompts = load_prompts(splits_root)
     zs = evaluate_zero_shot(teacher.model, te, splits["test"], lead_subsets=lead_subsets, prompts=prompts,
                             device=device)
     res: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "zero_shot": zs,
-                           "n": {k: len(v) for k, v in splits.items()}}
+                           "n": {k: len(v) for k, v in splits.items()}, "held_out": held_out}
     if probe:
         feats = {k: extract_features(teacher.model, v, device=device) for k, v in splits.items()}
         args = [(feats[k], splits[k].labels) for k in ("train", "val", "test")]

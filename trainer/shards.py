@@ -137,13 +137,16 @@ def prepare_shards(
     drop_bad_leads: bool = True,
     progress: bool = True,
     stop_after_shards: int | None = None,
+    split: dict[str, Any] | None = None,
 ) -> Path:
     """Preprocess ``dataset`` into a shard store at ``out_dir`` (resumable; see the module docstring).
 
     ``windows="first"`` stores the first 10-s window of each record, ``"all"`` every window (long
     records). ``drop_bad_leads`` marks flat / saturated leads absent. Records that fail preprocessing are
     listed in each shard's ``failed.jsonl`` and counted in ``index.json``. ``stop_after_shards`` stops
-    early (for tests of resumption). Returns ``out_dir``.
+    early (for tests of resumption). ``split`` (e.g. ``{"source": "ptbxl", "split": "train", "rule": …}``)
+    is recorded in the plan and index; the trainer copies it and the record ids into each checkpoint.
+    Returns ``out_dir``.
     """
     if windows not in ("first", "all"):
         raise ShardError("windows must be 'first' or 'all'")
@@ -168,6 +171,8 @@ def prepare_shards(
         "classes": list(dataset.classes),
         "skipped_by_reader": dict(dataset.skipped),
     }
+    if split is not None:
+        plan["split"] = dict(split)
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())

@@ -150,6 +150,7 @@ class KMERLTrainModule(nn.Module):
         entity_inputs: Any,
         labels: torch.Tensor,
         pooling: str = "mean",
+        groups: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lead_ids = torch.arange(signal.shape[1], device=signal.device)
         tokens, pooled, mask = self.model.encoder(signal, lead_ids, keep_idx, keep_mask)
@@ -158,7 +159,8 @@ class KMERLTrainModule(nn.Module):
         ecg_emb = self.model.ecg_embedding(pooled)
         txt_emb = self.model.text_embedding(report.to(pooled.dtype))
         lc = self.cfg.loss
-        clip = contrastive_loss(ecg_emb, txt_emb, temperature=lc.temperature, gather=lc.gather)
+        clip = contrastive_loss(ecg_emb, txt_emb, temperature=lc.temperature, gather=lc.gather, groups=groups,
+                                same_report=lc.same_report)
         queries = self.model.project_queries(ent.to(pooled.dtype))
         logits = self.model.query_head(queries, tokens, mask)
         bce = query_bce_loss(logits, labels)
@@ -202,6 +204,21 @@ def _text_cache(
 
 
 # ------------------------------------------------------------------------------------------ the loop
+def _groups(store: ShardStore, aligned: LabelMatrix, key: str) -> np.ndarray:
+    """(N,) int64: rows with the same report (``key="report"``) or the same non-empty entity set
+    (``"entities"``) share an id; the contrastive loss masks such pairs from each other's negatives."""
+    ids: dict[Any, int] = {}
+    out = np.empty(len(store), dtype=np.int64)
+    for i in range(len(store)):
+        if key == "report":
+            k: Any = ("r", store.meta[i]["report"])
+        else:
+            row = aligned.matrix[i]
+            k = ("e", tuple(sorted(row.indices.tolist()))) if row.nnz else ("row", i)
+        out[i] = ids.setdefault(k, len(ids))
+    return out
+
+
 def _cosine(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -299,6 +316,8 @@ def _train(
     if not entities:
         raise TrainConfigError("the label matrix has no entities; the query BCE needs at least one")
 
+    groups_all = torch.from_numpy(_groups(store, aligned, cfg.loss.same_key))
+
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     text_model = None
     tokenizer = None
@@ -391,7 +410,8 @@ def _train(
                 ent_in = ent_feats
             sig = sig.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss, clip, bce = ddp(sig, keep_idx.to(dev), keep_mask.to(dev), rep_in, ent_in, y, pooling)
+                loss, clip, bce = ddp(sig, keep_idx.to(dev), keep_mask.to(dev), rep_in, ent_in, y, pooling,
+                                      groups_all[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -502,7 +522,9 @@ def _checkpoint(
             text_model=module.text_model,
             text_tokenizer=getattr(tokenizer, "tokenizer", None),
             text_pooling=pooling,
-            meta={"data": str(store.root), "dataset": store.index.get("dataset")},
+            meta={"data": str(store.root), "dataset": store.index.get("dataset"), "split": store.index.get("split")},
+            training_records={"record_ids": store.record_ids, "dataset": store.index.get("dataset"),
+                              "split": store.index.get("split"), "data": str(store.root)},
         )
         old = sorted(p for p in ckdir.iterdir() if p.name.startswith("step-") and ".tmp" not in p.name)
         for p in old[: max(0, len(old) - cfg.keep_checkpoints)]:

@@ -16,12 +16,15 @@ Output directory (what the trainer consumes; every file written atomically, ``en
                        "vocabulary": [entity names in label-matrix column order],
                        "entities": [{"name", "superclass", "count", "scp_codes"}...],
                        "superclasses": {superclass: [member entity names]},
+                       "superclass_labels": {superclass name: [members it aggregates]},
                        "synonyms": {surface form or original LLM string: entity name},
                        "counts": {entity: number of reports}, "stats": {n_reports, n_entities,
                        entities_per_report_mean/median/max, coverage, reports_with_none, counters...},
                        "provenance": {extractor, model, params, config, prompts...},
                        "files": {name: {path, sha256, ...}}}
     labels.npz        scipy.sparse.save_npz CSR uint8, shape (n_records, n_entities): 1 = stated positively
+                      (superclass aggregation: a member's superclass name, e.g. "myocardial infarction" for
+                      "anterior myocardial infarction", is a column too, so queries train at both levels)
     uncertain.npz     same shape: 1 where the positive label came from a hedged statement
     record_ids.json   the record ids, row order of both matrices
     entity_names.txt  one entity name per line, column order (texts for the query embeddings)

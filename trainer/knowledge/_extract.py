@@ -25,12 +25,14 @@ def extract_knowledge(
     cache: AnswerCache | str | Path | None = None,
     min_count: int = 1,
     progress: bool = False,
+    superclass_labels: bool = True,
 ) -> Path:
     """Extract cardiac entities from ``reports`` and write ``out_dir`` (see the package docstring).
 
     ``backend`` defaults to :class:`LexiconBackend`; pass ``LLMBackend(OpenAIChatBackend(...))`` for the
     paper's pipeline, with ``cache`` a SQLite path so an interrupted run resumes without asking twice.
-    Row ``i`` of the label matrix belongs to ``record_ids[i]``. Returns ``out_dir``.
+    Row ``i`` of the label matrix belongs to ``record_ids[i]``. ``superclass_labels`` adds the superclass
+    aggregation (a subtype's superclass name as a label too; see :func:`write_knowledge`). Returns ``out_dir``.
     """
     reports = [r if isinstance(r, str) else "" for r in reports]
     if len(reports) != len(record_ids):
@@ -38,8 +40,9 @@ def extract_knowledge(
     backend = backend if backend is not None else LexiconBackend()
     t0 = time.time()
     extraction = backend.extract(list(reports), cache=cache, progress=progress)
-    return write_knowledge(extraction, record_ids, out_dir, min_count=min_count,
-                           extra_provenance={"seconds": round(time.time() - t0, 3), "min_count": min_count})
+    return write_knowledge(extraction, record_ids, out_dir, min_count=min_count, superclass_labels=superclass_labels,
+                           extra_provenance={"seconds": round(time.time() - t0, 3), "min_count": min_count,
+                                             "superclass_labels": superclass_labels})
 
 
 def dry_run(reports: Sequence[str], backend: ExtractorBackend | None = None,

@@ -32,6 +32,16 @@ from ._types import Extraction
 
 __all__ = ["Lexicon", "LexiconEntity", "Mention", "LexiconConfig", "LexiconBackend", "default_lexicon"]
 
+#: The lexicon's diagnostic superclasses (PTB-XL ``diagnostic_class``) → the label text the superclass
+#: aggregation adds for their members (RHYTHM, FORM and OTHER are kinds of statement, not diagnoses).
+SUPERCLASS_NAMES: dict[str, str] = {
+    "NORM": "normal ECG",
+    "MI": "myocardial infarction",
+    "STTC": "ST/T change",
+    "CD": "conduction disturbance",
+    "HYP": "hypertrophy",
+}
+
 _CUE_KINDS = ("negation_pre", "negation_post", "uncertain_pre", "uncertain_post", "pseudo")
 _STOP = {"the", "of", "in", "and", "or", "with", "a", "an", "to", "is", "are", "for", "ecg", "ekg", "leads"}
 
@@ -297,6 +307,7 @@ class LexiconBackend:
             scp_codes_of={n: list(e.scp_codes) for n, e in ents.items()},
             counters=dict(counters),
             provenance=self.describe(),
+            superclass_names=dict(SUPERCLASS_NAMES),
         )
 
 

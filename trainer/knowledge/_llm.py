@@ -9,9 +9,10 @@ that cannot be parsed is first repaired (code fences, trailing commas, single qu
 items) and, failing that, re-asked with a corrective message; each of these events is logged and
 counted (``repaired``, ``malformed``, ``reasked``, ``parse_failed``).
 
-Prompts: the extraction and verification prompts are the paper's, verbatim. The merge and superclass
-prompts are *paraphrased: verbatim text not available offline* (see :data:`MERGE_PROMPT`); supply the
-paper's text with ``LLMConfig(prompts=..., prompts_verbatim=...)`` or ``--prompts FILE.json``.
+Prompts: all four are the paper's text, verbatim (K-MERL Sec. 2.4). In the merge and superclass prompts
+the entity list (a JSON array) replaces ``<all Cardiac-related Entities>``. Other prompts can be supplied
+with ``LLMConfig(prompts=..., prompts_verbatim=...)`` or ``--prompts FILE.json``; a supplied prompt without
+the placeholder gets the list appended after ``Entities:``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "VERIFY_PROMPT",
     "MERGE_PROMPT",
     "SUPERCLASS_PROMPT",
+    "ENTITIES_PLACEHOLDER",
     "parse_entity_list",
     "parse_yes_no",
     "parse_json_object",
@@ -59,19 +61,19 @@ VERIFY_PROMPT = (
     "Please verify the extracted cardiac-related entities as existing and positive in the given report. "
     "Output format is YES or NO"
 )
-#: Step 3. PARAPHRASED: verbatim text not available offline (K-MERL, Liu et al., Findings of EMNLP 2025).
+#: Where the merge and superclass prompts take the entity list (the paper's own placeholder).
+ENTITIES_PLACEHOLDER = "<all Cardiac-related Entities>"
+#: Step 3, the paper's prompt (verbatim); the entity list replaces :data:`ENTITIES_PLACEHOLDER`.
 MERGE_PROMPT = (
-    "Please merge the synonymous cardiac-related entities in the given list: entities that name the same "
-    "cardiac condition or finding (abbreviations, spelling variants, different wording) must share one "
-    "merged name. Output format is a JSON object mapping every original entity to its merged name, "
-    '{"original entity": "merged entity", ...}'
+    "Please merge the cardiac-related entities that have the same semantics but different expressions. "
+    "Here are <all Cardiac-related Entities>. Output format is JSON, where the key is the original name and "
+    "the value is the merged name."
 )
-#: Step 4. PARAPHRASED: verbatim text not available offline (K-MERL, Liu et al., Findings of EMNLP 2025).
+#: Step 4, the paper's prompt (verbatim); the entity list replaces :data:`ENTITIES_PLACEHOLDER`.
 SUPERCLASS_PROMPT = (
-    "Please aggregate the given cardiac-related entities into superclasses: put every subtype under the "
-    "broader cardiac category it belongs to (for example, myocardial infarctions of different locations "
-    "under one myocardial infarction superclass). Output format is a JSON object mapping each superclass "
-    'to the list of its member entities, {"Superclass1": ["Entity1", "Entity2"], ...}'
+    "Please detect all the superclasses present in <all Cardiac-related Entities>. Output format is JSON, "
+    "where the key is the superclass name and the values are the cardiac-related entities that belong to "
+    "this superclass."
 )
 
 _BUILTIN_PROMPTS = {
@@ -80,7 +82,7 @@ _BUILTIN_PROMPTS = {
     "merge": MERGE_PROMPT,
     "superclass": SUPERCLASS_PROMPT,
 }
-_BUILTIN_VERBATIM = {"extract": True, "verify": True, "merge": False, "superclass": False}
+_BUILTIN_VERBATIM = {"extract": True, "verify": True, "merge": True, "superclass": True}
 
 _FORMATS = {
     "extract": "[Entity1, Entity2, ...]",
@@ -170,6 +172,19 @@ def parse_json_object(text: str) -> tuple[dict[str, Any], bool]:
     return value, repaired
 
 
+def _superclass_names(ids: Any) -> dict[str, str]:
+    """The LLM's superclass names are label texts already; the lexicon's fallback ids get its names."""
+    from ._lexicon import SUPERCLASS_NAMES
+
+    out = {}
+    for sc in set(ids):
+        if sc in SUPERCLASS_NAMES:
+            out[sc] = SUPERCLASS_NAMES[sc]
+        elif sc not in ("OTHER", "RHYTHM", "FORM") and str(sc).strip():
+            out[sc] = str(sc)
+    return out
+
+
 # -- the pipeline ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LLMConfig:
@@ -180,9 +195,8 @@ class LLMConfig:
     ``merge`` / ``superclass`` run steps 3 and 4 in batches of ``batch_size`` names.
 
     ``prompts`` replaces built-in prompts by stage name (``extract``, ``verify``, ``merge``,
-    ``superclass``), e.g. with the paper's merge and superclass prompts where you have their text (the
-    built-in ones are paraphrased); ``prompts_verbatim`` says which of the replacements are the paper's
-    verbatim text. Both are recorded in the provenance, and the answer cache is keyed by the prompt, so a
+    ``superclass``); the built-in ones are all the paper's text verbatim, and ``prompts_verbatim`` says
+    which of the replacements are. Both are recorded in the provenance, and the answer cache is keyed by the prompt, so a
     changed prompt is asked anew.
     """
 
@@ -254,6 +268,8 @@ class LLMBackend:
             content = f"{prompt}\n\nECG report: {payload}"
         elif stage == "verify":
             content = f"{prompt}\n\nECG report: {payload}\nExtracted entity: {entity}"
+        elif ENTITIES_PLACEHOLDER in prompt:
+            content = prompt.replace(ENTITIES_PLACEHOLDER, payload)
         else:
             content = f"{prompt}\n\nEntities: {payload}"
         return [{"role": "user", "content": content}]
@@ -430,6 +446,7 @@ class LLMBackend:
             scp_codes_of={k: sorted(v) for k, v in scp.items()},
             counters=counters,
             provenance=self.describe(),
+            superclass_names=_superclass_names(sc.values()),
         )
 
     def estimate(self, reports: list[str], cache: Any = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Knowledge:
     ``label_matrix`` is a ``scipy.sparse.csr_matrix`` of ``uint8`` with one row per record (in
     ``record_ids`` order) and one column per entity (in ``vocabulary`` order); 1 means the report states
     the entity positively. ``uncertain_matrix`` marks which of those 1s came from hedged statements.
+    ``superclass_labels`` names the columns added by the superclass aggregation and their members.
     """
 
     vocabulary: tuple[str, ...]
@@ -49,6 +50,7 @@ class Knowledge:
     scp_codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    superclass_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def entity_texts(self) -> list[str]:
         """The entity names in column order: the texts the trainer embeds as cardiac queries."""
@@ -86,8 +88,15 @@ def write_knowledge(
     *,
     min_count: int = 1,
     extra_provenance: dict[str, Any] | None = None,
+    superclass_labels: bool = True,
 ) -> Path:
     """Build the vocabulary (entities seen in >= ``min_count`` reports) and write the directory atomically.
+
+    With ``superclass_labels`` (the paper's superclass aggregation) every report that states a member of a
+    named superclass (:attr:`Extraction.superclass_names`) is also labelled with the superclass name, so
+    "anterior myocardial infarction" gives "myocardial infarction" too and the query head trains both
+    levels; an aggregated label is uncertain only if every member behind it is. ``superclass_labels`` in
+    ``entities.json`` lists each such column and the members it aggregates.
 
     Columns are ordered by decreasing count, then name. ``entities.json`` is replaced last and records
     the SHA-256 of the files it describes, so a reader never pairs files of two different runs.
@@ -100,11 +109,12 @@ def write_knowledge(
         raise ValueError(f"record ids must be unique; duplicated: {dup}")
     if any(not isinstance(i, (str, int)) or isinstance(i, bool) for i in ids):
         raise ValueError("record ids must be str or int")
-    counts: Counter[str] = Counter(e for row in extraction.per_report for e in row)
+    per_report, superclass_of, aggregated = _aggregate(extraction, superclass_labels)
+    counts: Counter[str] = Counter(e for row in per_report for e in row)
     vocab = sorted((e for e, c in counts.items() if c >= min_count), key=lambda e: (-counts[e], e))
     col = {e: j for j, e in enumerate(vocab)}
     rows, cols, unc_rows, unc_cols = [], [], [], []
-    for i, found in enumerate(extraction.per_report):
+    for i, found in enumerate(per_report):
         for e, uncertain in found.items():
             if e in col:
                 rows.append(i)
@@ -135,7 +145,7 @@ def write_knowledge(
     }
     superclasses: dict[str, list[str]] = {}
     for e in vocab:
-        superclasses.setdefault(extraction.superclass_of.get(e, "OTHER"), []).append(e)
+        superclasses.setdefault(superclass_of.get(e, "OTHER"), []).append(e)
     labels_bytes = _npz_bytes(labels)
     unc_bytes = _npz_bytes(uncertain)
     ids_bytes = json.dumps(ids, ensure_ascii=False).encode("utf-8")
@@ -143,8 +153,10 @@ def write_knowledge(
     doc = {
         "schema_version": SCHEMA_VERSION,
         "vocabulary": vocab,
-        "entities": [{"name": e, "superclass": extraction.superclass_of.get(e, "OTHER"), "count": counts[e],
-                      "scp_codes": list(extraction.scp_codes_of.get(e, []))} for e in vocab],
+        "entities": [{"name": e, "superclass": superclass_of.get(e, "OTHER"), "count": counts[e],
+                      "scp_codes": list(extraction.scp_codes_of.get(e, [])),
+                      "aggregates": [m for m in aggregated.get(e, []) if m in col]} for e in vocab],
+        "superclass_labels": {n: [m for m in ms if m in col] for n, ms in sorted(aggregated.items()) if n in col},
         "superclasses": dict(sorted(superclasses.items())),
         "synonyms": {s: t for s, t in sorted(extraction.synonyms.items()) if t in col},
         "counts": {e: counts[e] for e in vocab},
@@ -166,6 +178,30 @@ def write_knowledge(
     atomic_write_bytes(out / NAMES_FILE, names_bytes)
     atomic_write_bytes(out / ENTITIES_FILE, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return out
+
+
+def _aggregate(extraction: Extraction, enabled: bool) -> tuple[list[dict[str, bool]], dict[str, str],
+                                                               dict[str, list[str]]]:
+    """Per-report entities plus superclass-name labels; the superclass of every name; name → members."""
+    superclass_of = dict(extraction.superclass_of)
+    if not enabled or not extraction.superclass_names:
+        return extraction.per_report, superclass_of, {}
+    names = extraction.superclass_names
+    aggregated: dict[str, set[str]] = {}
+    out: list[dict[str, bool]] = []
+    for found in extraction.per_report:
+        row = dict(found)
+        for e, uncertain in found.items():
+            name = names.get(superclass_of.get(e, ""))
+            if name is None:
+                continue
+            if name != e:
+                aggregated.setdefault(name, set()).add(e)
+            row[name] = row.get(name, True) and uncertain  # certain if any member (or itself) is
+        out.append(row)
+    for sc, name in names.items():
+        superclass_of.setdefault(name, sc)
+    return out, superclass_of, {n: sorted(m) for n, m in aggregated.items()}
 
 
 def _load_csr(data: bytes, shape: tuple[int, int], name: str) -> sp.csr_matrix:
@@ -216,4 +252,5 @@ def load_knowledge(directory: str | Path) -> Knowledge:
         scp_codes={e["name"]: tuple(e.get("scp_codes", [])) for e in doc.get("entities", [])},
         stats=dict(doc.get("stats", {})),
         provenance=dict(doc.get("provenance", {})),
+        superclass_labels={k: tuple(v) for k, v in doc.get("superclass_labels", {}).items()},
     )

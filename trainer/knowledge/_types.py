@@ -15,6 +15,9 @@ class Extraction:
     ``per_report[i]`` maps each positive entity (canonical name) of report ``i`` to ``True`` when the
     mention was uncertain ("possible", "nicht auszuschliessen", ...). ``synonyms`` maps every surface
     form seen (lexicon) or every original LLM entity string (LLM) to its canonical name.
+    ``superclass_names`` maps a superclass id of ``superclass_of`` to the label text the superclass
+    aggregation writes for it (e.g. ``MI`` → "myocardial infarction"); ids without a name (the lexicon's
+    RHYTHM, FORM, OTHER: kinds of statement, not diagnoses) get no aggregated label.
     """
 
     per_report: list[dict[str, bool]]
@@ -23,6 +26,7 @@ class Extraction:
     scp_codes_of: dict[str, list[str]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    superclass_names: dict[str, str] = field(default_factory=dict)
 
 
 class ExtractorBackend(Protocol):

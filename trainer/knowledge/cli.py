@@ -30,6 +30,14 @@ __all__ = ["main", "build_parser"]
 
 
 def _read_reports(args: argparse.Namespace) -> tuple[list[str], list[str | int]]:
+    if args.shards:
+        from trainer.shards import open_shards
+
+        store = open_shards(args.shards)
+        by_id: dict[str | int, str] = {}
+        for m in store.meta:  # several windows of one record share its report
+            by_id.setdefault(m["record_id"], m["report"])
+        return list(by_id.values()), list(by_id)
     path = Path(args.reports)
     ids: list[str | int] = []
     texts: list[str] = []
@@ -100,7 +108,9 @@ def build_parser(prog: str = "kmerl-train knowledge") -> argparse.ArgumentParser
     sub = ap.add_subparsers(dest="command", required=True)
 
     def add_input(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--reports", required=True, help="CSV or JSON-lines file of reports")
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--reports", help="CSV or JSON-lines file of reports")
+        src.add_argument("--shards", help="a shard store from `kmerl-train prepare` (its records' reports)")
         p.add_argument("--id-column", default="ecg_id")
         p.add_argument("--text-column", default="report")
         p.add_argument("--english", action="store_true",
@@ -124,6 +134,8 @@ def build_parser(prog: str = "kmerl-train knowledge") -> argparse.ArgumentParser
     add_input(p)
     p.add_argument("--out", required=True)
     p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--no-superclass-labels", action="store_true",
+                   help="do not add each entity's superclass name as a label (the paper's aggregation)")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("dry-run", help="count reports and estimate LLM calls, asking nothing")
     add_input(p)
@@ -147,7 +159,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "kmerl-train knowledge")
             print(json.dumps(dry_run(texts, _backend(args), cache=args.cache), indent=1))
             return 0
         out = extract_knowledge(texts, ids, out_dir=args.out, backend=_backend(args), cache=args.cache,
-                                min_count=args.min_count, progress=not args.no_progress)
+                                min_count=args.min_count, progress=not args.no_progress,
+                                superclass_labels=not args.no_superclass_labels)
         k = load_knowledge(out)
         print(f"wrote {out}: {len(k.record_ids)} reports x {len(k.vocabulary)} entities, "
               f"coverage {k.stats['coverage']:.3f}, {k.stats['reports_with_none']} reports with none")

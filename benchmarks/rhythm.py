@@ -1,0 +1,385 @@
+"""``kmerl-bench rhythm``: R-peak detection, heart rate and the AF evidence of :mod:`kmerl_edge.rhythm`
+against reference annotations, with ``wfdb.processing.xqrs_detect`` and NeuroKit2's default detector
+as anchors in the same run.
+
+- Beats: sensitivity (Se) and positive predictivity (PPV) with ``wfdb.processing.compare_annotations``
+  (150 ms window) on MIT-BIH record 100 (beat symbols of its ``.atr`` only), the 50 CPSC-2019 clips
+  (references and detections in the first and last 0.5 s left out, as in the CPSC-2019 scoring) and
+  the CPSC-2021 Holter records (both leads; beat symbols of their ``.atr``).
+- Heart rate: |mean HR of each 10-s window from the detected beats − from the reference beats|
+  (median); for ``kmerl`` only windows whose rhythm quality is ``ok`` (the share is ``coverage``).
+- AF evidence: AUC (95 % bootstrap interval, resampling records) of ``rr_irregularity`` for AF vs
+  non-AF 10-s windows on CPSC-2021 (windows entirely inside or outside an AF episode) and on lead I of
+  the 12-lead recordings (first 10 s; AF = SNOMED 164889003 or CPSC-2018 ``AF``; flutter 164890007
+  separately against non-AF, non-flutter), with the plain rule "share of successive RR differences
+  > 50 ms" on the same beats as the anchor.
+- Latency: median of :func:`kmerl_edge.rhythm.analyse` per 10-s one-lead window.
+
+NeuroKit2 (``pip install 'kmerl-edge[bench]'``) is used here only, never by the runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmerl_edge.rhythm import analyse, detect_beats
+
+from ._stats import machine_info, percentile
+
+__all__ = ["run_rhythm", "rhythm_markdown", "BEAT_SYMBOLS", "bootstrap_auc"]
+
+#: MIT-BIH beat annotation symbols (non-beat symbols such as ``+`` rhythm changes, ``~`` noise are left out).
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+TOL_S = 0.15
+AF_CODE = "164889003"
+AFL_CODE = "164890007"
+
+Detector = Callable[[np.ndarray, float], np.ndarray]
+
+
+# ----------------------------------------------------------------------------------------------- detectors
+def _kmerl(x: np.ndarray, fs: float) -> np.ndarray:
+    return detect_beats(x, fs=fs)
+
+
+def _xqrs(x: np.ndarray, fs: float) -> np.ndarray:
+    from wfdb import processing
+
+    return np.asarray(processing.xqrs_detect(sig=x, fs=fs, verbose=False), dtype=np.int64)
+
+
+def _neurokit(x: np.ndarray, fs: float) -> np.ndarray:
+    try:
+        import neurokit2 as nk
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("neurokit2 is not installed: pip install 'kmerl-edge[bench]'") from exc
+    try:
+        clean = nk.ecg_clean(x, sampling_rate=int(round(fs)))
+        _, info = nk.ecg_peaks(clean, sampling_rate=int(round(fs)))
+    except Exception:  # noqa: BLE001 - an anchor that fails on a record finds no beats there
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
+
+
+DETECTORS: dict[str, Detector] = {"kmerl": _kmerl, "xqrs": _xqrs, "neurokit2": _neurokit}
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class _Rec:
+    name: str
+    x: np.ndarray
+    fs: float
+    ref: np.ndarray
+    lo: int = 0  # evaluate references / detections in [lo, hi)
+    hi: int | None = None
+    rhythm: list[tuple[int, str]] | None = None  # (sample, rhythm) changes, for AF labels
+
+
+def _wfdb_beats(path: Path) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    import wfdb
+
+    ann = wfdb.rdann(str(path), "atr")
+    beats = np.array([s for s, c in zip(ann.sample, ann.symbol) if c in BEAT_SYMBOLS], dtype=np.int64)
+    changes = [(int(s), a.strip("(").strip("\x00")) for s, c, a in zip(ann.sample, ann.symbol, ann.aux_note) if c == "+"]
+    return beats, changes
+
+
+def _mitbih(data: Path) -> list[_Rec]:
+    import wfdb
+
+    p = data / "wfdb_samples" / "100"
+    rec = wfdb.rdrecord(str(p))
+    beats, changes = _wfdb_beats(p)
+    return [_Rec("100 (MLII)", rec.p_signal[:, 0].astype(np.float64), float(rec.fs), beats, rhythm=changes)]
+
+
+def _cpsc2019(data: Path) -> list[_Rec]:
+    from scipy.io import loadmat
+
+    out = []
+    for f in sorted((data / "cpsc2019" / "data").glob("data_*.mat")):
+        rid = f.stem.split("_")[-1]
+        x = loadmat(str(f))["ecg"].ravel().astype(np.float64)
+        ref = loadmat(str(data / "cpsc2019" / "ref" / f"R_{rid}.mat"))["R_peak"].ravel().astype(np.int64)
+        out.append(_Rec(rid, x, 500.0, ref, lo=250, hi=x.size - 250))
+    return out
+
+
+def _cpsc2021(data: Path, lead: int) -> list[_Rec]:
+    import wfdb
+
+    out = []
+    for folder in ("cpsc2021", "cpsc2021_extra"):
+        for h in sorted((data / folder).glob("*.hea")):
+            rec = wfdb.rdrecord(str(h.with_suffix("")))
+            beats, changes = _wfdb_beats(h.with_suffix(""))
+            # the rhythm before the first annotation: AF in persistent-AF records, normal otherwise
+            persistent = "persistent" in h.read_text(errors="replace").lower()
+            if not changes or changes[0][0] > 0:
+                changes = [(0, "AFIB" if persistent else "N")] + changes
+            out.append(_Rec(h.stem, rec.p_signal[:, lead].astype(np.float64), float(rec.fs), beats, rhythm=changes))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- beats
+def _compare(ref: np.ndarray, det: np.ndarray, fs: float) -> tuple[int, int, int]:
+    from wfdb import processing
+
+    if ref.size == 0:
+        return 0, 0, int(det.size)
+    if det.size == 0:
+        return 0, int(ref.size), 0
+    c = processing.compare_annotations(ref, det, int(round(TOL_S * fs)))
+    c.compare()
+    return int(c.tp), int(c.fn), int(c.fp)
+
+
+def _window_hr(beats: np.ndarray, a: int, b: int, fs: float) -> float | None:
+    w = beats[(beats >= a) & (beats < b)]
+    return 60.0 * fs / float(np.mean(np.diff(w))) if w.size >= 3 else None
+
+
+def _beats_part(recs: list[_Rec], detectors: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in detectors:
+        fn = DETECTORS[name]
+        tp = fn_ = fp = 0
+        errs: list[float] = []
+        windows = covered = 0
+        t_total = 0.0
+        for r in recs:
+            t0 = time.perf_counter()
+            det = np.sort(fn(r.x, r.fs))
+            t_total += time.perf_counter() - t0
+            hi = r.x.size if r.hi is None else r.hi
+            ref = r.ref[(r.ref >= r.lo) & (r.ref < hi)]
+            d = det[(det >= r.lo) & (det < hi)]
+            a, b, c = _compare(ref, d, r.fs)
+            tp, fn_, fp = tp + a, fn_ + b, fp + c
+            n = int(round(10.0 * r.fs))
+            for s in range(0, max(1, r.x.size - n + 1), n):
+                e = min(r.x.size, s + n)
+                hr_ref = _window_hr(r.ref, s, e, r.fs)
+                if hr_ref is None:
+                    continue
+                windows += 1
+                if name == "kmerl":
+                    hr = analyse(r.x[s:e], fs=r.fs, lead="II").hr_bpm
+                else:
+                    hr = _window_hr(det, s, e, r.fs)
+                if hr is not None:
+                    covered += 1
+                    errs.append(abs(hr - hr_ref))
+        out[name] = {
+            "tp": tp,
+            "fn": fn_,
+            "fp": fp,
+            "se": tp / (tp + fn_) if tp + fn_ else None,
+            "ppv": tp / (tp + fp) if tp + fp else None,
+            "hr_windows": windows,
+            "hr_coverage": covered / windows if windows else None,
+            "hr_abs_err_bpm_median": percentile(errs, 50) if errs else None,
+            "hr_abs_err_bpm_p90": percentile(errs, 90) if errs else None,
+            "detect_s_total": round(t_total, 3),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- AF evidence
+def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if y.min() == y.max():
+        return None
+    return float(roc_auc_score(y, s))
+
+
+def bootstrap_auc(
+    y: Sequence[int], s: Sequence[float], groups: Sequence[str], *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """AUC with a 95 % percentile bootstrap interval that resamples ``groups`` (records) with
+    replacement, so windows of one recording stay together."""
+    ya, sa, ga = np.asarray(y), np.asarray(s, dtype=np.float64), np.asarray(groups)
+    auc = _auc(ya, sa)
+    uniq = np.unique(ga)
+    idx = {g: np.flatnonzero(ga == g) for g in uniq}
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        pick = np.concatenate([idx[g] for g in rng.choice(uniq, size=uniq.size, replace=True)])
+        v = _auc(ya[pick], sa[pick])
+        if v is not None:
+            boots.append(v)
+    lo, hi = (percentile(boots, 2.5), percentile(boots, 97.5)) if boots else (None, None)
+    return {
+        "auc": auc,
+        "ci95": [lo, hi],
+        "n_pos": int(ya.sum()),
+        "n_neg": int((1 - ya).sum()),
+        "n_groups": int(uniq.size),
+    }
+
+
+def _af_windows(recs: list[_Rec]) -> list[tuple[str, str, np.ndarray, float]]:
+    """(record, label in AF/AFL/non-AF, 10-s window, fs) for windows inside one rhythm only."""
+    out = []
+    for r in recs:
+        n = int(round(10.0 * r.fs))
+        ch = r.rhythm or []
+        starts = [s for s, _ in ch]
+        for s in range(0, r.x.size - n + 1, n):
+            e = s + n
+            i = int(np.searchsorted(starts, s, side="right")) - 1
+            j = int(np.searchsorted(starts, e - 1, side="right")) - 1
+            if i < 0 or i != j:
+                continue
+            lab = ch[i][1]
+            label = "AF" if lab == "AFIB" else "AFL" if lab == "AFL" else "non-AF"
+            out.append((r.name, label, r.x[s:e], r.fs))
+    return out
+
+
+def _twelve_lead(data: Path) -> list[tuple[str, str, np.ndarray, float]]:
+    import wfdb
+
+    seen: set[str] = set()
+    out = []
+    for folder in ("cinc2021", "cinc2021_extra", "cpsc2018_cinc2020"):
+        for h in sorted((data / folder).glob("*.hea")):
+            if h.stem in seen:
+                continue
+            seen.add(h.stem)
+            dx = ""
+            for line in h.read_text(errors="replace").splitlines():
+                if line.lstrip("# ").lower().startswith("dx"):
+                    dx = line.split(":", 1)[1]
+            codes = {c.strip() for c in dx.split(",")}
+            label = "AF" if (AF_CODE in codes or "AF" in codes) else "AFL" if AFL_CODE in codes else "non-AF"
+            try:
+                rec = wfdb.rdrecord(str(h.with_suffix("")))
+            except Exception:  # noqa: BLE001 - unreadable record: left out (counted by its absence)
+                continue
+            if "I" not in rec.sig_name:
+                continue
+            fs = float(rec.fs)
+            x = rec.p_signal[: int(round(10 * fs)), rec.sig_name.index("I")].astype(np.float64)
+            if x.size < int(round(10 * fs)) or not np.isfinite(x).all():
+                continue
+            out.append((h.stem, label, x, fs))
+    return out
+
+
+def _af_part(windows: list[tuple[str, str, np.ndarray, float]], lead: str) -> dict[str, Any]:
+    rows = []
+    for name, label, x, fs in windows:
+        r = analyse(x, fs=fs, lead=lead)
+        rows.append((name, label, r.rr_irregularity, r.pnn50))
+    res: dict[str, Any] = {"windows": {k: sum(1 for w in rows if w[1] == k) for k in ("AF", "AFL", "non-AF")}}
+    for pos in ("AF", "AFL"):
+        sel = [w for w in rows if w[1] in (pos, "non-AF")]
+        usable = [w for w in sel if w[2] is not None]
+        if not usable or len({w[1] for w in usable}) < 2:
+            res[pos] = None
+            continue
+        y = [1 if w[1] == pos else 0 for w in usable]
+        g = [w[0] for w in usable]
+        res[pos] = {
+            "coverage": {
+                k: (sum(1 for w in usable if w[1] == k) / max(1, sum(1 for w in sel if w[1] == k)))
+                for k in (pos, "non-AF")
+            },
+            "rr_irregularity": bootstrap_auc(y, [float(w[2] or 0.0) for w in usable], g),
+            "anchor_share_drr_gt_50ms": bootstrap_auc(y, [float(w[3] or 0.0) for w in usable], g),
+        }
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- latency
+def _latency(recs: list[_Rec], *, repeats: int = 3) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in recs:
+        n = int(round(10 * r.fs))
+        wins = [r.x[s : s + n].copy() for s in range(0, r.x.size - n + 1, n)]
+        for w in wins[:5]:
+            analyse(w, fs=r.fs, lead="II")
+        ts = []
+        for _ in range(repeats):
+            for w in wins:
+                t0 = time.perf_counter_ns()
+                analyse(w, fs=r.fs, lead="II")
+                ts.append((time.perf_counter_ns() - t0) / 1e6)
+        out[f"{r.fs:g} Hz ({r.name})"] = {
+            "windows": len(ts),
+            "median_ms": percentile(ts, 50),
+            "p90_ms": percentile(ts, 90),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- run
+def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neurokit2")) -> dict[str, Any]:
+    """Every part above; a JSON-ready dict."""
+    data = Path(data)
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(DETECTORS)}")
+    mit = _mitbih(data)
+    c19 = _cpsc2019(data)
+    c21 = {"I": _cpsc2021(data, 0), "II": _cpsc2021(data, 1)}
+    res: dict[str, Any] = {"kind": "rhythm", "machine": machine_info(1), "tolerance_s": TOL_S}
+    res["beats"] = {
+        "MIT-BIH 100": _beats_part(mit, detectors),
+        "CPSC-2019 (50 clips)": _beats_part(c19, detectors),
+        "CPSC-2019 even clips (tuning)": _beats_part(c19[0::2], ("kmerl",)),
+        "CPSC-2019 odd clips (held out)": _beats_part(c19[1::2], ("kmerl",)),
+        "CPSC-2021 lead I": _beats_part(c21["I"], detectors),
+        "CPSC-2021 lead II": _beats_part(c21["II"], detectors),
+    }
+    res["af_evidence"] = {
+        "CPSC-2021 lead I (10-s windows)": _af_part(_af_windows(c21["I"]), "I"),
+        "CPSC-2021 lead II (10-s windows)": _af_part(_af_windows(c21["II"]), "II"),
+        "12-lead recordings, lead I (first 10 s)": _af_part(_twelve_lead(data), "I"),
+    }
+    five = [_Rec(f"CPSC-2019, {len(c19)} clips", np.concatenate([r.x for r in c19]), 500.0, np.zeros(0))]
+    res["latency_per_10s_window"] = _latency(mit + five + [c21["I"][0]])
+    return res
+
+
+def _f(v: Any, pct: bool = False, nd: int = 3) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.2f} %" if pct else f"{v:.{nd}f}"
+
+
+def rhythm_markdown(res: dict[str, Any]) -> str:
+    lines = ["## Rhythm: R-peak detection (150 ms), heart rate, AF evidence", ""]
+    lines += ["| data | detector | Se | PPV | HR error median (bpm) | HR windows covered |", "| --- | --- | --- | --- | --- | --- |"]
+    for data, per in res["beats"].items():
+        for det, m in per.items():
+            lines.append(
+                f"| {data} | {det} | {_f(m['se'], True)} | {_f(m['ppv'], True)} | "
+                f"{_f(m['hr_abs_err_bpm_median'], nd=2)} | {_f(m['hr_coverage'], True)} |"
+            )
+    lines += ["", "| data | positive | windows (pos / non-AF) | AUC rr_irregularity [95 % CI] | AUC share ΔRR > 50 ms [95 % CI] |",
+              "| --- | --- | --- | --- | --- |"]
+    for data, per in res["af_evidence"].items():
+        for pos in ("AF", "AFL"):
+            m = per.get(pos)
+            if not m:
+                continue
+            a, b = m["rr_irregularity"], m["anchor_share_drr_gt_50ms"]
+            lines.append(
+                f"| {data} | {pos} | {a['n_pos']} / {a['n_neg']} | {_f(a['auc'])} [{_f(a['ci95'][0])}, {_f(a['ci95'][1])}] | "
+                f"{_f(b['auc'])} [{_f(b['ci95'][0])}, {_f(b['ci95'][1])}] |"
+            )
+    lines += ["", "| signal | windows | analyse() median ms | p90 ms |", "| --- | --- | --- | --- |"]
+    for k, m in res["latency_per_10s_window"].items():
+        lines.append(f"| {k} | {m['windows']} | {_f(m['median_ms'])} | {_f(m['p90_ms'])} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""Fit the bundle's AF fusion (:mod:`kmerl_edge._af_fusion`) on the training split, and the AF windows
+of the corpus it is fitted and evaluated on.
+
+AF windows: the first 10-s window of every 12-lead corpus record and every 10-s CPSC-2021 Holter window,
+leads I and II (every source has both), preprocessed with the bundle's shared preprocessing. Each row
+carries its source, split and patient so that fitting uses the training split (or the training sources of
+a leave-one-source-out fold) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kmerl_edge._af_fusion import RHYTHM_FEATURES, AfFusion, window_rhythm_features
+
+__all__ = ["AF_LEAD_SETS", "AfWindows", "af_features", "fit_af_fusion", "load_af_windows"]
+
+#: the lead sets the AF fusion is fitted and measured on
+AF_LEAD_SETS: dict[str, tuple[str, ...]] = {"I": ("I",), "I+II": ("I", "II"), "II": ("II",)}
+
+
+@dataclass
+class AfWindows:
+    windows: np.ndarray  # (N, 2, S) float32: leads I, II
+    af: np.ndarray  # (N,) float
+    source: np.ndarray  # (N,) str
+    split: np.ndarray  # (N,) str
+    patient: np.ndarray  # (N,) str
+    ids: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, mask: np.ndarray) -> AfWindows:
+        i = np.flatnonzero(mask)
+        return AfWindows(self.windows[i], self.af[i], self.source[i], self.split[i], self.patient[i],
+                         [self.ids[j] for j in i], self.failed)
+
+
+def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
+    """Preprocess leads I and II of each :class:`export._corpus.CorpusRecord` (first 10-s window)."""
+    from kmerl_edge import KmerlError, PreprocessConfig, preprocess
+    from trainer.data import EcgItem, load_item
+
+    cfg = config or PreprocessConfig()
+    out, keep, failed = [], [], {}
+    for i, r in enumerate(records):
+        try:
+            rec = load_item(EcgItem(r.record_id, r.path, start_s=r.start_s, stop_s=r.stop_s))
+            rows = [rec.leads.index(x) for x in ("I", "II")]
+            pre = preprocess(rec.signal[rows], fs=rec.fs, leads=["I", "II"], config=cfg)
+        except (KmerlError, ValueError, OSError) as exc:
+            failed[r.record_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        if pre.leads != ("I", "II"):
+            failed[r.record_id] = f"unusable lead(s): {', '.join(pre.quality.dropped_leads)}"
+            continue
+        out.append(pre.windows[0].astype(np.float32))
+        keep.append(i)
+    recs = [records[i] for i in keep]
+    return AfWindows(
+        np.stack(out) if out else np.zeros((0, 2, cfg.window_samples), np.float32),
+        np.array([float(r.af) for r in recs]),
+        np.array([r.source for r in recs], dtype=object),
+        np.array([r.split for r in recs], dtype=object),
+        np.array([r.patient for r in recs], dtype=object),
+        [r.record_id for r in recs],
+        failed,
+    )
+
+
+def af_features(clf: Any, data: AfWindows, leads: Sequence[str], batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(model AF logit (N,), rhythm features (N, F)) of the classifier on ``leads`` of the AF windows."""
+    from kmerl_edge import lead_ids
+
+    ids = lead_ids(leads)
+    rows = [("I", "II").index(x) for x in leads]
+    _, index = clf.bundle.all_queries()
+    col = index.index(("rhythm", "atrial fibrillation"))
+    logits = []
+    for s in range(0, len(data.ids), batch):
+        x = np.ascontiguousarray(data.windows[s : s + batch][:, rows])
+        logits.append(clf.backend.run(x, ids)[:, col].astype(np.float64))
+    lg = np.concatenate(logits) if logits else np.zeros(0)
+    feats = window_rhythm_features(data.windows[:, rows], ids, fs=clf.bundle.preprocess_config.target_fs)
+    return lg, feats
+
+
+def fit_af_fusion(
+    model_logit: np.ndarray, rhythm: np.ndarray, y: np.ndarray, *, use_model: bool = True, C: float = 1.0,
+    meta: dict[str, Any] | None = None,
+) -> AfFusion:
+    """Logistic regression (sklearn, unweighted so that probabilities stay calibrated) on standardised
+    features; ``use_model=False`` fits rhythm evidence alone (the model logit's coefficient is 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([np.asarray(model_logit, np.float64)[:, None], np.asarray(rhythm, np.float64)], axis=1)
+    mean = np.nanmean(x, axis=0)
+    mean = np.where(np.isnan(mean), 0.0, mean)
+    x = np.where(np.isnan(x), mean, x)
+    std = np.maximum(x.std(axis=0), 1e-6)
+    z = (x - mean) / std
+    if not use_model:
+        z[:, 0] = 0.0
+    lr = LogisticRegression(C=C, max_iter=2000).fit(z, np.asarray(y) > 0.5)
+    coef = lr.coef_[0].astype(np.float64)
+    if not use_model:
+        coef[0] = 0.0
+    return AfFusion("rhythm", "atrial fibrillation", ("model_logit",) + RHYTHM_FEATURES, mean, std, coef,
+                    float(lr.intercept_[0]), dict(meta or {}))
+
+
+def add_af_fusion(bundle: Any, shared: Any, *, corpus_config: Any = None, C: float = 1.0) -> dict[str, Any]:
+    """Fit the AF fusion on the training split of the corpus (the bundle's own training patients) with the
+    bundle's torch student on leads I, II and I+II (rows pooled), and add it to the bundle as
+    ``af_fusion.json``. Returns what was fitted (also stored in the fusion's ``meta``)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import kmerl_edge
+    from kmerl_edge._af_fusion import AF_FUSION_FILE
+    from kmerl_edge._bundle import add_artifacts
+
+    from ._corpus import build_corpus
+
+    clf = kmerl_edge.load(bundle, backend="torch")
+    held = Path(bundle) / "heldout.json"
+    train_patients = set(json.loads(held.read_text())["train_patients"]) if held.is_file() else None
+    corpus = build_corpus(shared, corpus_config)
+    recs = [r for r in corpus.records if r.split == "train"
+            and (train_patients is None or r.patient in train_patients)]
+    data = load_af_windows(recs, clf.bundle.preprocess_config)
+    logits, feats, ys = [], [], []
+    for leads in AF_LEAD_SETS.values():
+        lg, ft = af_features(clf, data, leads)
+        logits.append(lg)
+        feats.append(ft)
+        ys.append(data.af)
+    meta = {
+        "fitted_on": "training split of the corpus (export._corpus), leads I, II and I+II pooled",
+        "rows": int(len(data.ids)),
+        "af_rows": int(data.af.sum()),
+        "sources": sorted(set(data.source)),
+        "C": C,
+    }
+    fus = fit_af_fusion(np.concatenate(logits), np.concatenate(feats), np.concatenate(ys), C=C, meta=meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = fus.save(Path(tmp) / AF_FUSION_FILE)
+        add_artifacts(bundle, {AF_FUSION_FILE: (src, {"kind": "fusion", "backend": "none", "precision": "fp64"})})
+    return {**meta, "coef": dict(zip(fus.features, [round(float(c), 4) for c in fus.coef]))}

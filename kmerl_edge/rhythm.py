@@ -1,0 +1,961 @@
+"""Rhythm analysis on the device: R peaks, heart rate, RR irregularity and HRV (numpy/scipy only).
+
+One call for a recording or a window::
+
+    from kmerl_edge.rhythm import analyse
+    r = analyse(signal_mv, fs=250.0, lead="II")
+    r.hr_bpm, r.rr_irregularity, r.quality      # None / None / "noisy" rather than a wrong number
+
+and a streaming detector whose beats do not depend on how the stream is cut into chunks::
+
+    det = BeatDetector(fs=250.0)
+    for chunk in chunks:
+        new_beats = det.push(chunk)             # absolute sample indices, each beat exactly once
+    new_beats = det.finish()                    # end of the record: the beats its last samples confirm
+
+The detector is an energy detector of the Pan–Tompkins family, chosen by measurement (``kmerl-bench
+rhythm``): the signal is block-averaged to about 125 Hz, median-filtered (pacing spikes), band-passed
+(5–18 Hz), differentiated, squared and integrated over 100 ms; local maxima of that envelope are
+classified with adaptive signal / noise levels, a T-wave check and a search back after 1.66 mean RR
+intervals; each beat is then placed on the largest deflection of the raw signal at the device rate.
+Every stage is causal and carries its state, so a stream cut anywhere gives the same beats as the
+whole record. Polarity and scale do not change the beats (all thresholds are relative); absolute
+levels (mV) are used only to call a window flat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import NonFiniteSignalError, SignalShapeError
+from ._leads import canonical_lead
+from ._preprocess import _check_fs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._stream_types import RhythmEvent
+
+__all__ = [
+    "DetectorConfig",
+    "RhythmConfig",
+    "RhythmResult",
+    "BeatDetector",
+    "RhythmTracker",
+    "RateEventRule",
+    "RateEventDetector",
+    "DEFAULT_RATE_EVENTS",
+    "analyse",
+    "detect_beats",
+    "summarise_beats",
+    "choose_rhythm_lead",
+    "QUALITY_OK",
+    "QUALITY_FLAT",
+    "QUALITY_NOISY",
+    "QUALITY_TOO_FEW_BEATS",
+    "QUALITY_LEVELS",
+]
+
+#: Beats were found with a clear margin over the noise; every number is reported.
+QUALITY_OK = "ok"
+#: The signal (or every beat) is below ``RhythmConfig.flat_mv``: no heart rate.
+QUALITY_FLAT = "flat"
+#: The beats do not stand out from the rest of the signal (or their intervals are implausible): no
+#: heart rate rather than a wrong one.
+QUALITY_NOISY = "noisy"
+#: Fewer than ``RhythmConfig.min_beats`` beats in the window: no heart rate.
+QUALITY_TOO_FEW_BEATS = "too_few_beats"
+QUALITY_LEVELS = (QUALITY_OK, QUALITY_FLAT, QUALITY_NOISY, QUALITY_TOO_FEW_BEATS)
+
+#: Order in which a lead is chosen for rhythm analysis when several are available.
+_LEAD_PREFERENCE = ("II", "I", "V5", "V4", "V6", "V2", "V3", "V1", "III", "aVF", "aVR", "aVL")
+
+
+# ------------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Parameters of :class:`BeatDetector` (seconds and Hz; no sampling rate here).
+
+    - ``internal_fs``: the envelope runs at about this rate (the device rate divided by an integer).
+    - ``band_hz``: band of the QRS energy filter; ``integration_s``: moving-window integration.
+    - ``refractory_s``: two beats are at least this far apart (highest rate 60 / refractory_s bpm).
+    - ``learning_s``: signal used to set the first signal/noise levels.
+    - ``threshold``: detection threshold between noise (0) and signal (1) level;
+      ``searchback_rr``: search back for a missed beat after this many mean RR intervals, accepting
+      the largest candidate above ``searchback_threshold`` × threshold.
+    - ``twave_s`` / ``twave_ratio``: a candidate this soon after a beat with less than this share of
+      its envelope is a T wave.
+    """
+
+    internal_fs: float = 125.0
+    band_hz: tuple[float, float] = (8.0, 20.0)
+    integration_s: float = 0.1
+    refractory_s: float = 0.2
+    learning_s: float = 2.0
+    threshold: float = 0.45
+    searchback_rr: float = 1.66
+    searchback_threshold: float = 0.5
+    twave_s: float = 0.42
+    twave_ratio: float = 0.5
+    envelope_power: float = 1.0
+    median: bool = False
+    locate_before_s: float = 0.09
+    locate_after_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class RhythmConfig:
+    """How beats become a :class:`RhythmResult`.
+
+    - ``min_beats``: fewer beats than this → no heart rate (``too_few_beats``).
+    - ``flat_mv``: a signal (or median beat) with a smaller peak-to-peak amplitude (mV) is ``flat``.
+    - ``min_snr``: median beat envelope over the 80th percentile of the non-beat candidates; below it
+      the window is ``noisy``. ``min_prominence``: the same for the median of each beat's envelope over
+      the lowest envelope within ``refractory_s`` of it (noise has no quiet floor between its peaks).
+    - ``min_rr_s`` / ``max_rr_s``: intervals outside this range make the window ``noisy``
+      (except ``max_rr_s`` is a pause: reported in ``max_rr_ms``, not a quality problem).
+    - ``max_searchback_share``: more beats found only by search back than this share → ``noisy``.
+    - ``ectopic_early`` / ``ectopic_late``: a beat whose interval is below ``ectopic_early`` × the
+      median RR and is followed by one above ``ectopic_late`` × the median is counted as ectopic.
+    """
+
+    min_beats: int = 4
+    flat_mv: float = 0.05
+    min_snr: float = 2.0
+    min_prominence: float = 4.0
+    min_rr_s: float = 0.24
+    max_searchback_share: float = 0.34
+    ectopic_early: float = 0.8
+    ectopic_late: float = 1.1
+
+
+# ------------------------------------------------------------------------------------------------------
+# result
+# ------------------------------------------------------------------------------------------------------
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+@dataclass(frozen=True)
+class RhythmResult:
+    """Rhythm of one window or recording on one lead.
+
+    - ``r_peaks``: sample indices of the beats (into the analysed signal / window);
+      ``beat_times_s``: their times (``t0`` + index / fs; device time in a stream).
+    - ``beat_confident``: per beat, ``True`` when it cleared the adaptive threshold, ``False`` when it
+      was found only by search back (weaker evidence).
+    - ``rr_ms``: intervals between consecutive beats (never across a gap); ``hr_instant_bpm``: 60000 / RR.
+    - ``hr_bpm``: mean heart rate (60000 / mean RR); ``sdnn_ms``, ``rmssd_ms``, ``pnn50`` (share of
+      successive RR differences > 50 ms, 0–1), ``nrmssd`` (RMSSD / mean RR).
+    - ``rr_irregularity``: the smallest over lags 1–3 of median |RR(i) − RR(i − lag)|, divided by the
+      median RR — the AF evidence: irregularly irregular intervals give large values; one ectopic beat
+      or a regular alternation (bigeminy, trigeminy) stays low.
+    - ``ectopic_beats``: premature beats followed by a compensatory pause.
+    - ``quality``: one of :data:`QUALITY_LEVELS`; every rate/RR number is ``None`` unless ``"ok"``.
+    - ``snr``: median beat envelope / 80th percentile of the other envelope peaks (``None`` without
+      beats).
+    """
+
+    lead: str
+    fs: float
+    r_peaks: tuple[int, ...]
+    beat_times_s: tuple[float, ...]
+    beat_confident: tuple[bool, ...]
+    rr_ms: tuple[float, ...]
+    hr_instant_bpm: tuple[float, ...]
+    hr_bpm: float | None
+    sdnn_ms: float | None
+    rmssd_ms: float | None
+    pnn50: float | None
+    nrmssd: float | None
+    rr_irregularity: float | None
+    max_rr_ms: float | None
+    ectopic_beats: int
+    quality: str
+    snr: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_beats(self) -> int:
+        return len(self.r_peaks)
+
+    @property
+    def usable(self) -> bool:
+        return self.quality == QUALITY_OK
+
+    def to_dict(self, *, beats: bool = True) -> dict[str, Any]:
+        """JSON-ready (strict: missing numbers are ``None``, never NaN)."""
+        d: dict[str, Any] = {
+            "lead": self.lead,
+            "quality": self.quality,
+            "n_beats": self.n_beats,
+            "hr_bpm": _r(self.hr_bpm, 2),
+            "sdnn_ms": _r(self.sdnn_ms, 2),
+            "rmssd_ms": _r(self.rmssd_ms, 2),
+            "pnn50": _r(self.pnn50, 4),
+            "nrmssd": _r(self.nrmssd, 4),
+            "rr_irregularity": _r(self.rr_irregularity, 4),
+            "max_rr_ms": _r(self.max_rr_ms, 1),
+            "ectopic_beats": self.ectopic_beats,
+            "snr": _r(self.snr, 2),
+            "notes": list(self.notes),
+        }
+        if beats:
+            d["beat_times_s"] = [round(t, 4) for t in self.beat_times_s]
+            d["rr_ms"] = [round(v, 1) for v in self.rr_ms]
+        return d
+
+    def summary(self) -> str:
+        """One line for people: ``heart rate 72 bpm (12 beats, RR irregularity 0.03)``."""
+        if self.hr_bpm is None:
+            return f"heart rate: n/a ({self.quality}, {self.n_beats} beats)"
+        extra = f", RR irregularity {self.rr_irregularity:.2f}" if self.rr_irregularity is not None else ""
+        ect = f", {self.ectopic_beats} ectopic" if self.ectopic_beats else ""
+        return f"heart rate {self.hr_bpm:.0f} bpm ({self.n_beats} beats{extra}{ect})"
+
+
+# ------------------------------------------------------------------------------------------------------
+# the streaming detector
+# ------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=32)
+def _design(fs_i: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.signal import butter, sosfilt_zi
+
+    hi = min(hi, 0.45 * fs_i)
+    sos = butter(2, [lo, hi], btype="band", fs=fs_i, output="sos")
+    return sos, sosfilt_zi(sos)
+
+
+def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
+class BeatDetector:
+    """R-peak detector with state: :meth:`push` chunks of one lead (mV at ``fs``) in order, get the
+    absolute sample indices (from the first pushed sample) of the beats each chunk confirms.
+
+    A beat is reported once, about ``refractory_s`` + ``integration_s`` after it happened (search back
+    can report a beat up to 1.66 RR intervals late), in increasing order. The beats never depend on
+    how the stream was cut. :meth:`finish` ends the record (the last beats need no later samples);
+    :meth:`reset` starts a new one (after a gap) while the sample count keeps running.
+    """
+
+    def __init__(self, *, fs: float, config: DetectorConfig | None = None) -> None:
+        self.fs = _check_fs(fs)
+        self.config = cfg = config or DetectorConfig()
+        self.k = max(1, int(round(self.fs / cfg.internal_fs)))
+        self.fs_i = self.fs / self.k
+        self._sos, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
+        self.w = max(1, int(round(cfg.integration_s * self.fs_i)))
+        self._kernel = np.full(self.w, 1.0 / self.w)
+        self.r = max(1, int(round(cfg.refractory_s * self.fs_i)))
+        self.learn = max(self.r, int(round(cfg.learning_s * self.fs_i)))
+        self.twave = int(round(cfg.twave_s * self.fs_i))
+        # refinement at the device rate
+        self._loc_before = int(round(cfg.locate_before_s * self.fs))
+        self._loc_after = int(round(cfg.locate_after_s * self.fs))
+        self._base_half = int(round(0.15 * self.fs))
+        self._mk = 1 if self.fs < 250 else (3 if self.fs < 700 else 5)
+        self._despike = self.fs >= 200.0
+        self._n = 0  # native samples consumed (absolute)
+        self._last_out = -(10**12)  # last reported beat (absolute)
+        # the envelope's fixed delay behind the signal, in internal samples (calibrated on MIT-BIH 100)
+        self._delay_i = 1.0 + (self.w - 1) / 2.0 + 0.025 * self.fs_i + (1.0 / self.k if self.fs >= 200.0 else 0.0)
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new record at the current sample count (filters, levels and RR history cleared)."""
+        self._seg0 = self._n  # absolute native index where this record starts
+        self._rem = np.zeros(0)  # native samples not yet forming a block
+        self._stail: np.ndarray | None = None  # last 2 native samples (despiking median)
+        self._ni = 0  # internal samples produced in this record
+        self._ytail: np.ndarray | None = None  # last 2 block means (median3)
+        self._zi: np.ndarray | None = None
+        self._bptail: np.ndarray | None = None  # last 2 band-passed samples
+        self._etail = np.zeros(self.w - 1)
+        self._env = np.zeros(0)  # envelope from internal index _env0
+        self._ad = np.zeros(0)  # |derivative|, same indices as the envelope
+        self._dtail = np.zeros(self.w - 1)
+        self._env0 = 0
+        self._next_cand = 0  # first internal index not yet examined as a candidate
+        self._last_cand = -(10**9)
+        self._raw = np.zeros(0)  # native samples from absolute index _raw0
+        self._raw0 = self._n
+        self._init = False
+        self._spk = 0.0
+        self._npk = 0.0
+        self._beats_i: list[int] = []  # internal indices of beats (this record; last few kept)
+        self._beat_h: list[float] = []
+        self._beat_s: list[float] = []
+        self._rr: list[int] = []
+        self._ref = 0  # search-back reference (last beat or last failed search)
+        self._noise: list[tuple[int, float, float]] = []  # non-beat candidates after the last beat
+        self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
+        self._floor: dict[int, float] = {}  # envelope floor around each candidate not yet reported
+        if not hasattr(self, "_info"):
+            # (envelope height, confident, mV, height / envelope floor) per reported beat
+            self._info: list[tuple[float, bool, float, float]] = []
+            self._noise_out: list[tuple[int, float]] = []  # (abs native index, height) of non-beats
+
+    @property
+    def n_samples(self) -> int:
+        """Samples consumed so far (gaps included): the absolute index of the next sample."""
+        return self._n
+
+    def take_beat_info(self) -> list[tuple[float, bool, float, float]]:
+        """(envelope height, confident, peak-to-peak mV, prominence) of each beat reported since the
+        last call, in the order the beats were reported (the last 8192 are kept). The prominence is the
+        height over the lowest envelope within ``refractory_s`` of the beat."""
+        out, self._info = self._info, []
+        return out
+
+    def take_noise(self) -> list[tuple[int, float]]:
+        """(absolute index, envelope height) of the candidates classified as not a beat since the last
+        call (quality evidence; the last 8192 are kept)."""
+        out, self._noise_out = self._noise_out, []
+        return out
+
+    def gap(self, n_samples: int) -> np.ndarray:
+        """``n_samples`` are missing: the record so far ends (its last beats are returned), the count
+        moves on by ``n_samples`` and a new record starts after the gap. Nothing is interpolated."""
+        out = self.finish()
+        self._n += int(n_samples)
+        self.reset()
+        return out
+
+    # -- public ----------------------------------------------------------------------------------------------
+    def push(self, x: Any, *, last: bool = False) -> np.ndarray:
+        """Feed the next samples (1-D, mV). Returns the absolute indices of newly confirmed beats.
+
+        ``last=True``: these are the record's last samples (the same as ``push(x)`` then
+        :meth:`finish`, in one pass)."""
+        a = np.asarray(x, dtype=np.float64)
+        if a.ndim != 1:
+            raise SignalShapeError(f"BeatDetector.push takes one lead (1-D), got shape {a.shape}")
+        if a.size and not np.isfinite(a).all():
+            raise NonFiniteSignalError("BeatDetector.push: samples must be finite (report a gap instead)")
+        if a.size == 0:
+            return self.finish() if last else np.zeros(0, dtype=np.int64)
+        self._n += a.size
+        self._raw = np.concatenate((self._raw, a)) if self._raw.size else a
+        self._feed(a)
+        self._decide(final=last)
+        return self._locate()
+
+    def finish(self) -> np.ndarray:
+        """The record ends here: decide the remaining candidates with the samples there are."""
+        self._decide(final=True)
+        out = self._locate()
+        return out
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def _feed(self, a: np.ndarray) -> None:
+        k = self.k
+        if self._despike:  # 3-sample median at the device rate: spikes of one sample (pacing, ESD) go
+            if self._stail is None:
+                self._stail = np.array([a[0], a[0]])
+            aa = np.concatenate((self._stail, a))
+            self._stail = aa[-2:].copy()
+            a = _median3(aa[:-2], aa[1:-1], aa[2:])
+        if self._rem.size:
+            a = np.concatenate((self._rem, a))
+        nb = a.size // k
+        self._rem = a[nb * k :].copy()
+        if nb == 0:
+            return
+        if k > 1:
+            y = a[0 : nb * k : k].copy()
+            for i in range(1, k):
+                y += a[i : nb * k : k]
+            y *= 1.0 / k
+        else:
+            y = a[:nb].copy()
+        if self._ytail is None:
+            self._ytail = np.array([y[0], y[0]])
+            self._zi = self._zi0 * y[0]
+        yy = np.concatenate((self._ytail, y))
+        self._ytail = yy[-2:].copy()
+        m = _median3(yy[:-2], yy[1:-1], yy[2:]) if self.config.median else yy[1:-1]
+        from scipy.signal import sosfilt
+
+        bp, self._zi = sosfilt(self._sos, m, zi=self._zi)
+        if self._bptail is None:
+            self._bptail = np.array([bp[0], bp[0]])
+        bb = np.concatenate((self._bptail, bp))
+        self._bptail = bb[-2:].copy()
+        d = bb[2:] - bb[:-2]
+        pw = self.config.envelope_power
+        e = d * d if pw == 2.0 else np.abs(d) if pw == 1.0 else np.abs(d) ** pw
+        ee = np.concatenate((self._etail, e))
+        ad = np.concatenate((self._dtail, np.abs(d)))
+        if self.w > 1:
+            self._etail = ee[-(self.w - 1) :].copy()
+            self._dtail = ad[-(self.w - 1) :].copy()
+            env = np.convolve(ee, self._kernel, mode="valid")
+        else:
+            env = ee
+        ad = ad[self.w - 1 :]
+        self._env = np.concatenate((self._env, env)) if self._env.size else env
+        self._ad = np.concatenate((self._ad, ad)) if self._ad.size else ad
+        self._ni += nb
+
+    def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
+        """Local maxima (±r) of the envelope not yet examined, with their full right context."""
+        from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+        env, e0, r = self._env, self._env0, self.r
+        end = self._ni if final else self._ni - r  # examine internal indices < end
+        lo = self._next_cand
+        if end <= lo:
+            return []
+        a = max(lo - r, e0)
+        seg = env[a - e0 :]
+        mx = maximum_filter1d(seg, size=2 * r + 1, mode="constant", cval=-np.inf)
+        i0, i1 = lo - a, end - a
+        idx = np.flatnonzero(seg[i0:i1] >= mx[i0:i1]) + i0
+        self._next_cand = end
+        if not idx.size:
+            return []
+        # steepest slope in each candidate's integration window (the T-wave test)
+        rel = (idx + (a - e0))[:, None] + np.arange(1 - self.w, 1)[None, :]
+        slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
+        heights = seg[idx].tolist()
+        # how far the envelope falls around the candidate (beats stand on a low floor, noise does not)
+        floor = minimum_filter1d(seg, size=2 * r + 1, mode="nearest")[idx].tolist()
+        out = []
+        for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
+            p = j + a
+            if p - self._last_cand <= r:
+                continue
+            self._last_cand = p
+            self._floor[p] = fl
+            out.append((p, h, sl))
+        return out
+
+    def _initialise(self) -> None:
+        e0 = self._env0
+        first = self._env[: max(1, min(self.learn, self._ni) - e0)]
+        self._spk = 0.5 * float(first.max()) if first.size else 0.0
+        self._npk = 0.5 * float(first.mean()) if first.size else 0.0
+        self._init = True
+
+    def _rr_mean(self) -> float:
+        rr = self._rr[-8:]
+        return sum(rr) / len(rr) if rr else 1.0 * self.fs_i
+
+    def _thr(self) -> float:
+        return self._npk + self.config.threshold * (self._spk - self._npk)
+
+    def _is_twave(self, p: int, sl: float) -> bool:
+        """Soon after a beat and much less steep than it: a T wave (Pan & Tompkins' slope test)."""
+        if not self._beats_i:
+            return False
+        return p - self._beats_i[-1] < self.twave and sl < self.config.twave_ratio * self._beat_s[-1]
+
+    def _accept(self, p: int, h: float, sl: float, confident: bool) -> None:
+        if self._beats_i:
+            self._rr.append(p - self._beats_i[-1])
+            if len(self._rr) > 16:
+                del self._rr[:-8]
+        self._beats_i.append(p)
+        self._beat_h.append(h)
+        self._beat_s.append(sl)
+        if len(self._beats_i) > 4:
+            del self._beats_i[:-2]
+            del self._beat_h[:-2]
+            del self._beat_s[:-2]
+        self._ref = p
+        self._noise = [c for c in self._noise if c[0] > p]
+        self._pending.append((p, h, confident))
+
+    def _deadline(self) -> int:
+        return self._ref + int(self.config.searchback_rr * self._rr_mean())
+
+    def _searchback(self) -> None:
+        dl = self._deadline()
+        thr2 = self.config.searchback_threshold * self._thr()
+        best: tuple[int, float, float] | None = None
+        for q, g, sl in self._noise:
+            if q >= dl:
+                break
+            if g > thr2 and not self._is_twave(q, sl) and (best is None or g > best[1]):
+                best = (q, g, sl)
+        if best is not None:
+            self._accept(best[0], best[1], best[2], False)
+            self._spk = 0.25 * best[1] + 0.75 * self._spk
+        else:
+            self._ref = dl
+            self._noise = [c for c in self._noise if c[0] >= dl]
+            self._spk = max(self._npk, 0.5 * self._spk)
+
+    def _decide(self, final: bool) -> None:
+        if not self._init:
+            if self._ni < self.learn and not final:
+                return
+            if self._ni == 0:
+                return
+            self._initialise()
+        cands = self._candidates(final)
+        avail = self._ni if final else self._ni - self.r
+        for p, h, sl in cands:
+            while p >= self._deadline():
+                self._searchback()
+            if h > self._thr() and not self._is_twave(p, sl):
+                self._accept(p, h, sl, True)
+                self._spk = 0.125 * h + 0.875 * self._spk
+            else:
+                self._noise.append((p, h, sl))
+                self._record_noise(p, h)
+                self._npk = 0.125 * h + 0.875 * self._npk
+        while self._deadline() <= avail:
+            self._searchback()
+        # trim the envelope: keep what the next candidates' left context needs
+        keep_from = max(self._env0, self._next_cand - max(self.r, self.w) - 1)
+        if keep_from > self._env0 and self._init:
+            self._env = self._env[keep_from - self._env0 :]
+            self._ad = self._ad[keep_from - self._env0 :]
+            self._env0 = keep_from
+
+    def _record_noise(self, p: int, h: float) -> None:
+        self._noise_out.append((self._seg0 + int(round((p - self._delay_i) * self.k)), h))
+        if len(self._noise_out) > 8192:
+            del self._noise_out[:-4096]
+
+    def _locate(self) -> np.ndarray:
+        """Place the pending beats on the largest deflection of the raw signal; trim the raw buffer."""
+        out = np.zeros(0, dtype=np.int64)
+        if self._pending:
+            k = self.k
+            est = np.array(
+                [self._seg0 + (p - self._delay_i) * k + (k - 1) / 2.0 for p, _, _ in self._pending]
+            )
+            est = np.round(est).astype(np.int64)
+            lo_b, hi_b, B = self._loc_before, self._loc_after, self._base_half
+            raw, r0, n = self._raw, self._raw0, self._n
+            offs = np.arange(-B, B + 1)
+            idx = np.minimum(np.maximum(est[:, None] + offs[None, :], max(r0, self._seg0)), n - 1) - r0
+            seg = raw[idx]
+            base = np.partition(seg, B, axis=1)[:, B : B + 1]  # the median of each row (2B + 1 samples)
+            s = seg - base
+            mk = self._mk
+            if mk > 1:
+                sh = [s[:, i : s.shape[1] - (mk - 1) + i] for i in range(mk)]
+                s = _median3(*sh) if mk == 3 else np.partition(np.stack(sh), mk // 2, axis=0)[mk // 2]
+                pad = (mk - 1) // 2
+            else:
+                pad = 0
+            c0 = B - lo_b - pad
+            c1 = B + hi_b + 1 - pad
+            win = s[:, max(0, c0) : c1]
+            j = np.argmax(np.abs(win), axis=1) + max(0, c0) + pad
+            out = idx[np.arange(len(j)), j] + r0
+            amp = win.max(axis=1) - win.min(axis=1)
+            # keep order and spacing
+            keep = np.ones(out.size, dtype=bool)
+            last = self._last_out
+            min_gap = int(0.5 * self.config.refractory_s * self.fs)
+            for i in range(out.size):
+                if out[i] - last < min_gap:
+                    keep[i] = False
+                else:
+                    last = int(out[i])
+            self._last_out = last
+            for i in np.flatnonzero(keep).tolist():
+                p, h, conf = self._pending[i]
+                fl = self._floor.get(p, 0.0)
+                self._info.append((h, conf, float(amp[i]), h / fl if fl > 0 else 999.0))
+            if len(self._info) > 8192:
+                del self._info[:-4096]
+            out = out[keep].astype(np.int64)
+            self._pending = []
+        if self._floor:
+            lo = min([self._ref] + [c[0] for c in self._noise])
+            self._floor = {q: f for q, f in self._floor.items() if q >= lo}
+        # raw samples still needed: from the earliest beat that can still be accepted (search back)
+        if not self._init:
+            return out
+        oldest = min([self._ref, self._next_cand - self.r] + [c[0] for c in self._noise])
+        need = self._seg0 + int((oldest - self._delay_i) * self.k) - self._base_half - self._loc_before - self.k
+        need = min(need, self._n)
+        if need > self._raw0:
+            self._raw = self._raw[need - self._raw0 :]
+            self._raw0 = need
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# beats → numbers
+# ------------------------------------------------------------------------------------------------------
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    m = len(v) // 2
+    return float(v[m]) if len(v) % 2 else 0.5 * (float(v[m - 1]) + float(v[m]))
+
+
+def summarise_beats(
+    r_peaks: Sequence[int] | np.ndarray,
+    *,
+    fs: float,
+    lead: str,
+    t0: float = 0.0,
+    segments: Sequence[int] | np.ndarray | None = None,
+    confident: Sequence[bool] | None = None,
+    heights: Sequence[float] | None = None,
+    noise_heights: Sequence[float] | None = None,
+    amplitudes: Sequence[float] | None = None,
+    prominences: Sequence[float] | None = None,
+    signal_ptp_mv: float | None = None,
+    config: RhythmConfig | None = None,
+    notes: Sequence[str] = (),
+) -> RhythmResult:
+    """Heart rate, HRV and RR irregularity from beat positions (sample indices at ``fs``).
+
+    ``segments``: a record id per beat (intervals are taken only between beats of the same record, so
+    never across a gap). ``heights`` / ``noise_heights`` (detector envelope of beats and of the other
+    candidates), ``amplitudes`` (mV around each beat) and ``signal_ptp_mv`` feed the quality flag.
+    """
+    cfg = config or RhythmConfig()
+    rp = np.asarray(r_peaks, dtype=np.int64)
+    n = int(rp.size)
+    conf = tuple(bool(c) for c in confident) if confident is not None else (True,) * n
+    times = tuple((t0 + rp / fs).tolist())
+    rr = np.diff(rp) * (1000.0 / fs) if n > 1 else np.zeros(0)
+    if segments is not None and n > 1:
+        sg = np.asarray(segments)
+        rr = rr[sg[1:] == sg[:-1]]
+    quality = QUALITY_OK
+    snr: float | None = None
+    notes_l = list(notes)
+    if heights is not None and n:
+        hb = _median(heights)
+        nh = sorted(noise_heights) if noise_heights is not None else []
+        ref = float(nh[min(len(nh) - 1, int(0.8 * len(nh)))]) if nh else 0.0
+        snr = hb / ref if ref > 0 else (math.inf if hb > 0 else 0.0)
+        if not math.isfinite(snr):
+            snr = 999.0
+    flat = signal_ptp_mv is not None and signal_ptp_mv < cfg.flat_mv
+    if amplitudes is not None and n and _median(amplitudes) < cfg.flat_mv:
+        flat = True
+    if flat:
+        quality = QUALITY_FLAT
+    elif n < cfg.min_beats or rr.size < cfg.min_beats - 1:
+        quality = QUALITY_TOO_FEW_BEATS
+    elif prominences is not None and n and _median(prominences) < cfg.min_prominence:
+        quality = QUALITY_NOISY
+        notes_l.append(f"beats rise {_median(prominences):.1f}x over their surroundings (< {cfg.min_prominence})")
+    elif snr is not None and snr < cfg.min_snr:
+        quality = QUALITY_NOISY
+        notes_l.append(f"beats stand {snr:.1f}x over the other peaks (< {cfg.min_snr})")
+    elif rr.size and float(rr.min()) < cfg.min_rr_s * 1000.0:
+        quality = QUALITY_NOISY
+        notes_l.append(f"an RR interval of {float(rr.min()):.0f} ms")
+    elif n and conf.count(False) > cfg.max_searchback_share * n:
+        quality = QUALITY_NOISY
+        notes_l.append(f"{conf.count(False)} of {n} beats found only by search back")
+    ok = quality == QUALITY_OK
+    hr = sdnn = rmssd = pnn50 = nrmssd = irr = mx = None
+    ectopic = 0
+    inst: tuple[float, ...] = ()
+    if ok and rr.size:
+        mean_rr = float(rr.mean())
+        hr = 60000.0 / mean_rr
+        inst = tuple((60000.0 / rr).tolist())
+        mx = float(rr.max())
+        sdnn = float(rr.std(ddof=1)) if rr.size > 1 else None
+        if rr.size > 1:
+            dd = np.diff(rr)
+            rmssd = float(np.sqrt(np.mean(dd * dd)))
+            pnn50 = float(np.mean(np.abs(dd) > 50.0))
+            nrmssd = rmssd / mean_rr
+            med = _median(rr.tolist())
+            # irregularly irregular: successive differences large at every lag (1–3), so a regular
+            # alternation (bigeminy, trigeminy) or an isolated ectopic beat stays low
+            irr = min(_median(np.abs(rr[lag:] - rr[:-lag]).tolist()) for lag in range(1, min(3, rr.size - 1) + 1)) / med
+            early = rr[:-1] < cfg.ectopic_early * med
+            late = rr[1:] > cfg.ectopic_late * med
+            ectopic = int(np.count_nonzero(early & late))
+    return RhythmResult(
+        lead=lead,
+        fs=float(fs),
+        r_peaks=tuple(rp.tolist()),
+        beat_times_s=times,
+        beat_confident=conf,
+        rr_ms=tuple(rr.tolist()),
+        hr_instant_bpm=inst,
+        hr_bpm=hr,
+        sdnn_ms=sdnn,
+        rmssd_ms=rmssd,
+        pnn50=pnn50,
+        nrmssd=nrmssd,
+        rr_irregularity=irr,
+        max_rr_ms=mx,
+        ectopic_beats=ectopic,
+        quality=quality,
+        snr=snr,
+        notes=tuple(notes_l),
+    )
+
+
+def _one_lead(signal: Any) -> np.ndarray:
+    x = np.asarray(signal)
+    if x.dtype.kind not in "fiu":
+        raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1:
+        raise SignalShapeError(f"rhythm analysis takes one lead: a 1-D array (or (1, n)), got shape {x.shape}")
+    x = x.astype(np.float64, copy=False)
+    if not np.isfinite(x).all():
+        raise NonFiniteSignalError("signal holds NaN or Inf samples")
+    return x
+
+
+def detect_beats(signal: Any, *, fs: float, config: DetectorConfig | None = None) -> np.ndarray:
+    """R-peak sample indices of a whole one-lead record (mV at ``fs``)."""
+    return BeatDetector(fs=fs, config=config).push(_one_lead(signal), last=True)
+
+
+def analyse(
+    signal: Any,
+    *,
+    fs: float,
+    lead: str,
+    t0: float = 0.0,
+    config: RhythmConfig | None = None,
+    detector: DetectorConfig | None = None,
+) -> RhythmResult:
+    """Beats, heart rate, HRV, RR irregularity and a quality flag for one lead (1-D, mV at ``fs`` Hz).
+
+    ``lead`` names the lead (canonical name in the result); ``t0`` is the time of the first sample
+    (``beat_times_s``). A flat or noisy signal gives ``hr_bpm=None`` with the reason in ``quality``.
+    """
+    name = canonical_lead(lead)
+    fs = _check_fs(fs)
+    x = _one_lead(signal)
+    det = BeatDetector(fs=fs, config=detector)
+    beats = det.push(x, last=True)
+    info = det.take_beat_info()
+    ptp = float(x.max() - x.min()) if x.size else 0.0
+    return summarise_beats(
+        beats,
+        fs=fs,
+        lead=name,
+        t0=t0,
+        confident=[i[1] for i in info],
+        heights=[i[0] for i in info],
+        noise_heights=[h for _, h in det.take_noise()],
+        amplitudes=[i[2] for i in info],
+        prominences=[i[3] for i in info],
+        signal_ptp_mv=ptp,
+        config=config,
+    )
+
+
+def choose_rhythm_lead(leads: Sequence[str]) -> str:
+    """The lead rhythm analysis uses among ``leads`` (II, then I, then the chest leads …)."""
+    names = [canonical_lead(n) for n in leads]
+    if not names:
+        raise SignalShapeError("no lead to analyse")
+    for pref in _LEAD_PREFERENCE:
+        if pref in names:
+            return pref
+    return names[0]
+
+
+# ------------------------------------------------------------------------------------------------------
+# the stream side: beats across windows, rate events
+# ------------------------------------------------------------------------------------------------------
+class RhythmTracker:
+    """Beats of one lead of a live stream, kept across windows (a :class:`StreamSession` owns one).
+
+    :meth:`push` samples (with a per-sample bad mask: lead off / non-finite samples count as a gap),
+    :meth:`gap` missing samples, :meth:`reset` after a clock reset; :meth:`window` summarises the beats
+    confirmed so far in the last ``n`` samples. Intervals are never taken across a gap.
+    """
+
+    def __init__(
+        self,
+        *,
+        fs: float,
+        lead: str,
+        config: RhythmConfig | None = None,
+        detector: DetectorConfig | None = None,
+        keep_s: float = 30.0,
+    ) -> None:
+        self.fs = _check_fs(fs)
+        self.lead = canonical_lead(lead)
+        self.config = config or RhythmConfig()
+        self._det = BeatDetector(fs=self.fs, config=detector)
+        self._seg = 0
+        self._keep = int(keep_s * self.fs)
+        self._beats: list[tuple[int, int, float, bool, float, float]] = []  # (idx, seg, height, conf, mV, prom)
+        self._noise: list[tuple[int, float]] = []
+
+    @property
+    def n_samples(self) -> int:
+        return self._det.n_samples
+
+    def _collect(self, beats: np.ndarray) -> None:
+        info = self._det.take_beat_info()
+        for i, (h, c, a, pr) in zip(beats.tolist(), info[-len(beats) :] if len(beats) else []):
+            self._beats.append((i, self._seg, h, c, a, pr))
+        self._noise.extend(self._det.take_noise())
+        cut = self._det.n_samples - self._keep
+        if self._beats and self._beats[0][0] < cut:
+            self._beats = [b for b in self._beats if b[0] >= cut]
+        if self._noise and self._noise[0][0] < cut:
+            self._noise = [q for q in self._noise if q[0] >= cut]
+
+    def push(self, x: np.ndarray, bad: np.ndarray | None = None) -> None:
+        """Append samples of the tracked lead (``bad``: non-zero where a sample is unusable)."""
+        x = np.asarray(x, dtype=np.float64)
+        if bad is not None and np.any(bad):
+            ok = np.asarray(bad) == 0
+            edges = np.flatnonzero(np.diff(np.concatenate(([False], ok, [False])).astype(np.int8)))
+            pos = 0
+            for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+                if a > pos:
+                    self.gap(a - pos)
+                self._collect(self._det.push(x[a:b]))
+                pos = b
+            if pos < x.size:
+                self.gap(x.size - pos)
+            return
+        self._collect(self._det.push(x))
+
+    def gap(self, n_samples: int) -> None:
+        """``n_samples`` missing: beats before and after are separate records."""
+        self._collect(self._det.gap(n_samples))
+        self._seg += 1
+
+    def reset(self) -> None:
+        """Forget every beat (the device clock jumped back)."""
+        self._det.gap(0)
+        self._det.take_beat_info()
+        self._det.take_noise()
+        self._seg += 1
+        self._beats = []
+        self._noise = []
+
+    def window(self, n: int, *, t_end: float) -> RhythmResult:
+        """Rhythm of the last ``n`` samples (ending at device time ``t_end``) from the beats confirmed
+        so far (the newest beat is confirmed about 0.3 s after it happened)."""
+        end = self._det.n_samples
+        start = end - int(n)
+        bs = [b for b in self._beats if start <= b[0] < end]
+        noise = [h for i, h in self._noise if start <= i < end]
+        return summarise_beats(
+            [b[0] - start for b in bs],
+            fs=self.fs,
+            lead=self.lead,
+            t0=t_end - n / self.fs,
+            segments=[b[1] for b in bs],
+            confident=[b[3] for b in bs],
+            heights=[b[2] for b in bs],
+            noise_heights=noise,
+            amplitudes=[b[4] for b in bs],
+            prominences=[b[5] for b in bs],
+            config=self.config,
+        )
+
+
+@dataclass(frozen=True)
+class RateEventRule:
+    """A heart-rate event with hysteresis on one number of each window's :class:`RhythmResult`.
+
+    ``measure`` is ``"hr_bpm"`` or ``"max_rr_s"``; with ``above=True`` the event starts after
+    ``min_on_windows`` consecutive windows with the measure ≥ ``on`` and ends after ``min_off_windows``
+    with it ≤ ``off`` (``above=False``: ≤ ``on`` / ≥ ``off``). Windows without a usable rhythm (quality
+    not ``ok``) neither confirm nor break a run.
+    """
+
+    label: str
+    measure: str
+    above: bool
+    on: float
+    off: float
+    min_on_windows: int = 2
+    min_off_windows: int = 2
+
+    def __post_init__(self) -> None:
+        if self.measure not in ("hr_bpm", "max_rr_s"):
+            raise ValueError(f"RateEventRule.measure must be 'hr_bpm' or 'max_rr_s', got {self.measure!r}")
+        if (self.above and not self.off < self.on) or (not self.above and not self.off > self.on):
+            raise ValueError(f"RateEventRule({self.label!r}): off must lie on the near side of on (hysteresis)")
+        if self.min_on_windows < 1 or self.min_off_windows < 1:
+            raise ValueError("RateEventRule min_on_windows and min_off_windows must be >= 1")
+
+    def value(self, r: RhythmResult) -> float | None:
+        if not r.usable:
+            return None
+        if self.measure == "hr_bpm":
+            return r.hr_bpm
+        return None if r.max_rr_ms is None else r.max_rr_ms / 1000.0
+
+    @property
+    def unit(self) -> str:
+        return "bpm" if self.measure == "hr_bpm" else "s"
+
+
+#: Bradycardia < 50 bpm (ends ≥ 55), tachycardia > 100 bpm (ends ≤ 95), pause: an RR interval ≥ 2.5 s
+#: (ends after two windows with every interval ≤ 2.0 s).
+DEFAULT_RATE_EVENTS = (
+    RateEventRule("bradycardia", "hr_bpm", above=False, on=50.0, off=55.0),
+    RateEventRule("tachycardia", "hr_bpm", above=True, on=100.0, off=95.0),
+    RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1),
+)
+
+
+class RateEventDetector:
+    """Hysteresis state machine for one :class:`RateEventRule`; feed windows in time order."""
+
+    def __init__(self, rule: RateEventRule, device_id: str | None = None) -> None:
+        self.rule = rule
+        self.device_id = device_id
+        self.active = False
+        self._run = 0
+        self._run_t: float | None = None
+
+    def update(self, index: int, t_start: float, t_end: float, rhythm: RhythmResult | None) -> RhythmEvent | None:
+        from ._stream_types import RhythmEvent
+
+        v = self.rule.value(rhythm) if rhythm is not None else None
+        if v is None:
+            return None
+        r = self.rule
+        if self.active:
+            hit = v <= r.off if r.above else v >= r.off
+            need = r.min_off_windows
+        else:
+            hit = v >= r.on if r.above else v <= r.on
+            need = r.min_on_windows
+        if not hit:
+            self._run, self._run_t = 0, None
+            return None
+        if self._run == 0:
+            self._run_t = 0.5 * (t_start + t_end)
+        self._run += 1
+        if self._run < need:
+            return None
+        self.active = not self.active
+        t = self._run_t if self._run_t is not None else 0.5 * (t_start + t_end)
+        self._run, self._run_t = 0, None
+        return RhythmEvent(
+            kind="started" if self.active else "ended",
+            label=r.label,
+            label_set="rhythm",
+            t=t,
+            t_confirmed=t_end,
+            probability=None,
+            window_index=index,
+            device_id=self.device_id,
+            value=float(v),
+            unit=r.unit,
+        )

@@ -1,0 +1,81 @@
+"""The training corpus: every source of ../shared/data, deduplicated by recording, split by patient."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export._augment import AugmentConfig, augment_windows
+from export._corpus import SOURCES, CorpusConfig, build_corpus, read_corpus_csv, write_corpus_csv
+
+FIXTURE = Path(__file__).parent / "fixtures" / "export" / "ptbxl_windows.npz"
+
+
+@pytest.fixture(scope="module")
+def shared() -> Path:
+    for cand in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")):
+        if (cand / "ptbxl_folds1_8").is_dir():
+            return cand
+    pytest.skip("../shared/data (with ptbxl_folds1_8) is not present on this machine")
+
+
+@pytest.fixture(scope="module")
+def corpus(shared):
+    return build_corpus(shared)
+
+
+def test_every_record_once_with_its_source_and_no_patient_on_both_sides(corpus):
+    ids = [r.record_id for r in corpus.records]
+    assert len(ids) == len(set(ids))
+    assert {r.source for r in corpus.records} <= set(SOURCES)
+    sides: dict[str, set[str]] = {}
+    for r in corpus.records:
+        sides.setdefault(r.patient, set()).add(r.split)
+    assert all(len(s) == 1 for s in sides.values())
+    # PTB-XL recordings also shipped as CinC HR* copies or in ptbxl_folds1_8 appear once
+    ptb = [r for r in corpus.records if r.source == "ptbxl"]
+    assert len({r.record_id for r in ptb}) == len(ptb) and sum(corpus.duplicates.values()) > 0
+    # fold 10 is the test fold, and it is all of PTB-XL's test split
+    assert sum(r.split == "test" for r in ptb) == 66
+
+
+def test_all_sources_present_with_af_and_holter_split_by_patient(corpus):
+    s = corpus.summary()
+    assert set(s) == set(SOURCES)
+    assert sum(d.get("train_af", 0) + d.get("test_af", 0) for k, d in s.items() if k != "cpsc2021") >= 140
+    holter = {r.patient: r.split for r in corpus.records if r.source == "cpsc2021"}
+    assert holter["cpsc2021:35"] == "test" and holter["cpsc2021:21"] == "train"
+    # atrial flutter windows are not atrial fibrillation
+    assert any("atrial flutter" in r.labels and not r.af for r in corpus.records if r.source == "cpsc2021")
+
+
+def test_split_is_seeded_and_round_trips_through_csv(shared, corpus, tmp_path):
+    again = build_corpus(shared, CorpusConfig())
+    assert [r.split for r in again.records] == [r.split for r in corpus.records]
+    other = build_corpus(shared, CorpusConfig(seed=1))
+    assert [r.split for r in other.records] != [r.split for r in corpus.records]
+    back = read_corpus_csv(write_corpus_csv(corpus, tmp_path / "corpus.csv"))
+    assert back.records == corpus.records
+
+
+def test_augmentation_returns_preprocessed_windows_and_keeps_absent_leads_zero():
+    with np.load(FIXTURE) as z:
+        w = z["windows"][:4].astype(np.float32)
+    w[:, 5:] = 0.0  # leads the recording lacks
+    out = augment_windows(w, np.random.default_rng(0), fs=500.0)
+    assert out.shape == w.shape and out.dtype == np.float32
+    assert np.all(out[:, 5:] == 0.0)
+    np.testing.assert_allclose(out[:, :5].std(axis=-1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(out[:, :5].mean(axis=-1), 0.0, atol=1e-3)
+    # it changes the signal, reproducibly for a seed
+    assert np.abs(out[:, :5] - w[:, :5]).mean() > 0.05
+    np.testing.assert_array_equal(out, augment_windows(w, np.random.default_rng(0), fs=500.0))
+
+
+def test_polarity_inversion_inverts():
+    with np.load(FIXTURE) as z:
+        w = z["windows"][:2, :1].astype(np.float32)
+    only_invert = AugmentConfig(p_invert=1.0, p_wander=0, p_motion=0, p_mains=0, p_muscle=0, p_resample=0,
+                                gain_range=(1.0, 1.0))
+    out = augment_windows(w, np.random.default_rng(0), fs=500.0, config=only_invert)
+    assert np.corrcoef(out[0, 0], w[0, 0])[0, 1] < -0.99

@@ -1,0 +1,286 @@
+"""Rhythm analysis (kmerl_edge.rhythm) on real records with reference beats: detection, streaming,
+invariance, quality, heart-rate events, and the rhythm in predictions and stream windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import kmerl_edge
+from kmerl_edge import NonFiniteSignalError, SamplingRateError, SignalShapeError, UnknownLeadError
+from kmerl_edge.rhythm import (
+    QUALITY_FLAT,
+    QUALITY_OK,
+    BeatDetector,
+    RateEventDetector,
+    RateEventRule,
+    RhythmResult,
+    RhythmTracker,
+    analyse,
+    detect_beats,
+    summarise_beats,
+)
+
+wfdb = pytest.importorskip("wfdb")
+
+FIX = Path(__file__).parent / "fixtures" / "records"
+BUNDLE = Path(__file__).parent / "fixtures" / "test_bundle"
+BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
+
+
+def _record(name: str, channel: int = 0) -> tuple[np.ndarray, float, np.ndarray]:
+    rec = wfdb.rdrecord(str(FIX / name))
+    ann = wfdb.rdann(str(FIX / name), "atr")
+    beats = np.array([s for s, c in zip(ann.sample, ann.symbol) if c in BEAT_SYMBOLS], dtype=np.int64)
+    return rec.p_signal[:, channel].astype(np.float64), float(rec.fs), beats
+
+
+@pytest.fixture(scope="module")
+def cpsc() -> tuple[np.ndarray, float, np.ndarray]:
+    """CPSC-2021 data_101_6, lead I, 200 Hz, 112 s with AF episodes and reference beats."""
+    return _record("data_101_6", 0)
+
+
+@pytest.fixture(scope="module")
+def mit() -> tuple[np.ndarray, float, np.ndarray]:
+    """MIT-BIH 100, first 120 s of MLII at 360 Hz, reference beats."""
+    return _record("mitdb100_120s", 0)
+
+
+def _se_ppv(ref: np.ndarray, det: np.ndarray, fs: float, tol_s: float = 0.15) -> tuple[float, float]:
+    """compare_annotations-style matching (each reference to at most one detection within tol)."""
+    tol = int(round(tol_s * fs))
+    used = np.zeros(det.size, dtype=bool)
+    tp = 0
+    for r in ref:
+        j = np.flatnonzero((np.abs(det - r) <= tol) & ~used)
+        if j.size:
+            used[j[np.argmin(np.abs(det[j] - r))]] = True
+            tp += 1
+    return tp / max(1, ref.size), tp / max(1, det.size)
+
+
+# -- detection against references ---------------------------------------------------------------------
+@pytest.mark.parametrize("name,channel,floor", [("data_101_6", 0, 0.99), ("data_101_6", 1, 0.99), ("mitdb100_120s", 0, 0.995)])
+def test_beats_match_reference(name: str, channel: int, floor: float) -> None:
+    x, fs, ref = _record(name, channel)
+    se, ppv = _se_ppv(ref, detect_beats(x, fs=fs), fs)
+    assert se >= floor and ppv >= floor, (se, ppv)
+
+
+@pytest.mark.parametrize("fs_new", [100, 128, 250, 500, 1000])
+def test_any_device_rate(mit: Any, fs_new: int) -> None:
+    from scipy.signal import resample_poly
+
+    x, fs, ref = mit
+    y = resample_poly(x, fs_new, int(fs))
+    se, ppv = _se_ppv(np.round(ref * fs_new / fs).astype(np.int64), detect_beats(y, fs=float(fs_new)), fs_new)
+    assert se >= 0.99 and ppv >= 0.99, (fs_new, se, ppv)
+
+
+def test_analyse_heart_rate_matches_reference(mit: Any) -> None:
+    x, fs, ref = mit
+    for a in range(0, int(100 * fs), int(10 * fs)):
+        b = a + int(10 * fs)
+        r = analyse(x[a:b], fs=fs, lead="MLII", t0=a / fs)
+        inside = ref[(ref >= a) & (ref < b)]
+        ref_hr = 60.0 * fs / float(np.mean(np.diff(inside)))
+        assert r.quality == QUALITY_OK and r.hr_bpm is not None
+        assert abs(r.hr_bpm - ref_hr) < 1.0
+        assert r.lead == "II" and len(r.rr_ms) == r.n_beats - 1 == len(r.hr_instant_bpm)
+        assert r.beat_times_s[0] >= a / fs
+        json.dumps(r.to_dict(), allow_nan=False)
+
+
+# -- streaming ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,max_chunk", [(0, 700), (1, 40), (2, 5000)])
+def test_stream_chunks_give_whole_record_beats(cpsc: Any, seed: int, max_chunk: int) -> None:
+    x, fs, _ = cpsc
+    whole = detect_beats(x, fs=fs)
+    rng = np.random.default_rng(seed)
+    det = BeatDetector(fs=fs)
+    got: list[np.ndarray] = []
+    i = 0
+    while i < x.size:
+        n = int(rng.integers(1, max_chunk))
+        got.append(det.push(x[i : i + n]))
+        i += n
+    got.append(det.finish())
+    beats = np.concatenate(got)
+    np.testing.assert_array_equal(beats, whole)
+    assert np.all(np.diff(beats) > 0)  # each beat once, in order
+
+
+def test_gap_splits_the_record_and_no_interval_spans_it(cpsc: Any) -> None:
+    x, fs, _ = cpsc
+    n = int(30 * fs)
+    tr = RhythmTracker(fs=fs, lead="I")
+    tr.push(x[:n])
+    tr.gap(int(2 * fs))
+    tr.push(x[n + int(2 * fs) : n + int(12 * fs)])
+    r = tr.window(int(20 * fs), t_end=42.0)
+    assert r.n_beats > 10
+    # the beats on both sides of the gap are kept, but the interval across it is not an RR interval
+    assert len(r.rr_ms) == r.n_beats - 2
+    assert max(r.rr_ms) < 2000.0
+
+
+# -- invariance and robustness ----------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [-1.0, 0.25, 4.0, -3.7])
+def test_inverted_and_rescaled_give_the_same_beats(cpsc: Any, scale: float) -> None:
+    x, fs, _ = cpsc
+    np.testing.assert_array_equal(detect_beats(scale * x, fs=fs), detect_beats(x, fs=fs))
+
+
+def test_baseline_wander_noise_and_pacing_spikes(mit: Any) -> None:
+    x, fs, ref = mit
+    t = np.arange(x.size) / fs
+    rng = np.random.default_rng(0)
+    y = x + 1.0 * np.sin(2 * np.pi * 0.3 * t) + 0.4 * np.sin(2 * np.pi * 0.05 * t) + rng.normal(0, 0.05, x.size)
+    spikes = ref[::2] - int(0.15 * fs)  # 1-sample 8 mV spikes 150 ms before every other beat
+    spikes = spikes[spikes > 0]
+    y[spikes] += 8.0
+    y[spikes[::3] + int(0.5 * fs)] -= 8.0  # and some between beats
+    se, ppv = _se_ppv(ref, detect_beats(y, fs=fs), fs)
+    assert se >= 0.99 and ppv >= 0.99, (se, ppv)
+
+
+def test_flat_or_noisy_window_reports_no_heart_rate() -> None:
+    fs = 250.0
+    rng = np.random.default_rng(0)
+    flat = np.zeros(int(10 * fs))
+    adc = rng.normal(0, 0.003, int(10 * fs))  # lead off: a few µV of noise
+    noise = rng.normal(0, 0.5, int(10 * fs))  # no ECG at all, only noise
+    for sig in (flat, adc, noise):
+        r = analyse(sig, fs=fs, lead="I")
+        assert r.hr_bpm is None and r.rr_irregularity is None and r.quality != QUALITY_OK, r.quality
+        json.dumps(r.to_dict(), allow_nan=False)
+    assert analyse(flat, fs=fs, lead="I").quality == QUALITY_FLAT
+    assert analyse(adc, fs=fs, lead="I").quality == QUALITY_FLAT
+
+
+def test_noise_burst_on_real_ecg_reports_no_heart_rate(mit: Any) -> None:
+    x, fs, _ = mit
+    rng = np.random.default_rng(1)
+    w = x[: int(10 * fs)] + rng.normal(0, 1.5, int(10 * fs))  # motion artefact swamping the beats
+    r = analyse(w, fs=fs, lead="II")
+    assert r.hr_bpm is None
+
+
+def test_bad_input_raises_named_errors(cpsc: Any) -> None:
+    x, fs, _ = cpsc
+    with pytest.raises(SignalShapeError):
+        analyse(np.stack([x, x]), fs=fs, lead="I")
+    with pytest.raises(NonFiniteSignalError):
+        analyse(np.where(np.arange(x.size) == 5, np.nan, x), fs=fs, lead="I")
+    with pytest.raises(SamplingRateError):
+        analyse(x, fs=None, lead="I")  # type: ignore[arg-type]
+    with pytest.raises(UnknownLeadError):
+        analyse(x, fs=fs, lead="lead7")
+
+
+# -- RR irregularity -------------------------------------------------------------------------------------
+def _beats_from_rr(rr_ms: list[float], fs: float = 250.0) -> RhythmResult:
+    pos = np.concatenate(([0.0], np.cumsum(rr_ms))) * fs / 1000.0 + 10
+    return summarise_beats(np.round(pos).astype(np.int64), fs=fs, lead="I")
+
+
+def test_rr_irregularity_separates_af_from_regular_and_bigeminy() -> None:
+    rng = np.random.default_rng(0)
+    sinus = _beats_from_rr(list(800 + rng.normal(0, 15, 12)))
+    ectopic = _beats_from_rr([800] * 5 + [500, 1100] + [800] * 5)
+    bigeminy = _beats_from_rr([500, 1000] * 6)
+    af = _beats_from_rr(list(rng.uniform(450, 1100, 12)))
+    assert sinus.rr_irregularity is not None and af.rr_irregularity is not None
+    assert ectopic.rr_irregularity is not None and bigeminy.rr_irregularity is not None
+    assert max(sinus.rr_irregularity, ectopic.rr_irregularity, bigeminy.rr_irregularity) < 0.06
+    assert af.rr_irregularity > 0.15
+    assert ectopic.ectopic_beats == 1 and sinus.ectopic_beats == 0
+
+
+# -- heart-rate events -------------------------------------------------------------------------------------
+def test_rate_events_fire_with_hysteresis() -> None:
+    rule = RateEventRule("bradycardia", "hr_bpm", above=False, on=50.0, off=55.0)
+    det = RateEventDetector(rule)
+
+    def win(hr: float | None) -> RhythmResult:
+        if hr is None:
+            return summarise_beats([], fs=250.0, lead="I")
+        return _beats_from_rr([60000.0 / hr] * 8)
+
+    seq = [70, 45, 70, 45, None, 44, 52, 53, 56, 52, 57, 58]
+    events = []
+    for i, hr in enumerate(seq):
+        ev = det.update(i, 2.0 * i, 2.0 * i + 10.0, win(hr))
+        if ev is not None:
+            events.append((i, ev.kind, ev.label, ev.label_set, round(ev.value or 0)))
+            json.dumps(ev.to_dict(), allow_nan=False)
+            assert ev.probability is None and ev.unit == "bpm"
+    # 45 then 70 resets the run; 45, (no rhythm: neither confirms nor breaks), 44 starts it;
+    # 52/53 sit between the thresholds; 56 then 52 resets the off-run; 57, 58 end it
+    assert events == [(5, "started", "bradycardia", "rhythm", 44), (11, "ended", "bradycardia", "rhythm", 58)]
+
+
+def test_pause_event_starts_on_one_window() -> None:
+    det = RateEventDetector(RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1))
+    ev = det.update(0, 0.0, 10.0, _beats_from_rr([800, 800, 800, 3000, 800, 800]))
+    assert ev is not None and ev.kind == "started" and ev.label == "pause" and ev.value == pytest.approx(3.0, abs=0.01)
+
+
+def test_rule_needs_hysteresis() -> None:
+    with pytest.raises(ValueError):
+        RateEventRule("tachycardia", "hr_bpm", above=True, on=100.0, off=105.0)
+
+
+# -- in predictions and stream windows ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clf() -> Any:
+    return kmerl_edge.load(BUNDLE, backend="onnxruntime")
+
+
+def test_prediction_carries_rhythm(clf: Any, cpsc: Any) -> None:
+    rec = kmerl_edge.read_record(FIX / "data_101_6")
+    pred = clf.predict(rec.signal[:, : int(40 * rec.fs)], fs=rec.fs, leads=rec.leads)
+    assert pred.rhythm is not None and pred.rhythm.lead == "II"
+    assert pred.rhythm.n_beats > 40
+    assert len(pred.window_rhythm) == len(pred.window_starts_s)
+    d = pred.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["rhythm"]["n_beats"] == pred.rhythm.n_beats
+
+
+def test_stream_windows_carry_rhythm_and_rate_events(clf: Any, cpsc: Any) -> None:
+    from kmerl_edge.stream import StreamSession
+
+    x, fs, _ = cpsc
+    whole = detect_beats(x, fs=fs) / fs
+    s = StreamSession(clf, fs=fs, leads=["I"], hop_s=2.0, synchronous=True)
+    res = []
+    rng = np.random.default_rng(3)
+    i = 0
+    t0 = 100.0  # the device clock: beat times are device times
+    while i < x.size:
+        n = int(rng.integers(20, 300))
+        res += s.push(x[i : i + n], t0=t0 + i / fs)
+        i += n
+    res += s.close()
+    assert res and all(r.rhythm is not None for r in res)
+    seen = set()
+    for r in res:
+        assert r.rhythm is not None
+        json.dumps(r.to_dict(), allow_nan=False)
+        for t in r.rhythm.beat_times_s:
+            seen.add(round(t - t0, 6))
+    # every beat a window reports is a beat of the whole record, at the same time
+    whole_set = {round(float(t), 6) for t in whole}
+    assert seen <= whole_set
+    assert len(seen) >= len([t for t in whole if res[0].t_start - t0 <= t < res[-1].t_end - t0 - 1.0])
+    ok = [r for r in res if r.rhythm is not None and r.rhythm.hr_bpm is not None]
+    assert len(ok) >= len(res) - 2
+    events = [e for e in s.events() if e.label_set == "rhythm"]
+    assert events and events[0].label == "tachycardia" and events[0].kind == "started"
+    assert all(e.t >= t0 for e in events)
