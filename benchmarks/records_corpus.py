@@ -23,7 +23,7 @@ import json
 import tempfile
 import traceback
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,8 @@ def score_corpus(items: list[Item], clf: Any) -> dict[str, Any]:
             detail = f"expected {it.expect}: {detail}"
             outcome = "failed"
         counts[outcome] += 1
-        rows.append({**asdict(it), "outcome": outcome, "detail": detail})
+        rows.append({"name": it.name, "kind": it.kind, "expect": it.expect, "lead_map": it.lead_map,
+                     "outcome": outcome, "detail": detail[:300]})
     return {"n": len(items), "scored": counts["scored"], "refused": counts["refused"], "failed": counts["failed"],
             "refused_by_reason": dict(reasons), "rows": rows}
 
@@ -306,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"records {res['n']}: scored {res['scored']}, refused {res['refused']} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(res['refused_by_reason'].items()))}), failed {res['failed']}")
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
+        by_kind: dict[str, Counter[str]] = {}
+        for r in res["rows"]:
+            by_kind.setdefault(r["kind"], Counter())[r["outcome"]] += 1
+        res["by_kind"] = {k: dict(v) for k, v in sorted(by_kind.items())}
+        Path(a.json).write_text(json.dumps(res, indent=None, separators=(",", ":")) + "\n")
     return 1 if res["failed"] else 0
 
 

@@ -7,8 +7,8 @@ respiration, EEG, event markers, Frank leads, and ECG channels named after the d
 - **standard leads** (names and aliases as in :mod:`kmerl_edge._leads`) are scored;
 - **not ECG** (recognised by name or by units, e.g. ``PLETH``, ``ABP``, ``mmHg``, ``%``) are left out with
   a note;
-- **ECG of unknown position** (``MCL1``, ``V``, ``ECG``, ``ECG 1``, ``ch1``, ``vx``, any voltage channel
-  with an unrecognised name) are never silently taken for a standard lead: beside standard leads they
+- **ECG of unknown position** (``MCL1``, ``V``, ``ECG``, ``ECG 1``, ``ch1``, any channel with an
+  unrecognised name and no non-ECG units; Frank leads ``vx, vy, vz`` are noted as vector leads) are never silently taken for a standard lead: beside standard leads they
   are left out with a note; alone they raise :class:`LeadMapRequiredError`, whose message shows the exact
   ``--lead-map`` / ``lead_map=`` to pass. A ``lead_map`` {channel name: standard lead} says what they are.
 """
@@ -53,9 +53,6 @@ _NON_ECG_NAMES: tuple[tuple[str, str], ...] = (
     (r"^(HR|HEARTRATE|RR|SV|CO|TEMP.*|BODYTEMP|POS.*|LIGHT|SOUND|SNORE|ACC.*|GYRO.*|MAG.*|ACTIV.*|"
      r"IMP.*|EDA|GSR|SCR|BATT.*|AX|AY|AZ)$", "other physiological signal"),
 )
-# ECG channels whose electrode position is unknown or only approximately a standard lead
-_ECG_UNKNOWN = re.compile(r"^(MCL\d?|ML|V|CM\d|CC\d|ECG\d*|EKG\d*|ECGLEAD\d*|CH(AN(NEL)?)?\d+|COL\d+|SIG(NAL)?\d+|"
-                          r"VX|VY|VZ|X|Y|Z|D|A|E|H|I\d|S\d|LEAD\d{2,}|ECGRAW|RAW\d*|V\d{2,}|DIFF\d*)$")
 # hints shown in the lead-map message: the standard lead each unknown channel approximates most often
 _HINTS = {"MCL1": "V1", "MCL2": "V2", "MCL3": "V3", "MCL4": "V4", "MCL5": "V5", "MCL6": "V6", "V": "V5",
           "CM5": "V5", "CC5": "V5", "ML": "II"}
@@ -90,11 +87,11 @@ def _as_standard(name: str) -> str | None:
         return canonical_lead(name)
     except UnknownLeadError:
         pass
-    # "ECG II", "ECG_V1", "EKG aVR", "Lead II": a device prefix in front of a standard lead name
-    m = re.match(r"^\s*(ECG|EKG|LEAD)[\s_\-]+([A-Za-z]{1,3}\d?)\s*$", name, flags=re.IGNORECASE)
-    if m:
+    # "ECG II", "ECG_V1", "EKG aVR", "Lead II", "ECG Lead II": device prefixes in front of a standard lead name
+    rest = re.sub(r"^\s*((ECG|EKG|LEAD)[\s_\-:]+)+", "", name, flags=re.IGNORECASE)
+    if rest != name and re.fullmatch(r"[A-Za-z]{1,3}\d?", rest.strip()):
         try:
-            return canonical_lead(m.group(2))
+            return canonical_lead(rest)
         except UnknownLeadError:
             return None
     return None

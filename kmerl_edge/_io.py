@@ -370,18 +370,19 @@ class _WfdbReader(RecordReader):
         sig = rec.p_signal
         if sig is None:
             raise RecordReadError(f"{self.name}: WFDB record has no physical signal")
-        return np.ascontiguousarray((np.asarray(sig, dtype=np.float64) * self._scale).T, dtype=np.float32)
+        return np.ascontiguousarray((np.asarray(sig, dtype=np.float64) * self._scale).T)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, int(start)), min(self.n_samples, int(stop))
         if stop <= start:
-            return np.zeros((len(self.leads), 0), dtype=np.float32)
+            return np.zeros((len(self.leads), 0), dtype=np.float64)
         if self._cache is not None:
             return self._cache[:, start:stop]
         if self._multi:
-            return self._physical(self._rd(start, stop, self._idx, physical=True))
+            return self._full(self._physical(self._rd(start, stop, self._idx, physical=True)), start, stop)
         rec = self._rd(start, stop, self._idx, physical=False)
         d = np.asarray(rec.d_signal)
+        self._full(d.T, start, stop)
         if start == self._next:
             self._sums += d.sum(axis=0, dtype=np.int64)
             self._next = stop
@@ -389,7 +390,15 @@ class _WfdbReader(RecordReader):
             p = rec.dac(expanded=False, return_res=64, inplace=False)
         except Exception as exc:
             raise RecordReadError(f"cannot convert {self.name} to physical units: {exc}") from exc
-        return np.ascontiguousarray((np.asarray(p, dtype=np.float64) * self._scale).T, dtype=np.float32)
+        return np.ascontiguousarray((np.asarray(p, dtype=np.float64) * self._scale).T)
+
+    def _full(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        if x.shape[-1] != stop - start:
+            raise RecordReadError(
+                f"{self.name}: the header states {self.n_samples} samples but the signal file ends early "
+                f"(samples {start}–{stop} gave {x.shape[-1]})"
+            )
+        return x
 
     def verify(self) -> None:
         if self._next != self.n_samples:
@@ -430,7 +439,7 @@ def _open_mat(path: Path, *, fs: float | None, leads: Sequence[str] | None) -> R
             f"{path}: no 'val' or 'ECG' variable and no WFDB header, so nothing states the rate or leads{hint}"
         )
     try:
-        data = np.asarray(m["ECG"][0, 0]["data"], dtype=np.float32)
+        data = np.asarray(m["ECG"][0, 0]["data"], dtype=np.float64)
     except Exception as exc:
         raise RecordReadError(f"{path.name}: 'ECG' is not a CPSC-2018 struct with a 'data' field") from exc
     if data.ndim != 2 or data.shape[0] != 12:

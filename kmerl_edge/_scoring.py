@@ -10,8 +10,10 @@ core plus context, with the shared :func:`kmerl_edge.preprocess`; windows go to 
 - A longer stretch is cut into pieces whose cores are whole numbers of hops; each piece carries one hop of
   context on each side so the zero-phase filters see real signal around every window it keeps. Windows
   keep the record's own grid (a window every ``hop_s`` from the stretch start).
-- Windows never overlap a gap: a stretch shorter than ``min_duration_s`` is not scored; a 5–10-s stretch
-  gives one padded window (flag ``padded``), as a short recording does.
+- Windows never overlap a gap (a time where no lead has a sample): a stretch shorter than
+  ``min_duration_s`` is not scored; a 5–10-s stretch gives one padded window (flag ``padded``), as a short
+  recording does. A lead missing while others are recorded sits out every piece that holds its missing
+  samples; the other leads are scored there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,9 +43,10 @@ _MAX_GAPS_LISTED = 1000
 class Coverage:
     """Which part of a recording was scored. Times in seconds from the start of the recording.
 
-    ``missing_s``: samples the file marks missing (gaps); ``unscored_s``: samples present but not scored
+    ``missing_s``: time where every lead is missing (gaps); ``unscored_s``: samples present but not scored
     (gap-free stretches shorter than the model's minimum, or pieces with no usable lead); ``gaps``: the
-    first 1000 gaps as (start, end); ``n_gaps`` counts them all.
+    first 1000 gaps as (start, end); ``n_gaps`` counts them all; ``lead_missing_s``: per lead, the time it
+    is missing while another lead is recorded (that lead sits out the pieces holding those samples).
     """
 
     duration_s: float
@@ -51,6 +54,7 @@ class Coverage:
     unscored_s: float
     n_gaps: int
     gaps: tuple[tuple[float, float], ...] = ()
+    lead_missing_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def missing_fraction(self) -> float:
@@ -64,6 +68,7 @@ class Coverage:
             "unscored_s": round(self.unscored_s, 4),
             "n_gaps": self.n_gaps,
             "gaps": [[round(a, 4), round(b, 4)] for a, b in self.gaps],
+            "lead_missing_s": {k: round(v, 4) for k, v in self.lead_missing_s.items()},
         }
 
 
@@ -154,6 +159,7 @@ class _Piecer:
         self.unscored_n = 0
         self.no_lead_pieces = 0
         self.no_lead_error: NoUsableLeadsError | None = None
+        self.left_out_missing: dict[str, int] = {}  # lead → pieces it was left out of (missing samples)
         self.infer_s = 0.0
         self._buf: list[np.ndarray] = []
         self._buf_n = 0
@@ -199,8 +205,17 @@ class _Piecer:
 
     # -- one piece ------------------------------------------------------------------------------------
     def _piece(self, data: np.ndarray, offset: int, keep_from: int, keep_to: int | None) -> None:
+        leads = self.leads
+        holes = np.isnan(data).any(axis=1)  # a lead missing somewhere in this piece sits it out
+        if holes.any():
+            for i in np.flatnonzero(holes):
+                self.left_out_missing[leads[int(i)]] = self.left_out_missing.get(leads[int(i)], 0) + 1
+            data = data[~holes]
+            leads = tuple(lead for lead, h in zip(leads, holes) if not h)
         try:
-            pre = preprocess(data, fs=self.fs, leads=self.leads, config=self.cfg, drop_bad_leads=True)
+            if not leads:
+                raise NoUsableLeadsError("every lead has missing samples in this stretch")
+            pre = preprocess(data, fs=self.fs, leads=leads, config=self.cfg, drop_bad_leads=True)
         except NoUsableLeadsError as exc:
             self.no_lead_pieces += 1
             self.no_lead_error = exc
@@ -287,6 +302,7 @@ def score_reader(
     gaps: list[tuple[int, int]] = []
     n_gaps = 0
     missing_n = 0
+    lead_missing = np.zeros(len(leads), dtype=np.int64)
     gap_open: int | None = None
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
@@ -295,7 +311,10 @@ def score_reader(
             raise RecordReadError(f"{reader.name}: read {x.shape[1]} samples at {a}, expected {b - a}")
         if np.isinf(x).any():
             raise NonFiniteSignalError(f"{reader.name}: infinite sample values near {a / fs:.1f} s")
-        miss = np.isnan(x).any(axis=0)
+        nan = np.isnan(x)
+        miss = nan.all(axis=0)  # a time gap: no lead has a sample; a lead missing alone sits out its pieces
+        if nan.any():
+            lead_missing += (nan & ~miss).sum(axis=1)
         for s, e, missing in _all_runs(miss):
             if missing:
                 piecer.end()
@@ -325,6 +344,7 @@ def score_reader(
         unscored_s=piecer.unscored_n / fs,
         n_gaps=n_gaps,
         gaps=tuple((s / fs, e / fs) for s, e in gaps),
+        lead_missing_s={lead: int(k) / fs for lead, k in zip(leads, lead_missing) if k},
     )
     if not piecer.probs:
         if piecer.no_lead_error is not None:
@@ -340,8 +360,11 @@ def score_reader(
         )
     probs = np.concatenate(piecer.probs, axis=0)
     used = tuple(lead for lead in leads if any(lead in u for u in piecer.used))
-    extra = ("gap",) if n_gaps else ()
+    extra = ("gap",) if n_gaps or lead_missing.any() else ()
     quality = _merge_quality(piecer.qualities, leads, extra)
+    if piecer.left_out_missing:
+        quality = QualityReport(quality.leads, quality.flags,
+                                tuple(dict.fromkeys(quality.dropped_leads + tuple(piecer.left_out_missing))))
     notes: list[str] = list(reader.notes)
     if n_gaps:
         notes.append(
@@ -351,6 +374,9 @@ def score_reader(
     if piecer.unscored_n and n_gaps:
         notes.append(f"{coverage.unscored_s:.1f} s between gaps left unscored (stretches under "
                      f"{clf.bundle.preprocess_config.min_duration_s:g} s)")
+    for lead, k in piecer.left_out_missing.items():
+        notes.append(f"lead {lead}: {coverage.lead_missing_s.get(lead, 0.0):.2f} s missing while other leads "
+                     f"were recorded; left out of the {k} piece(s) of up to {piece_s:g} s that hold those samples")
     if piecer.no_lead_pieces:
         notes.append(f"{piecer.no_lead_pieces} stretch(es) with no usable lead left unscored")
     return ScoredWindows(

@@ -257,3 +257,14 @@ def test_rate_that_cannot_be_resampled_is_refused_not_shifted():
     with pytest.raises(ke.SamplingRateError, match="shifting the clock"):
         resample_signal(np.zeros((1, 10)), fs_in=1e6, fs_out=500.0)
     assert resample_signal(np.zeros((1, 360)), fs_in=360.0, fs_out=500.0).shape == (1, 500)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_signal_file_is_refused(keep, sig, tmp_path, test_bundle_path, capsys):
+    base = _wfdb(tmp_path, sig)
+    dat = tmp_path / "r.dat"
+    raw = dat.read_bytes()
+    dat.write_bytes(raw[: int(len(raw) * keep)])
+    assert main(["classify", str(base), "--bundle", str(test_bundle_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kmerl-edge: error:") and "\n" not in err and "Traceback" not in err

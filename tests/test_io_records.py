@@ -260,3 +260,39 @@ def test_record_reader_is_not_confused_by_a_copy_without_dat(ecg, tmp_path):
     with pytest.raises(RecordReadError, match="r.dat"):
         ke.read_record(base)
     shutil.rmtree(tmp_path)
+
+
+def test_one_lead_missing_leaves_the_other_scored(ecg, tmp_path, clf):
+    x, fs = ecg
+    long = np.tile(x, 3)  # 36 s
+    long[1, int(10 * fs) : int(12 * fs)] = np.nan  # lead II missing for 2 s, lead I recorded throughout
+    base = write(tmp_path, "onelead", long, fs, ["I", "II"])
+    p = clf.predict_record(base)
+    assert p.coverage is not None and p.coverage.n_gaps == 0 and p.coverage.missing_s == 0.0
+    assert p.coverage.lead_missing_s == pytest.approx({"II": 2.0})
+    assert p.leads == ("I",) and "II" in p.quality.dropped_leads and "gap" in p.quality.flags
+    assert p.window_starts_s[0] == 0.0 and p.window_starts_s[-1] == pytest.approx(26.0)  # lead I: all of it
+
+
+@pytest.mark.parametrize(
+    "name,units,kind",
+    [
+        ("MLII", "mV", "II"), ("ECG Lead II", "mV", "II"), ("EKG aVR", "mV", "aVR"), ("D1", "mV", "I"),
+        ("V5", "uV", "V5"), ("PLETH", "NU", "other"), ("ABP", "mmHg", "other"), ("SpO2", "%", "other"),
+        ("RESP", "", "other"), ("EEG Fpz-Cz", "uV", "other"), ("EDF Annotations", "", "other"),
+        ("II", "mmHg", "other"), ("HR", "bpm", "other"), ("MCL1", "mV", "unknown"), ("V", "mV", "unknown"),
+        ("ECG", "mV", "unknown"), ("ECG 1", "mV", "unknown"), ("ch1", "", "unknown"), ("col 0", "", "unknown"),
+        ("vx", "mV", "vector"),
+    ],
+)
+def test_channel_kinds(name, units, kind):
+    from kmerl_edge._channels import select_channels
+
+    if kind in {"other", "unknown", "vector"}:
+        c = select_channels(["I", name], ["mV", units])
+        assert c.leads == ("I",)
+        note = " ".join(c.notes)
+        assert name in note
+        assert {"other": "not ECG", "unknown": "unknown position", "vector": "vector leads"}[kind] in note
+    else:
+        assert select_channels([name], [units]).leads == (kind,)
