@@ -27,6 +27,12 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "ConfigError",
+    "ManifestError",
+    "UnlistedFileError",
+    "UnsafeArtifactError",
+    "SignatureError",
+    "BackendCrashedError",
 ]
 
 
@@ -114,6 +120,30 @@ class UnknownLabelSetError(KmerlError, KeyError):
 
 class RecordReadError(KmerlError):
     """A recording file cannot be read."""
+
+
+class ConfigError(KmerlError, ValueError):
+    """A configuration value (model, export, backend option) is not acceptable."""
+
+
+class ManifestError(BundleError):
+    """A bundle manifest lacks a field or holds a value of the wrong type."""
+
+
+class UnlistedFileError(TamperedArtifactError):
+    """A bundle directory holds a file that its seal does not list (a backend could read it unverified)."""
+
+
+class UnsafeArtifactError(TamperedArtifactError):
+    """A bundle entry is a symbolic link, a FIFO, a device or anything other than a plain file inside it."""
+
+
+class SignatureError(TamperedArtifactError):
+    """The bundle's Ed25519 signature is missing or does not verify against the pinned public key."""
+
+
+class BackendCrashedError(BackendUnavailableError):
+    """A native backend crashed (or hung) while loading a bundle's artifact in a probe process."""
 
 
 def require(module: str, extra: str) -> object:
