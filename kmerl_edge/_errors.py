@@ -33,6 +33,7 @@ __all__ = [
     "UnsafeArtifactError",
     "SignatureError",
     "BackendCrashedError",
+    "ExportError",
 ]
 
 
@@ -156,3 +157,7 @@ def require(module: str, extra: str) -> object:
         raise MissingExtraError(
             f"{module} is not installed; install it with: pip install 'kmerl-edge[{extra}]'"
         ) from exc
+
+
+class ExportError(KmerlError, RuntimeError):
+    """An exporter step (ONNX, ExecuTorch, TensorRT lowering) could not produce its artifact."""

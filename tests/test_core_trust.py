@@ -357,3 +357,30 @@ def test_classify_verbose_says_which_backend_and_why(test_bundle_path: Path, rec
                  "--verbose"]) == 0
     err = capsys.readouterr().err
     assert err.startswith("backend: onnxruntime (auto:")
+
+
+# ------------------------------------------------------------------- the exporter seals and signs
+
+
+def test_exporter_writes_a_signed_seal_and_export_cli_seals_and_makes_keys(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from export.cli import main as export_main
+    from export.test_bundle import build_random_bundle
+
+    assert export_main(["keygen", str(tmp_path / "pub")]) == 0
+    capsys.readouterr()
+    priv, pub = tmp_path / "pub.pem", tmp_path / "pub.pub.pem"
+    assert oct(priv.stat().st_mode & 0o777) == "0o600"
+    out = build_random_bundle(tmp_path / "b", onnx=False, signing_key=priv)
+    b = load_bundle(out, public_key=pub)
+    assert b.seal is not None and b.seal.signature_verified and set(b.seal.files) == {
+        "manifest.json", "MODEL_CARD.md", "weights.safetensors", "queries.safetensors"}
+    _edit_manifest(out, _swap_labels)
+    assert export_main(["seal", str(out)]) == 0  # re-sealed without the key: valid, unsigned
+    assert capsys.readouterr().out.startswith("sha256:")
+    with pytest.raises(ke.SignatureError):
+        load_bundle(out, public_key=pub)
+    assert export_main(["seal", str(out), "--key", str(priv)]) == 0
+    assert load_bundle(out, public_key=pub).label_sets["rhythm"][0] == "sinus rhythm"
+    (out / "stray.bin").write_bytes(b"x")
+    assert export_main(["seal", str(out)]) == 2  # the publisher's tool refuses to seal what the manifest omits
+    assert "stray.bin" in capsys.readouterr().err
