@@ -99,6 +99,7 @@ SEAL = "SEAL.json"
 SEAL_FORMAT = "kmerl-edge-seal"
 SEAL_VERSION = 1
 _SIGNED_PREFIX = b"kmerl-edge bundle seal v1\n"
+PUBLIC_KEY_ENV = "KMERL_EDGE_PUBLIC_KEY"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_SEAL_BYTES = 4 << 20
 #: Bundle files have flat, plain names: no directories, no leading dot, no separators.
@@ -636,7 +637,8 @@ def load_bundle(
     """Open and verify a bundle directory as a whole.
 
     ``public_key`` (an Ed25519 public key: PEM file path, PEM bytes, raw 32 bytes or a ``cryptography``
-    key object) requires a valid signature by that key; ``digest`` requires that bundle digest.
+    key object; default: the PEM file named by ``$KMERL_EDGE_PUBLIC_KEY``, so every command of a device
+    can be pinned at once) requires a valid signature by that key; ``digest`` requires that bundle digest.
     ``verify=False`` skips hashing the artifacts at load time (backends still verify what they read).
 
     Raises :class:`MissingArtifactError`, :class:`TamperedArtifactError` (and its subclasses
@@ -646,6 +648,8 @@ def load_bundle(
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
+    if public_key is None and os.environ.get(PUBLIC_KEY_ENV):
+        public_key = os.environ[PUBLIC_KEY_ENV]
     root = Path(path).resolve()
     if not root.is_dir():
         raise MissingArtifactError(f"bundle directory {root} does not exist")

@@ -113,6 +113,15 @@ def test_signed_bundle_with_pinned_key(bundle: Path, tmp_path: Path) -> None:
         ke.load(bundle, backend="torch", public_key=pub)
 
 
+def test_public_key_pinned_by_environment_covers_every_command(
+    bundle: Path, tmp_path: Path, records_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    _, pub = _keypair(tmp_path)
+    monkeypatch.setenv("KMERL_EDGE_PUBLIC_KEY", str(pub))
+    assert main(["classify", str(records_dir / "00001_hr"), "--bundle", str(bundle), "--leads", "I,II"]) == 1
+    assert "not signed" in capsys.readouterr().err
+
+
 def test_pinned_digest(bundle: Path) -> None:
     digest = load_bundle(bundle).seal.digest  # type: ignore[union-attr]
     assert load_bundle(bundle, digest=f"sha256:{digest}").seal.digest_pinned  # type: ignore[union-attr]
