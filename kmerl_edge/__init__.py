@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from ._bundle import Bundle, load_bundle
 from ._classifier import Classifier, Prediction, default_bundle_path, load
 from ._config import ModelConfig, get_config, list_models
-from ._errors import (  # reading records
+from ._errors import (
+    BackendCrashedError,
     BackendUnavailableError,
     BundleError,
     ChecksumError,
+    ConfigError,
     ConfigMismatchError,
     DuplicateLeadError,
     InvalidArgumentError,
@@ -28,6 +30,7 @@ from ._errors import (  # reading records
     KmerlError,
     LeadError,
     LeadMapRequiredError,
+    ManifestError,
     MissingArtifactError,
     MissingExtraError,
     MissingLeadError,
@@ -40,10 +43,13 @@ from ._errors import (  # reading records
     SignalRangeError,
     SignalShapeError,
     SignalTooShortError,
+    SignatureError,
     TamperedArtifactError,
     UnknownLabelSetError,
     UnknownLeadError,
     UnknownModelError,
+    UnlistedFileError,
+    UnsafeArtifactError,
     UnsupportedSchemaError,
 )
 from ._io import Record, RecordReader, open_record, read_record
@@ -117,6 +123,12 @@ __all__ = [
     "RecordReader",
     "open_record",
     "Coverage",
+    "ConfigError",
+    "ManifestError",
+    "UnlistedFileError",
+    "UnsafeArtifactError",
+    "SignatureError",
+    "BackendCrashedError",
 ]
 
 

@@ -121,6 +121,17 @@ class AfFusion:
             raise BundleError(f"af_fusion.json is malformed: {exc}") from None
 
     @classmethod
+    def from_bytes(cls, data: bytes) -> AfFusion:
+        """From the verified bytes of a bundle's ``af_fusion.json`` (:meth:`kmerl_edge.Bundle.read`)."""
+        try:
+            d = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BundleError(f"af_fusion.json is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise BundleError("af_fusion.json must hold a JSON object")
+        return cls.from_dict(d)
+
+    @classmethod
     def load(cls, path: str | Path) -> AfFusion:
         try:
             d = json.loads(Path(path).read_text())

@@ -30,7 +30,10 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     units, gain = getattr(a, "units", None), getattr(a, "gain", None)
     with open_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as rec:
         name, fs, rec_leads, duration = rec.name, rec.fs, rec.leads, rec.duration_s  # header errors before loading
-    clf = load(a.bundle, backend=a.backend, threads=a.threads)
+    clf = load(a.bundle, backend=a.backend, threads=a.threads, public_key=a.public_key, digest=a.digest)
+    if a.verbose:
+        for line in clf.backend_choice.lines():
+            print(line, file=sys.stderr)
     if len(rec_leads) > clf.max_leads:
         raise KmerlError(
             f"{name} has {len(rec_leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
@@ -116,19 +119,41 @@ def _print_window_table(windows: list[dict[str, object]]) -> None:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
+    from ._backends import AUTO_HORIZON_WINDOWS, auto_plan
     from ._bundle import CARD, load_bundle
+    from ._classifier import default_bundle_path
     from ._jsonout import dumps
 
-    b = load_bundle(a.bundle)
+    b = load_bundle(a.bundle or default_bundle_path(), public_key=a.public_key, digest=a.digest)
+    assert b.seal is not None and b.spec is not None
+    plan = auto_plan(b)
     if a.json:
-        print(dumps(b.manifest, indent=2))
+        print(dumps({
+            "manifest": b.manifest,
+            "integrity": {"digest": f"sha256:{b.seal.digest}", "files": len(b.seal.files), "signed": b.seal.signed,
+                          "key_id": b.seal.key_id, "signature_verified": b.seal.signature_verified,
+                          "digest_pinned": b.seal.digest_pinned},
+            "defaulted_fields": list(b.spec.defaulted),
+            "auto_backend_plan": [c.name for c in plan if c.installed and c.parity_ok],
+        }, indent=2))
         return 0
     print(dumps(b.manifest, indent=2))
-    card = b.path / CARD
-    if card.exists():
-        print()
-        print(card.read_text())
-    print("verified: every artifact's SHA-256 matches the manifest; weights match the config")
+    print()
+    print(b.read(CARD).decode("utf-8", errors="replace"))
+    for line in b.seal.describe():
+        print(line)
+    print("verified: manifest, model card and every artifact match the seal; weights match the config")
+    if b.spec.defaulted:
+        print(f"not stated in the manifest (runtime defaults used): {', '.join(b.spec.defaulted)}")
+    print(f"backend auto (load time + {AUTO_HORIZON_WINDOWS} windows × latency, cheapest first):")
+    for c in plan:
+        print(f"  {c.describe()}")
+    if a.verbose:
+        from ._backends import choose_backend
+
+        _, choice = choose_backend(b, "auto")
+        for line in choice.lines():
+            print(line)
     return 0
 
 
@@ -161,6 +186,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return run_demo_cli(a)
 
 
+def _trust_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", default=None, metavar="PEM",
+                   help="require a valid Ed25519 signature by this public key (PEM file)")
+    p.add_argument("--digest", default=None, metavar="SHA256",
+                   help="require this bundle digest (as `kmerl-edge info` prints it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kmerl-edge", description="K-MERL Edge on-device ECG runtime")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -184,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gain", type=float, default=None, help="ADC counts per mV (with --units adc)")
     c.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the ECG on a 25 mm/s, 10 mm/mV grid with per-window scores (extra 'plot')")
+    _trust_args(c)
     c.set_defaults(func=_cmd_classify)
 
-    i = sub.add_parser("info", help="verify a bundle and print its manifest and model card")
-    i.add_argument("bundle")
+    i = sub.add_parser("info", help="verify a bundle; print its manifest, model card, seal and backend plan")
+    i.add_argument("bundle", nargs="?", default=None, help="bundle directory (default: the shipped bundle)")
     i.add_argument("--json", action="store_true")
+    _trust_args(i)
     i.set_defaults(func=_cmd_info)
 
     m = sub.add_parser("models", help="list the bundles available: the default and those in a user directory")
