@@ -302,7 +302,7 @@ class Manifest:
                 raise ManifestError(f"manifest lacks the required field {key!r}")
         defaulted: list[str] = []
         try:
-            cfg = ModelConfig(**_dataclass_from(ModelConfig, m["model"], "model", defaulted, "model."))
+            cfg = ModelConfig.from_dict(_dataclass_from(ModelConfig, m["model"], "model", defaulted, "model."))
             pd = _dataclass_from(PreprocessConfig, m["preprocess"], "preprocess", defaulted, "preprocess.")
             qd = _dataclass_from(QualityConfig, pd.get("quality", {}), "preprocess.quality", defaulted,
                                  "preprocess.quality.")
