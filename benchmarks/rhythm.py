@@ -101,6 +101,18 @@ def _mitbih(data: Path) -> list[_Rec]:
     return [_Rec("100 (MLII)", rec.p_signal[:, 0].astype(np.float64), float(rec.fs), beats, rhythm=changes)]
 
 
+def _resampled(rec: _Rec, fs_new: int) -> _Rec:
+    """The same record at another device rate (polyphase resampling; references moved with it)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    q = Fraction(int(fs_new), int(round(rec.fs)))
+    x = resample_poly(rec.x, q.numerator, q.denominator)
+    ref = np.round(rec.ref * fs_new / rec.fs).astype(np.int64)
+    return _Rec(f"{rec.name} at {fs_new} Hz", x, float(fs_new), ref)
+
+
 def _cpsc2019(data: Path) -> list[_Rec]:
     from scipy.io import loadmat
 
@@ -369,6 +381,10 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
         "CPSC-2019 (50 clips)": _beats_part(c19, detectors),
         "CPSC-2019 even clips (tuning)": _beats_part(c19[0::2], ("kmerl",)),
         "CPSC-2019 odd clips (held out)": _beats_part(c19[1::2], ("kmerl",)),
+        **{
+            f"MIT-BIH 100 resampled to {f} Hz": _beats_part([_resampled(mit[0], f)], ("kmerl",))
+            for f in (100, 128, 250, 500, 1000)
+        },
         "CPSC-2021 lead I": _beats_part(c21["I"], detectors),
         "CPSC-2021 lead II": _beats_part(c21["II"], detectors),
     }
@@ -378,7 +394,10 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
         "12-lead recordings, lead I (first 10 s)": _af_part(_twelve_lead(data), "I"),
     }
     five = [_Rec(f"CPSC-2019, {len(c19)} clips", np.concatenate([r.x for r in c19]), 500.0, np.zeros(0))]
-    res["latency_per_10s_window"] = _latency(mit + five + [c21["I"][0]])
+    short = _Rec(mit[0].name, mit[0].x[: int(300 * mit[0].fs)], mit[0].fs, mit[0].ref)
+    res["latency_per_10s_window"] = _latency(
+        mit + five + [c21["I"][0]] + [_resampled(short, f) for f in (128, 250, 1000)]
+    )
     res["stream_per_2s_hop"] = _stream_hop(c21["I"][0])
     res["load_average"] = [round(v, 2) for v in os.getloadavg()]
     return res

@@ -412,10 +412,10 @@ class BeatDetector:
         pw = self.config.envelope_power
         e = d * d if pw == 2.0 else np.abs(d) if pw == 1.0 else np.abs(d) ** pw
         ee = np.concatenate((self._etail, e))
-        ad = np.concatenate((self._dtail, np.abs(d)))
+        ad = ee if pw == 1.0 else np.concatenate((self._dtail, np.abs(d)))
         if self.w > 1:
             self._etail = ee[-(self.w - 1) :].copy()
-            self._dtail = ad[-(self.w - 1) :].copy()
+            self._dtail = self._etail if pw == 1.0 else ad[-(self.w - 1) :].copy()
             env = np.convolve(ee, self._kernel, mode="valid")
         else:
             env = ee
