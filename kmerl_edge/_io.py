@@ -531,7 +531,12 @@ def _open_array_file(
         raise RecordReadError(f"{p.name}: the array holds no samples (shape {arr.shape})")
     transposed = arr.shape[0] != len(names) and arr.shape[1] == len(names)  # stored samples × leads
     if (arr.shape[1] if transposed else arr.shape[0]) != len(names):
-        raise RecordReadError(f"{p.name}: shape {arr.shape} has no axis of {len(names)} channels for {len(names)} leads named")
+        rows, cols = arr.shape
+        held = f"{cols} column(s) of {rows} samples" if p.suffix.lower() == ".csv" else f"an array of shape {arr.shape}"
+        raise RecordReadError(
+            f"{p.name}: {len(names)} lead(s) named ({', '.join(names)}) but the file holds {held}; name one lead per "
+            + ("column" if p.suffix.lower() == ".csv" else "row")
+        )
     if arr.dtype.kind == "f":
         big = float(np.nanmax(np.abs(arr))) if not np.isnan(arr).all() else 0.0
         if not math.isfinite(big):

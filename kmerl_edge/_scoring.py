@@ -206,10 +206,11 @@ class _Piecer:
     # -- one piece ------------------------------------------------------------------------------------
     def _piece(self, data: np.ndarray, offset: int, keep_from: int, keep_to: int | None) -> None:
         leads = self.leads
+        full = data
         holes = np.isnan(data).any(axis=1)  # a lead missing somewhere in this piece sits it out
         if holes.any():
-            for i in np.flatnonzero(holes):
-                self.left_out_missing[leads[int(i)]] = self.left_out_missing.get(leads[int(i)], 0) + 1
+            for h in np.flatnonzero(holes).tolist():
+                self.left_out_missing[leads[h]] = self.left_out_missing.get(leads[h], 0) + 1
             data = data[~holes]
             leads = tuple(lead for lead, h in zip(leads, holes) if not h)
         try:
@@ -233,12 +234,13 @@ class _Piecer:
             self.probs.append(self.clf.run_windows(pre.windows[rows], pre.lead_ids))
         self.infer_s += time.perf_counter() - t0
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
+        # window rhythm on the preferred lead, or on the preferred one present here if that one is missing
+        r_lead = self.rhythm_lead if self.rhythm_lead in leads else choose_rhythm_lead(leads)
+        r_row = self.leads.index(r_lead)
         for i in keep:
             a = int(round(pre.window_starts_s[i] * self.fs))
-            seg = data[self.rhythm_row, a : a + self.win_n]
-            self.window_rhythm.append(
-                analyse(seg, fs=self.fs, lead=self.rhythm_lead, t0=t_off + pre.window_starts_s[i])
-            )
+            seg = full[r_row, a : a + self.win_n]
+            self.window_rhythm.append(analyse(seg, fs=self.fs, lead=r_lead, t0=t_off + pre.window_starts_s[i]))
         self.qualities.append(pre.quality)
         self.used.append(pre.leads)
 
@@ -331,7 +333,12 @@ def score_reader(
                     gap_open = None
                 piecer.start(a + s)
             piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
-            beats.push(x[piecer.rhythm_row, s:e])
+            r = x[piecer.rhythm_row, s:e]
+            for rs, re_, r_missing in _all_runs(np.isnan(r)):  # the rhythm lead missing alone: a gap for beats
+                if r_missing:
+                    beats.gap(re_ - rs)
+                else:
+                    beats.push(r[rs:re_])
     if gap_open is not None:
         n_gaps += 1
         if len(gaps) < _MAX_GAPS_LISTED:

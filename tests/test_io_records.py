@@ -272,6 +272,7 @@ def test_one_lead_missing_leaves_the_other_scored(ecg, tmp_path, clf):
     assert p.coverage.lead_missing_s == pytest.approx({"II": 2.0})
     assert p.leads == ("I",) and "II" in p.quality.dropped_leads and "gap" in p.quality.flags
     assert p.window_starts_s[0] == 0.0 and p.window_starts_s[-1] == pytest.approx(26.0)  # lead I: all of it
+    assert len(p.window_rhythm) == len(p.window_starts_s) and p.rhythm is not None
 
 
 @pytest.mark.parametrize(
