@@ -532,7 +532,7 @@ def _open_array_file(
     transposed = arr.shape[0] != len(names) and arr.shape[1] == len(names)  # stored samples × leads
     if (arr.shape[1] if transposed else arr.shape[0]) != len(names):
         rows, cols = arr.shape
-        held = f"{cols} column(s) of {rows} samples" if p.suffix.lower() == ".csv" else f"an array of shape {arr.shape}"
+        held = f"{cols} column(s) of {rows} samples" if p.suffix.lower() == ".csv" else f"an array of shape {arr.shape} (no axis of {len(names)} channels)"
         raise RecordReadError(
             f"{p.name}: {len(names)} lead(s) named ({', '.join(names)}) but the file holds {held}; name one lead per "
             + ("column" if p.suffix.lower() == ".csv" else "row")

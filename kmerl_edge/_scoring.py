@@ -193,6 +193,18 @@ class _Beats:
         self.noise.extend(h for _, h in self.det.take_noise())
 
     def push(self, x: np.ndarray) -> None:
+        """Samples of the rhythm lead; its own missing samples (NaN) are gaps for the detector."""
+        nan = np.isnan(x)
+        if nan.any():
+            for s, e, missing in _all_runs(nan):
+                if missing:
+                    self.gap(e - s)
+                else:
+                    self._push(x[s:e])
+            return
+        self._push(x)
+
+    def _push(self, x: np.ndarray) -> None:
         if self.pending_gap:
             self._take(self.det.gap(self.pending_gap))
             self.seg += 1
@@ -239,6 +251,10 @@ class _Piecer:
         self.used: list[tuple[str, ...]] = []
         self.rhythm_lead = choose_rhythm_lead(leads)
         self.rhythm_row = leads.index(self.rhythm_lead)
+        order: list[str] = []  # leads in the order rhythm analysis prefers them
+        while len(order) < len(leads):
+            order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
+        self.rhythm_rows = [leads.index(lead) for lead in order]
         self.window_rhythm = PackedRhythms()
         self.unscored_n = 0
         self.no_lead_pieces = 0
@@ -289,8 +305,8 @@ class _Piecer:
 
     # -- one piece ------------------------------------------------------------------------------------
     def _piece(self, data: np.ndarray, offset: int, keep_from: int, keep_to: int | None) -> None:
+        raw = data
         leads = self.leads
-        full = data
         holes = np.isnan(data).any(axis=1)  # a lead missing somewhere in this piece sits it out
         if holes.any():
             for h in np.flatnonzero(holes).tolist():
@@ -318,15 +334,21 @@ class _Piecer:
             self.probs.append(self.clf.run_windows(pre.windows[rows], pre.lead_ids))
         self.infer_s += time.perf_counter() - t0
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
-        # window rhythm on the preferred lead, or on the preferred one present here if that one is missing
-        r_lead = self.rhythm_lead if self.rhythm_lead in leads else choose_rhythm_lead(leads)
-        r_row = self.leads.index(r_lead)
-        for i in keep:
-            a = int(round(pre.window_starts_s[i] * self.fs))
-            seg = full[r_row, a : a + self.win_n]
-            self.window_rhythm.append(analyse(seg, fs=self.fs, lead=r_lead, t0=t_off + pre.window_starts_s[i]))
+        for w in keep:
+            self.window_rhythm.append(self._window_rhythm(raw, pre.window_starts_s[w], t_off))
         self.qualities.append(pre.quality)
         self.used.append(pre.leads)
+
+
+    def _window_rhythm(self, raw: np.ndarray, start_s: float, t_off: float) -> RhythmResult:
+        """Rhythm of one window on the preferred lead that has every sample there (device rate)."""
+        a = int(round(start_s * self.fs))
+        for row in self.rhythm_rows:
+            seg = raw[row, a : a + self.win_n]
+            if not np.isnan(seg).any():
+                return analyse(seg, fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
+        return summarise_beats([], fs=self.fs, lead=self.rhythm_lead, t0=t_off + start_s,
+                               notes=("no lead has every sample in this window",))
 
 
 def _all_runs(miss: np.ndarray) -> Iterator[tuple[int, int, bool]]:
@@ -417,12 +439,7 @@ def score_reader(
                     gap_open = None
                 piecer.start(a + s)
             piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
-            r = x[piecer.rhythm_row, s:e]
-            for rs, re_, r_missing in _all_runs(np.isnan(r)):  # the rhythm lead missing alone: a gap for beats
-                if r_missing:
-                    beats.gap(re_ - rs)
-                else:
-                    beats.push(r[rs:re_])
+            beats.push(x[piecer.rhythm_row, s:e])
     if gap_open is not None:
         n_gaps += 1
         if len(gaps) < _MAX_GAPS_LISTED:
