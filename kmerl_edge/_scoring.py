@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -84,7 +85,85 @@ class ScoredWindows:
     notes: tuple[str, ...]
     latency_ms: float
     rhythm: RhythmResult | None = None
-    window_rhythm: tuple[RhythmResult, ...] = ()
+    window_rhythm: Sequence[RhythmResult] = ()
+
+
+_RHYTHM_SCALARS = ("hr_bpm", "sdnn_ms", "rmssd_ms", "pnn50", "nrmssd", "rr_irregularity", "max_rr_ms", "snr")
+_RHYTHM_BEATS = (("r_peaks", "q"), ("beat_times_s", "d"), ("beat_confident", "b"))
+_RHYTHM_RR = (("rr_ms", "d"), ("hr_instant_bpm", "d"))
+
+
+class PackedRhythms(Sequence[RhythmResult]):
+    """Per-window :class:`RhythmResult` s kept as flat numeric columns (a 24-h Holter has ~17,000 windows:
+    as Python objects they cost ~50 MB, packed ~8 MB). Indexing rebuilds the identical result."""
+
+    def __init__(self) -> None:
+        self._beats = {name: array(code) for name, code in _RHYTHM_BEATS}
+        self._rr = {name: array(code) for name, code in _RHYTHM_RR}
+        self._scalars = {name: array("d") for name in _RHYTHM_SCALARS}
+        self._beat_end = array("q")
+        self._rr_end = array("q")
+        self._ectopic = array("q")
+        self._fs = array("d")
+        self._text: list[tuple[str, str, tuple[str, ...]]] = []  # (lead, quality, notes): shared strings
+
+    def append(self, r: RhythmResult) -> None:
+        for name, _ in _RHYTHM_BEATS:
+            self._beats[name].extend(getattr(r, name))
+        for name, _ in _RHYTHM_RR:
+            self._rr[name].extend(getattr(r, name))
+        for name in _RHYTHM_SCALARS:
+            v = getattr(r, name)
+            self._scalars[name].append(math.nan if v is None else float(v))
+        self._beat_end.append(len(self._beats["r_peaks"]))
+        self._rr_end.append(len(self._rr["rr_ms"]))
+        self._ectopic.append(int(r.ectopic_beats))
+        self._fs.append(float(r.fs))
+        self._text.append((r.lead, r.quality, tuple(r.notes)))
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+    @overload
+    def __getitem__(self, i: int) -> RhythmResult: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[RhythmResult, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> RhythmResult | tuple[RhythmResult, ...]:
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self))))
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        b0, b1 = (self._beat_end[i - 1] if i else 0), self._beat_end[i]
+        r0, r1 = (self._rr_end[i - 1] if i else 0), self._rr_end[i]
+        lead, quality, notes = self._text[i]
+        scalars = {name: (None if math.isnan(col[i]) else col[i]) for name, col in self._scalars.items()}
+        return RhythmResult(
+            lead=lead,
+            fs=self._fs[i],
+            r_peaks=tuple(self._beats["r_peaks"][b0:b1]),
+            beat_times_s=tuple(self._beats["beat_times_s"][b0:b1]),
+            beat_confident=tuple(bool(c) for c in self._beats["beat_confident"][b0:b1]),
+            rr_ms=tuple(self._rr["rr_ms"][r0:r1]),
+            hr_instant_bpm=tuple(self._rr["hr_instant_bpm"][r0:r1]),
+            ectopic_beats=self._ectopic[i],
+            quality=quality,
+            notes=notes,
+            **scalars,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Sequence, PackedRhythms)) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackedRhythms({len(self)} windows)"
 
 
 class _Beats:
@@ -94,10 +173,11 @@ class _Beats:
     def __init__(self, fs: float, lead: str) -> None:
         self.fs, self.lead = fs, lead
         self.det = BeatDetector(fs=fs)
-        self.beats: list[int] = []
-        self.segments: list[int] = []
-        self.info: list[tuple[float, bool, float, float]] = []
-        self.noise: list[float] = []
+        # compact per-beat columns (a 24-h Holter has ~10⁵ beats: Python lists of tuples cost ~50 MB)
+        self.beats = array("q")
+        self.segments = array("l")
+        self.heights, self.confident, self.amplitudes, self.prominences = array("d"), array("b"), array("d"), array("d")
+        self.noise = array("d")
         self.seg = 0
         self.lo, self.hi = math.inf, -math.inf
         self.pending_gap = 0
@@ -105,7 +185,11 @@ class _Beats:
     def _take(self, beats: np.ndarray) -> None:
         self.beats.extend(int(b) for b in beats)
         self.segments.extend([self.seg] * len(beats))
-        self.info.extend(self.det.take_beat_info())
+        for h, c, a, pr in self.det.take_beat_info():
+            self.heights.append(h)
+            self.confident.append(bool(c))
+            self.amplitudes.append(a)
+            self.prominences.append(pr)
         self.noise.extend(h for _, h in self.det.take_noise())
 
     def push(self, x: np.ndarray) -> None:
@@ -135,15 +219,15 @@ class _Beats:
     def result(self) -> RhythmResult:
         self._take(self.det.finish())
         return summarise_beats(
-            self.beats,
+            np.frombuffer(self.beats, dtype=np.int64),
             fs=self.fs,
             lead=self.lead,
-            segments=self.segments,
-            confident=[i[1] for i in self.info],
-            heights=[i[0] for i in self.info],
+            segments=np.frombuffer(self.segments, dtype=np.dtype("l")),
+            confident=[bool(c) for c in self.confident],
+            heights=self.heights,
             noise_heights=self.noise,
-            amplitudes=[i[2] for i in self.info],
-            prominences=[i[3] for i in self.info],
+            amplitudes=self.amplitudes,
+            prominences=self.prominences,
             signal_ptp_mv=(self.hi - self.lo) if self.hi >= self.lo else 0.0,
         )
 
@@ -171,7 +255,7 @@ class _Piecer:
         while len(order) < len(leads):
             order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
         self.rhythm_rows = [leads.index(lead) for lead in order]
-        self.window_rhythm: list[RhythmResult] = []
+        self.window_rhythm = PackedRhythms()
         self.unscored_n = 0
         self.no_lead_pieces = 0
         self.no_lead_error: NoUsableLeadsError | None = None
@@ -225,8 +309,8 @@ class _Piecer:
         leads = self.leads
         holes = np.isnan(data).any(axis=1)  # a lead missing somewhere in this piece sits it out
         if holes.any():
-            for i in np.flatnonzero(holes):
-                self.left_out_missing[leads[int(i)]] = self.left_out_missing.get(leads[int(i)], 0) + 1
+            for h in np.flatnonzero(holes).tolist():
+                self.left_out_missing[leads[h]] = self.left_out_missing.get(leads[h], 0) + 1
             data = data[~holes]
             leads = tuple(lead for lead, h in zip(leads, holes) if not h)
         try:
@@ -412,5 +496,5 @@ def score_reader(
         notes=tuple(notes),
         latency_ms=(time.perf_counter() - t_start) * 1e3,
         rhythm=beats.result(),
-        window_rhythm=tuple(piecer.window_rhythm),
+        window_rhythm=piecer.window_rhythm,
     )

@@ -94,7 +94,7 @@ def case_empty_npy(tmp, sig):
 
 
 def case_wrong_channel_count(tmp, sig):
-    return [_npy(tmp, np.vstack([sig, sig])[:3]), *NPY], "channels"
+    return [_npy(tmp, np.vstack([sig, sig])[:3]), *NPY], "(3, 5000)"
 
 
 def case_inf_npy(tmp, sig):

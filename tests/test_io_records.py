@@ -272,6 +272,7 @@ def test_one_lead_missing_leaves_the_other_scored(ecg, tmp_path, clf):
     assert p.coverage.lead_missing_s == pytest.approx({"II": 2.0})
     assert p.leads == ("I",) and "II" in p.quality.dropped_leads and "gap" in p.quality.flags
     assert p.window_starts_s[0] == 0.0 and p.window_starts_s[-1] == pytest.approx(26.0)  # lead I: all of it
+    assert len(p.window_rhythm) == len(p.window_starts_s) and p.rhythm is not None
 
 
 @pytest.mark.parametrize(
@@ -296,3 +297,21 @@ def test_channel_kinds(name, units, kind):
         assert {"other": "not ECG", "unknown": "unknown position", "vector": "vector leads"}[kind] in note
     else:
         assert select_channels([name], [units]).leads == (kind,)
+
+
+def test_per_window_results_are_packed_but_read_back_identically(ecg, clf):
+    from kmerl_edge.rhythm import analyse
+
+    x, fs = ecg
+    long = np.tile(x, 4)  # 48 s
+    p = clf.predict(long, fs=fs, leads=["I", "II"])
+    n = len(p.window_starts_s)
+    assert len(p.window_scores) == len(p.window_rhythm) == n
+    assert p.window_scores[-1] == p.window_scores[n - 1] and isinstance(p.window_scores[0], dict)
+    lead = p.window_rhythm[0].lead
+    row = ["I", "II"].index(lead)
+    for k, start in enumerate(p.window_starts_s):  # the same result analyse gives on that window
+        a = int(round(start * fs))
+        assert p.window_rhythm[k] == analyse(long[row, a : a + int(10 * fs)], fs=fs, lead=lead, t0=start)
+    assert list(p.window_rhythm[1:3]) == [p.window_rhythm[1], p.window_rhythm[2]]
+    assert json.loads(json.dumps(p.to_dict()))["window_rhythm"][0]["n_beats"] == p.window_rhythm[0].n_beats
