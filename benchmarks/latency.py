@@ -283,7 +283,7 @@ def _measure_backend(opts: LatencyOptions, backend: str, lead_counts: Sequence[i
 
     sig = load_input_signal(opts.record, device_fs=opts.device_fs)
     bundle = load_bundle(opts.bundle)
-    max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
+    max_leads = bundle.max_leads
     n_queries = sum(len(v) for v in bundle.label_sets.values())
     todo = [n for n in lead_counts if n <= max_leads]
     out: dict[int, ConfigResult] = {
@@ -447,7 +447,7 @@ def run_latency(opts: LatencyOptions) -> LatencyReport:
 
     bundle = load_bundle(opts.bundle)
     n_queries = sum(len(v) for v in bundle.label_sets.values())
-    max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
+    max_leads = bundle.max_leads
     info = {
         "path": str(bundle.path),
         "model": bundle.model_config.name,

@@ -13,6 +13,8 @@ from ._augment import AugmentConfig
 __all__ = ["DistillConfig", "ParityConfig", "ExportConfig", "DEFAULT_STUDENT", "DEFAULT_BACKENDS"]
 
 #: The default device student (measured on the 2-core CPU; see export/README table in the report).
+from kmerl_edge._errors import ConfigError
+
 DEFAULT_STUDENT = "kmerl-student-s"
 #: Every artifact the CPU exporter knows how to build. ``tensorrt`` needs a TensorRT machine
 #: (``kmerl-export tensorrt``); the QDQ ONNX it is built from is always written (``onnx-qdq``).
@@ -57,7 +59,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if self.teacher_leads not in ("all", "same"):
-            raise ValueError(f"teacher_leads must be all or same, got {self.teacher_leads!r}")
+            raise ConfigError(f"teacher_leads must be all or same, got {self.teacher_leads!r}")
 
 
 @dataclass(frozen=True)
@@ -121,18 +123,18 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_leads <= 12:
-            raise ValueError("max_leads must be within 1..12")
+            raise ConfigError("max_leads must be within 1..12")
         known = set(DEFAULT_BACKENDS)
         bad = [b for b in self.backends if b not in known]
         if bad:
-            raise ValueError(f"unknown backends {bad}; known: {sorted(known)}")
+            raise ConfigError(f"unknown backends {bad}; known: {sorted(known)}")
         if self.onnx_int8 not in ("auto", "dynamic", "static"):
-            raise ValueError("onnx_int8 must be auto, dynamic or static")
+            raise ConfigError("onnx_int8 must be auto, dynamic or static")
         if self.executorch_int8 not in ("auto", "static", "dynamic"):
-            raise ValueError("executorch_int8 must be auto, static or dynamic")
+            raise ConfigError("executorch_int8 must be auto, static or dynamic")
         fits = tuple(ls for ls in self.parity.lead_sets if len(ls) <= self.max_leads)
         if not fits:
-            raise ValueError(f"no parity lead set has at most max_leads={self.max_leads} leads")
+            raise ConfigError(f"no parity lead set has at most max_leads={self.max_leads} leads")
         if fits != self.parity.lead_sets:  # e.g. max_leads=2: check 1 and 2 leads only
             from dataclasses import replace
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kmerl_edge._errors import ConfigError
+
 from ._config import DistillConfig
 from ._data import EcgWindows
 
@@ -125,7 +127,7 @@ def distill_student(
     present = (x_all.abs().amax(dim=-1) > 0).numpy()
     usable = np.flatnonzero(present.any(axis=1))
     if usable.size == 0:
-        raise ValueError("no distillation window has a non-zero lead")
+        raise ConfigError("no distillation window has a non-zero lead")
 
     cache: tuple[torch.Tensor, torch.Tensor] | None = None
     if config.teacher_leads == "all" and config.steps > 0:

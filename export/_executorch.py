@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["export_pte", "PTE_MAX_BATCH", "PTE_MAX_QUERIES"]
 
+from kmerl_edge._errors import ConfigError
+
 PTE_MAX_BATCH = 64
 PTE_MAX_QUERIES = 512
 
@@ -118,11 +120,11 @@ def _quantize(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if mode not in ("static", "dynamic"):
-        raise ValueError(f"quantize must be 'static' or 'dynamic', not {mode!r}")
+        raise ConfigError(f"quantize must be 'static' or 'dynamic', not {mode!r}")
     if mode == "dynamic":
         import executorch.kernels.quantized  # noqa: F401  (registers the dynamic-activation kernels)
     elif not calibration:
-        raise ValueError("static int8 needs calibration windows")
+        raise ConfigError("static int8 needs calibration windows")
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=(mode == "dynamic"))
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kmerl_edge._errors import ConfigError
 from kmerl_edge._leads import LEADS
 
 from ._config import ExportConfig
@@ -111,7 +112,7 @@ def distil(
     if enc is None or isinstance(enc, str):
         enc = load_text_encoder(enc)
     if int(getattr(enc, "dim", spec.model.cfg.text_dim)) != spec.model.cfg.text_dim:
-        raise ValueError(f"text encoder dim {enc.dim} != teacher text_dim {spec.model.cfg.text_dim}")
+        raise ConfigError(f"text encoder dim {enc.dim} != teacher text_dim {spec.model.cfg.text_dim}")
     texts = {name: embed_texts(enc, list(classes)) for name, classes in config.label_sets.items()}
     if config.entities:
         texts["_entities"] = embed_texts(enc, list(config.entities))
@@ -135,47 +136,27 @@ def distil(
 
 
 def _ort_runner(path: Path, queries: np.ndarray) -> Runner:
-    from ._onnx import ort_session
+    """The runtime's own ONNX Runtime backend over the artifact's bytes (what a device runs)."""
+    from kmerl_edge._backends import OnnxRuntimeBackend
 
-    sess: Any = ort_session(path, threads=1)
-    names = [i.name for i in sess.get_inputs()]
-
-    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run(None, dict(zip(names, (x, lid, queries))))[0])
-
-    return run
+    return OnnxRuntimeBackend.from_bytes(path.read_bytes(), queries, 1, artifact=path.name).run
 
 
-def _pte_runner(path: Path, queries: np.ndarray) -> Runner:
-    import torch
-    from executorch.runtime import Runtime
+def _pte_runner(path: Path, queries: np.ndarray, *, quantized_kernels: bool = False) -> Runner:
+    """The runtime's own ExecuTorch backend over the ``.pte`` bytes (what a device runs)."""
+    from kmerl_edge._backend_executorch import ExecuTorchBackend
 
-    method: Any = Runtime.get().load_program(str(path)).load_method("forward")
-    q = torch.from_numpy(queries)
+    from ._executorch import PTE_MAX_BATCH
 
-    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
-        outs = []
-        for i in range(0, x.shape[0], 64):
-            res = method.execute([torch.from_numpy(np.ascontiguousarray(x[i : i + 64])), torch.from_numpy(lid), q])
-            outs.append(res[0].numpy().copy())
-        return np.concatenate(outs)
-
-    return run
+    return ExecuTorchBackend.from_bytes(path.read_bytes(), queries, None, artifact=path.name,
+                                        max_batch=PTE_MAX_BATCH, quantized_kernels=quantized_kernels).run
 
 
 def _torch_runner(model: KMERLModel, queries: np.ndarray) -> Runner:
-    import torch
+    """The runtime's own torch backend over the in-memory student (the parity reference)."""
+    from kmerl_edge._backends import TorchBackend
 
-    from kmerl_edge._model import DeviceGraph
-
-    g = DeviceGraph(model).eval()
-    q = torch.from_numpy(queries)
-
-    def run(x: np.ndarray, lid: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return g(torch.from_numpy(x), torch.from_numpy(lid), q).numpy()
-
-    return run
+    return TorchBackend.from_model(model, queries).run
 
 
 def _bind(run: Runner, x: np.ndarray, lid: np.ndarray) -> Callable[[], np.ndarray]:
@@ -367,7 +348,8 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                         name = mode + tag
                         p = export_pte(student, wd / f"model.int8-{mode}{file_tag}.pte",
                                        max_leads=config.max_leads, quantize=mode, calibration=cal, keep_fp32=keep)
-                        info, _ = ev.evaluate(f"executorch-int8-{name}", _pte_runner(p, ev.queries), "int8")
+                        info, _ = ev.evaluate(f"executorch-int8-{name}",
+                                              _pte_runner(p, ev.queries, quantized_kernels=mode == "dynamic"), "int8")
                         tried[name] = {"latency_ms": info["latency_ms"], "parity": info["parity"],
                                        "parity_ok": info["parity_ok"], "bytes": p.stat().st_size,
                                        "kept_fp32": list(keep), "file": p.name, "mode": mode}
@@ -380,7 +362,8 @@ def lower(d: Distilled, config: ExportConfig, workdir: str | Path | None = None)
                 metrics["executorch_int8_choice"] = chosen
                 dst = wd / "model.int8.pte"
                 shutil.copyfile(wd / tried[chosen]["file"], dst)
-                record("model.int8.pte", dst, "executorch", "int8", "executorch-int8", _pte_runner(dst, ev.queries),
+                record("model.int8.pte", dst, "executorch", "int8", "executorch-int8",
+                       _pte_runner(dst, ev.queries, quantized_kernels=tried[chosen]["mode"] == "dynamic"),
                        max_batch=PTE_MAX_BATCH, quantization=chosen, kept_fp32=tried[chosen]["kept_fp32"],
                        needs_quantized_kernels=tried[chosen]["mode"] == "dynamic")
     finally:
@@ -486,8 +469,10 @@ def _summary_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def save(d: Distilled, lowered: Lowered, out_dir: str | Path, config: ExportConfig, *, overwrite: bool = False) -> Path:
-    """Step 3: write the bundle atomically (weights, queries, artifacts, metrics, model card)."""
+def save(d: Distilled, lowered: Lowered, out_dir: str | Path, config: ExportConfig, *, overwrite: bool = False,
+         signing_key: Any = None) -> Path:
+    """Step 3: write the bundle atomically (weights, queries, artifacts, metrics, model card) and seal it
+    (``SEAL.json``: every file's SHA-256; signed with the Ed25519 ``signing_key`` if given)."""
     import torch
 
     from kmerl_edge import PreprocessConfig
@@ -540,6 +525,7 @@ def save(d: Distilled, lowered: Lowered, out_dir: str | Path, config: ExportConf
         description=desc,
         overwrite=overwrite,
         max_leads=config.max_leads,
+        signing_key=signing_key,
     )
 
 
@@ -576,16 +562,18 @@ def export_bundle(
     data: EcgWindows | str | Path | None = None,
     text_encoder: Any = None,
     overwrite: bool = False,
+    signing_key: Any = None,
 ) -> Path:
     """Teacher (checkpoint path, trainer ``Teacher`` or ``KMERLModel``) → device bundle at ``out_dir``.
 
-    distil → lower → save; nothing is written to ``out_dir`` unless every parity check passes.
+    distil → lower → save; nothing is written to ``out_dir`` unless every parity check passes. The bundle
+    is sealed, and signed with ``signing_key`` (Ed25519 private key: PEM path, PEM bytes or key object).
     """
     cfg = config or ExportConfig()
     d = distil(teacher, cfg, data, text_encoder=text_encoder)
     with tempfile.TemporaryDirectory(prefix="kmerl-export-") as td:
         low = lower(d, cfg, td)
-        return save(d, low, out_dir, cfg, overwrite=overwrite)
+        return save(d, low, out_dir, cfg, overwrite=overwrite, signing_key=signing_key)
 
 
 def add_label_set(
@@ -594,6 +582,7 @@ def add_label_set(
     classes: list[str],
     *,
     text_encoder: Any = None,
+    signing_key: Any = None,
 ) -> Path:
     """Embed ``classes`` with the text encoder, project them with the bundle's ``query_proj`` and add the
     label set ``name`` to the bundle (the device graph takes queries as an input: no re-export needed)."""
@@ -601,9 +590,9 @@ def add_label_set(
 
     b = load_bundle(bundle_dir)
     if not classes:
-        raise ValueError("no class names given")
+        raise ConfigError("no class names given")
     if text_encoder is None or isinstance(text_encoder, str):
-        spec = text_encoder or b.manifest.get("provenance", {}).get("text_encoder_spec")
+        spec = text_encoder or (b.spec.text_encoder_spec if b.spec is not None else None)
         if spec and Path(str(spec)).is_absolute() and not Path(str(spec)).exists():
             raise FileNotFoundError(
                 f"the bundle's queries were made with text encoder {spec}, which is not on this machine; "
@@ -614,7 +603,7 @@ def add_label_set(
     w = b.weights()
     emb = embed_texts(enc, classes).numpy().astype(np.float32)
     if emb.shape[1] != w["query_proj.weight"].shape[1]:
-        raise ValueError(f"text encoder dim {emb.shape[1]} != bundle text_dim {w['query_proj.weight'].shape[1]}")
+        raise ConfigError(f"text encoder dim {emb.shape[1]} != bundle text_dim {w['query_proj.weight'].shape[1]}")
     q = emb @ w["query_proj.weight"].T + w["query_proj.bias"]
-    update_label_sets(b.path, {name: (classes, q.astype(np.float32))})
+    update_label_sets(b.path, {name: (classes, q.astype(np.float32))}, signing_key=signing_key)
     return b.path

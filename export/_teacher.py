@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TextEncoderLike", "TeacherSpec", "resolve_teacher", "load_text_encoder", "MiniLMTextEncoder"]
 
 
+from kmerl_edge._errors import ConfigError
+
+
 class TextEncoderLike(Protocol):
     dim: int
     spec: str
@@ -118,4 +121,4 @@ def resolve_teacher(teacher: Any) -> TeacherSpec:
         if isinstance(enc, str):
             meta.setdefault("text_encoder_spec", enc)
         return TeacherSpec(model.eval(), enc, meta, bool(meta.get("trained", True)))
-    raise TypeError(f"cannot use {type(teacher).__name__} as a teacher")
+    raise ConfigError(f"cannot use {type(teacher).__name__} as a teacher")

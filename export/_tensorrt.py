@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kmerl_edge._errors import MissingExtraError
+from kmerl_edge._errors import ConfigError, ExportError, MissingExtraError
 
 __all__ = ["EngineConfig", "profile_shapes", "build_engine", "engine_file_name"]
 
@@ -44,14 +44,14 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "int8"):
-            raise ValueError("precision must be fp16 or int8")
+            raise ConfigError("precision must be fp16 or int8")
         if not 1 <= self.max_leads <= 12:
-            raise ValueError("max_leads must be within 1..12")
+            raise ConfigError("max_leads must be within 1..12")
         b0, b1, b2 = self.batch
         if not 1 <= b0 <= b1 <= b2:
-            raise ValueError(f"batch (min, opt, max) must be increasing and ≥ 1, got {self.batch}")
+            raise ConfigError(f"batch (min, opt, max) must be increasing and ≥ 1, got {self.batch}")
         if not 1 <= self.n_queries <= self.max_queries:
-            raise ValueError("need 1 ≤ n_queries ≤ max_queries")
+            raise ConfigError("need 1 ≤ n_queries ≤ max_queries")
 
 
 def profile_shapes(cfg: EngineConfig) -> list[dict[str, tuple[Shape, Shape, Shape]]]:
@@ -102,7 +102,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, cfg: EngineConfig)
     data = Path(onnx_path).read_bytes()
     if not parser.parse(data):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {Path(onnx_path).name}: {errs}")
+        raise ExportError(f"TensorRT could not parse {Path(onnx_path).name}: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
     config.set_flag(trt.BuilderFlag.FP16)
@@ -115,7 +115,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, cfg: EngineConfig)
         config.add_optimization_profile(prof)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build a {cfg.precision} engine from {Path(onnx_path).name}")
+        raise ExportError(f"TensorRT failed to build a {cfg.precision} engine from {Path(onnx_path).name}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")

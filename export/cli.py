@@ -5,6 +5,11 @@
                         [--data PTBXL_ROOT|windows.npz] [--overwrite]
     kmerl-export queries --bundle BUNDLE --label-set NAME --classes "a,b,c"
     kmerl-export tensorrt --bundle BUNDLE [--precision fp16,int8] [--batch 1,1,8]   (TensorRT machines)
+    kmerl-export seal BUNDLE [--key PRIVATE.pem]      (re-)seal a bundle as its publisher (signs with --key)
+    kmerl-export keygen PREFIX                        Ed25519 key pair PREFIX.pem (private) + PREFIX.pub.pem
+
+``bundle``, ``queries`` and ``tensorrt`` take ``--sign-key PRIVATE.pem`` to sign the bundle they write;
+devices pin the public key (``kmerl_edge.load(..., public_key=PUB.pem)``, ``--public-key``).
 
 ``--teacher random:MODEL`` distils a randomly initialised teacher (software checks only; the bundle and
 its model card say it is not trained).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -52,6 +58,7 @@ def build_tensorrt_engines(
     batch: tuple[int, int, int] = (1, 1, 8),
     data: Any = None,
     latency_iters: int = 200,
+    signing_key: Any = None,
 ) -> Path:
     """Build TensorRT engines from a bundle's ``model.onnx`` (fp16) and ``model.qdq.onnx`` (int8), check
     them against the torch fp32 student on real windows, time them and add them to the bundle."""
@@ -64,12 +71,12 @@ def build_tensorrt_engines(
     from ._tensorrt import EngineConfig, build_engine, engine_file_name, profile_shapes
 
     b = load_bundle(bundle_dir)
-    max_leads = int(b.manifest.get("max_leads", 3))
+    max_leads = b.max_leads
     q, _ = b.all_queries()
     windows = resolve_data(data)
     ev = windows.fold(10) if windows.folds is not None and len(windows.fold(10)) else windows
     # the same bounds the bundle was exported with (recorded in its provenance)
-    recorded = b.manifest.get("provenance", {}).get("export_config", {}).get("parity", {})
+    recorded = b.spec.export_parity if b.spec is not None else {}
     pc = ParityConfig(top1_tie_tolerance=float(recorded.get("top1_tie_tolerance", 0.0)))
     lead_sets = [ls for ls in pc.lead_sets if len(ls) <= max_leads]
     ref_backend = TorchBackend(b)
@@ -92,7 +99,7 @@ def build_tensorrt_engines(
             }
             files[name] = (eng, info)
             # parity and latency through the runtime backend, on a bundle copy holding the engine
-            staged = add_artifacts(b.path, {name: (eng, info)})
+            staged = add_artifacts(b.path, {name: (eng, info)}, signing_key=signing_key)
             be = TensorRTBackend(staged, None, prec)
             lat, par = {}, {}
             for ls in lead_sets:
@@ -108,22 +115,38 @@ def build_tensorrt_engines(
             info.update({"latency_ms": lat, "parity": par, "parity_ok": all(p["ok"] for p in par.values())})
         if failures:
             # leave the bundle as it was: drop the engines we staged
-            _drop_artifacts(b.path, list(files))
+            _drop_artifacts(b.path, list(files), signing_key)
             raise ParityError("TensorRT engines failed parity:\n  " + "\n  ".join(failures))
-        add_artifacts(b.path, files, metrics={"tensorrt": {n: i for n, (_, i) in files.items()}})
+        add_artifacts(b.path, files, metrics={"tensorrt": {n: i for n, (_, i) in files.items()}},
+                      signing_key=signing_key)
     return b.path
 
 
-def _drop_artifacts(bundle_dir: Path, names: list[str]) -> None:
-    import json
+def _drop_artifacts(bundle_dir: Path, names: list[str], signing_key: Any = None) -> None:
+    from kmerl_edge._bundle import drop_artifacts
 
-    from kmerl_edge._bundle import MANIFEST, _rewrite_manifest
+    drop_artifacts(bundle_dir, names, signing_key=signing_key)
 
-    m = json.loads((bundle_dir / MANIFEST).read_text())
-    for n in names:
-        m["artifacts"].pop(n, None)
-        (bundle_dir / n).unlink(missing_ok=True)
-    _rewrite_manifest(bundle_dir, m)
+
+def _keygen(prefix: str) -> tuple[Path, Path]:
+    """Write an Ed25519 key pair: ``PREFIX.pem`` (private, mode 0600) and ``PREFIX.pub.pem``."""
+    from kmerl_edge._errors import require
+
+    require("cryptography", "sign")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    priv, pub = Path(f"{prefix}.pem"), Path(f"{prefix}.pub.pem")
+    if priv.exists() or pub.exists():
+        raise KmerlError(f"{priv} or {pub} exists; not overwriting a key")
+    sk = Ed25519PrivateKey.generate()
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(sk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()))
+    pub.write_bytes(sk.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default="fp16,int8")
     t.add_argument("--batch", default="1,1,8", help="min,opt,max batch of the optimisation profiles")
     t.add_argument("--data", default=None)
+    s = sub.add_parser("seal", help="(re-)seal a bundle as its publisher; --key signs it (Ed25519)")
+    s.add_argument("bundle")
+    s.add_argument("--key", default=None, help="Ed25519 private key (PEM) to sign with")
+    s.add_argument("--upgrade", action="store_true", help="rewrite a schema-1 manifest as schema 2 first")
+    g = sub.add_parser("keygen", help="write an Ed25519 key pair PREFIX.pem / PREFIX.pub.pem")
+    g.add_argument("prefix")
+    for p in (b, q, t):
+        p.add_argument("--sign-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -175,17 +206,26 @@ def main(argv: list[str] | None = None) -> int:
                 qdq_for_tensorrt=not a.no_qdq, entities=tuple(_csv(a.entities)), latency_iters=a.latency_iters,
                 parity=ParityConfig(top1_tie_tolerance=a.top1_tie_tolerance),
             )
-            print(export_bundle(_teacher(a.teacher), a.out, cfg, data=a.data, overwrite=a.overwrite))
+            print(export_bundle(_teacher(a.teacher), a.out, cfg, data=a.data, overwrite=a.overwrite,
+                                signing_key=a.sign_key))
         elif a.cmd == "queries":
             from ._pipeline import add_label_set
 
-            print(add_label_set(a.bundle, a.label_set, _csv(a.classes), text_encoder=a.text_encoder))
+            print(add_label_set(a.bundle, a.label_set, _csv(a.classes), text_encoder=a.text_encoder,
+                                signing_key=a.sign_key))
+        elif a.cmd == "seal":
+            from kmerl_edge._bundle import seal_bundle
+
+            print(f"sha256:{seal_bundle(a.bundle, a.key, upgrade=a.upgrade)}")
+        elif a.cmd == "keygen":
+            priv, pub = _keygen(a.prefix)
+            print(f"private key {priv} (keep it secret), public key {pub} (pin it on devices)")
         else:
             bt = tuple(int(v) for v in _csv(a.batch))
             if len(bt) != 3:
                 raise SystemExit("--batch needs min,opt,max")
             print(build_tensorrt_engines(a.bundle, precisions=_csv(a.precision), batch=(bt[0], bt[1], bt[2]),
-                                         data=a.data))
+                                         data=a.data, signing_key=a.sign_key))
     except (KmerlError, FileNotFoundError, ValueError) as exc:
         print(f"kmerl-export: error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ def build_random_bundle(
     seed: int = 0,
     onnx: bool = True,
     overwrite: bool = True,
+    signing_key: object = None,
 ) -> Path:
     """Write a random-weights bundle with the default label sets (queries: hashed pseudo-embeddings of the
     class names, projected by the random query projection) and, with ``onnx``, an fp32 ONNX artifact."""
@@ -66,6 +67,7 @@ def build_random_bundle(
             extra_files=extra,
             description="Random-weights test bundle of K-MERL Edge. Not trained; for software tests only.",
             overwrite=overwrite,
+            signing_key=signing_key,
         )
 
 
@@ -75,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="kmerl-test-micro")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--sign-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
     a = ap.parse_args(argv)
-    p = build_random_bundle(a.out_dir, model=a.model, seed=a.seed, onnx=not a.no_onnx)
+    p = build_random_bundle(a.out_dir, model=a.model, seed=a.seed, onnx=not a.no_onnx, signing_key=a.sign_key)
     print(p)
     return 0
 

@@ -18,12 +18,15 @@ from ._bundle import Bundle, load_bundle
 from ._classifier import Classifier, Prediction, default_bundle_path, load
 from ._config import ModelConfig, get_config, list_models
 from ._errors import (
+    BackendCrashedError,
     BackendUnavailableError,
     BundleError,
+    ConfigError,
     ConfigMismatchError,
     DuplicateLeadError,
     KmerlError,
     LeadError,
+    ManifestError,
     MissingArtifactError,
     MissingExtraError,
     NonFiniteSignalError,
@@ -33,10 +36,13 @@ from ._errors import (
     SignalError,
     SignalShapeError,
     SignalTooShortError,
+    SignatureError,
     TamperedArtifactError,
     UnknownLabelSetError,
     UnknownLeadError,
     UnknownModelError,
+    UnlistedFileError,
+    UnsafeArtifactError,
     UnsupportedSchemaError,
 )
 from ._io import Record, read_record
@@ -98,6 +104,12 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "ConfigError",
+    "ManifestError",
+    "UnlistedFileError",
+    "UnsafeArtifactError",
+    "SignatureError",
+    "BackendCrashedError",
 ]
 
 

@@ -62,12 +62,12 @@ class TensorRTBackend:
         self._trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(logger)
-        self.engine = self._runtime.deserialize_cuda_engine((bundle.path / art.file).read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(bundle.read(art.file))  # verified bytes
         if self.engine is None:
             raise BackendUnavailableError(f"{art.file} cannot be deserialized by TensorRT {trt.__version__}")
         self.device = torch.device("cuda")
         self.stream = torch.cuda.Stream()
-        prof = art.extra.get("profiles_leads") or [[k, k] for k in range(1, int(art.extra.get("max_leads", 3)) + 1)]
+        prof = art.extra.get("profiles_leads") or [[k, k] for k in range(1, int(art.extra.get("max_leads", bundle.max_leads)) + 1)]
         self.profile_leads: list[list[int]] = [[int(a), int(b)] for a, b in prof]
         self.contexts: list[Any] = []
         for i in range(self.engine.num_optimization_profiles):
@@ -104,7 +104,7 @@ class TensorRTBackend:
             ctx.set_tensor_address(name, t.data_ptr())
         ctx.set_tensor_address("logits", out.data_ptr())
         if not ctx.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
+            raise BackendUnavailableError("TensorRT execution failed")
         self.stream.synchronize()
         return out.float().cpu().numpy()
 

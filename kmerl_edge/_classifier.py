@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._af_fusion import AF_FUSION_FILE, AfFusion, window_rhythm_features
-from ._backends import Backend, create_backend
+from ._backends import Backend, BackendChoice, choose_backend
 from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, LeadError, UnknownLabelSetError
 from ._leads import canonical_leads
@@ -80,11 +80,14 @@ class Prediction:
 class Classifier:
     """A loaded, verified bundle bound to one backend. Create it with :func:`kmerl_edge.load`."""
 
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, choice: BackendChoice | None = None) -> None:
         self.bundle = bundle
         self.backend = backend
+        #: what ``load`` chose and why (``backend="auto"`` weighs load time against per-window latency)
+        self.backend_choice = choice or BackendChoice(backend.name, backend.name, "given")
         _, self._index = bundle.all_queries()
-        self._max_leads = int(bundle.manifest.get("max_leads", bundle.model_config.n_leads))
+        self._max_leads = bundle.max_leads
+        self._lead_sets = bundle.spec.supported_lead_sets if bundle.spec is not None else None
         self.af_fusion: AfFusion | None = None
         self._fusion_col = -1
         if AF_FUSION_FILE in bundle.artifacts:
@@ -117,14 +120,11 @@ class Classifier:
                 f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads; got {len(names)} "
                 f"({', '.join(names)}): choose a subset with leads=[...]"
             )
-        supported = self.bundle.manifest.get("supported_lead_sets", "any")
-        if supported != "any":
-            sets = [frozenset(canonical_leads(s)) for s in supported]
-            if frozenset(names) not in sets:
-                raise LeadError(
-                    f"bundle {self.bundle.path.name} supports the lead sets "
-                    f"{', '.join('+'.join(s) for s in supported)}; got {'+'.join(names)}"
-                )
+        if self._lead_sets is not None and tuple(sorted(names)) not in {tuple(sorted(s)) for s in self._lead_sets}:
+            raise LeadError(
+                f"bundle {self.bundle.path.name} serves only the lead sets "
+                f"{', '.join('+'.join(s) for s in self._lead_sets)}; got {'+'.join(names)}"
+            )
         return names
 
     def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
@@ -220,12 +220,19 @@ def load(
     *,
     threads: int | None = None,
     verify: bool = True,
+    public_key: Any = None,
+    digest: str | None = None,
 ) -> Classifier:
     """Load a verified bundle (``None``: the default bundle shipped in the package) on a backend.
 
-    ``backend`` is ``"auto"`` (the fastest available), ``"torch"``, ``"onnxruntime"``,
+    ``backend`` is ``"auto"`` (lowest load time + per-window latency among the installed backends; see
+    :attr:`Classifier.backend_choice` for what it chose and why), ``"torch"``, ``"onnxruntime"``,
     ``"onnxruntime-int8"``, ``"executorch"``, ``"executorch-int8"`` or ``"tensorrt"``.
+
+    ``public_key`` pins the Ed25519 key the bundle must be signed with (PEM path, PEM bytes, raw 32
+    bytes); ``digest`` pins its bundle digest (``kmerl-edge info`` prints it). See :mod:`kmerl_edge._bundle`.
     """
     path = default_bundle_path() if bundle is None else Path(bundle)
-    b = load_bundle(path, verify=verify)
-    return Classifier(b, create_backend(b, backend, threads))
+    b = load_bundle(path, verify=verify, public_key=public_key, digest=digest)
+    be, choice = choose_backend(b, backend, threads)
+    return Classifier(b, be, choice)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ._errors import ConfigMismatchError, UnknownModelError
+from ._errors import ConfigError, ConfigMismatchError, UnknownModelError
 
 __all__ = ["ModelConfig", "list_models", "get_config", "expected_weight_shapes", "register_model"]
 
@@ -47,9 +47,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.n_samples % self.patch_len:
-            raise ValueError("n_samples must be a multiple of patch_len")
+            raise ConfigError(f"n_samples ({self.n_samples}) must be a multiple of patch_len ({self.patch_len})")
         if self.width % self.heads or self.width % self.query_heads:
-            raise ValueError("width must be divisible by heads and query_heads")
+            raise ConfigError(
+                f"width ({self.width}) must be divisible by heads ({self.heads}) and query_heads ({self.query_heads})"
+            )
 
     @property
     def tokens_per_lead(self) -> int:
@@ -132,7 +134,17 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
         cfg = _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
-    return replace(cfg, **overrides) if overrides else cfg
+    return with_overrides(cfg, **overrides)
+
+
+def with_overrides(cfg: ModelConfig, **overrides: Any) -> ModelConfig:
+    """``cfg`` with some fields replaced; an unknown field is a :class:`ConfigError`."""
+    if not overrides:
+        return cfg
+    unknown = sorted(set(overrides) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise ConfigError(f"unknown model config field(s) {unknown}")
+    return replace(cfg, **overrides)
 
 
 def _block_shapes(prefix: str, w: int, mlp: int, kv: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -27,6 +27,13 @@ __all__ = [
     "UnknownModelError",
     "UnknownLabelSetError",
     "RecordReadError",
+    "ConfigError",
+    "ManifestError",
+    "UnlistedFileError",
+    "UnsafeArtifactError",
+    "SignatureError",
+    "BackendCrashedError",
+    "ExportError",
 ]
 
 
@@ -116,6 +123,30 @@ class RecordReadError(KmerlError):
     """A recording file cannot be read."""
 
 
+class ConfigError(KmerlError, ValueError):
+    """A configuration value (model, export, backend option) is not acceptable."""
+
+
+class ManifestError(BundleError):
+    """A bundle manifest lacks a field or holds a value of the wrong type."""
+
+
+class UnlistedFileError(TamperedArtifactError):
+    """A bundle directory holds a file that its seal does not list (a backend could read it unverified)."""
+
+
+class UnsafeArtifactError(TamperedArtifactError):
+    """A bundle entry is a symbolic link, a FIFO, a device or anything other than a plain file inside it."""
+
+
+class SignatureError(TamperedArtifactError):
+    """The bundle's Ed25519 signature is missing or does not verify against the pinned public key."""
+
+
+class BackendCrashedError(BackendUnavailableError):
+    """A native backend crashed (or hung) while loading a bundle's artifact in a probe process."""
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`MissingExtraError` naming the pip extra."""
     import importlib
@@ -126,3 +157,7 @@ def require(module: str, extra: str) -> object:
         raise MissingExtraError(
             f"{module} is not installed; install it with: pip install 'kmerl-edge[{extra}]'"
         ) from exc
+
+
+class ExportError(KmerlError, RuntimeError):
+    """An exporter step (ONNX, ExecuTorch, TensorRT lowering) could not produce its artifact."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._config import ModelConfig, get_config
+from ._config import ModelConfig, get_config, with_overrides
 
 __all__ = [
     "Attention",
@@ -250,6 +250,7 @@ class DeviceGraph(nn.Module):
 
 
 def create_model(name: str | ModelConfig, **overrides: object) -> KMERLModel:
-    """Build a randomly initialised model by registry name (see :func:`kmerl_edge.list_models`)."""
-    cfg = name if isinstance(name, ModelConfig) else get_config(name, **overrides)
+    """Build a randomly initialised model by registry name (see :func:`kmerl_edge.list_models`) or from a
+    config; ``overrides`` replace config fields in both cases (``create_model(cfg, width=64)``)."""
+    cfg = with_overrides(name, **overrides) if isinstance(name, ModelConfig) else get_config(name, **overrides)
     return KMERLModel(cfg)

@@ -26,7 +26,10 @@ def _cmd_classify(a: argparse.Namespace) -> int:
 
     leads = parse_leads(a.leads) if a.leads else None
     rec = read_record(a.record, fs=a.fs, leads=leads)
-    clf = load(a.bundle, backend=a.backend, threads=a.threads)
+    clf = load(a.bundle, backend=a.backend, threads=a.threads, public_key=a.public_key, digest=a.digest)
+    if a.verbose:
+        for line in clf.backend_choice.lines():
+            print(line, file=sys.stderr)
     use = rec.leads
     if len(use) > clf.max_leads:
         raise KmerlError(
@@ -52,18 +55,40 @@ def _cmd_classify(a: argparse.Namespace) -> int:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
+    from ._backends import AUTO_HORIZON_WINDOWS, auto_plan
     from ._bundle import CARD, load_bundle
+    from ._classifier import default_bundle_path
 
-    b = load_bundle(a.bundle)
+    b = load_bundle(a.bundle or default_bundle_path(), public_key=a.public_key, digest=a.digest)
+    assert b.seal is not None and b.spec is not None
+    plan = auto_plan(b)
     if a.json:
-        print(json.dumps(b.manifest, indent=2))
+        print(json.dumps({
+            "manifest": b.manifest,
+            "integrity": {"digest": f"sha256:{b.seal.digest}", "files": len(b.seal.files), "signed": b.seal.signed,
+                          "key_id": b.seal.key_id, "signature_verified": b.seal.signature_verified,
+                          "digest_pinned": b.seal.digest_pinned},
+            "defaulted_fields": list(b.spec.defaulted),
+            "auto_backend_plan": [c.name for c in plan if c.installed and c.parity_ok],
+        }, indent=2))
         return 0
     print(json.dumps(b.manifest, indent=2))
-    card = b.path / CARD
-    if card.exists():
-        print()
-        print(card.read_text())
-    print("verified: every artifact's SHA-256 matches the manifest; weights match the config")
+    print()
+    print(b.read(CARD).decode("utf-8", errors="replace"))
+    for line in b.seal.describe():
+        print(line)
+    print("verified: manifest, model card and every artifact match the seal; weights match the config")
+    if b.spec.defaulted:
+        print(f"not stated in the manifest (runtime defaults used): {', '.join(b.spec.defaulted)}")
+    print(f"backend auto (load time + {AUTO_HORIZON_WINDOWS} windows × latency, cheapest first):")
+    for c in plan:
+        print(f"  {c.describe()}")
+    if a.verbose:
+        from ._backends import choose_backend
+
+        _, choice = choose_backend(b, "auto")
+        for line in choice.lines():
+            print(line)
     return 0
 
 
@@ -79,6 +104,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return run_demo_cli(a)
 
 
+def _trust_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", default=None, metavar="PEM",
+                   help="require a valid Ed25519 signature by this public key (PEM file)")
+    p.add_argument("--digest", default=None, metavar="SHA256",
+                   help="require this bundle digest (as `kmerl-edge info` prints it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kmerl-edge", description="K-MERL Edge on-device ECG runtime")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -92,11 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-set", default=None, help="only this label set")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    _trust_args(c)
+    c.add_argument("--verbose", action="store_true", help="say which backend was chosen and why (stderr)")
     c.set_defaults(func=_cmd_classify)
 
-    i = sub.add_parser("info", help="verify a bundle and print its manifest and model card")
-    i.add_argument("bundle")
+    i = sub.add_parser("info", help="verify a bundle; print its manifest, model card, seal and backend plan")
+    i.add_argument("bundle", nargs="?", default=None, help="bundle directory (default: the shipped bundle)")
     i.add_argument("--json", action="store_true")
+    _trust_args(i)
+    i.add_argument("--verbose", action="store_true", help="also load the bundle with backend auto")
     i.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("stream", help="live diagnoses from a serial patch or a recording played in real time")

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from benchmarks.cli import main
+from kmerl_edge._bundle import seal_bundle
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -57,8 +58,9 @@ def test_latency_skips_lead_counts_above_max_leads_and_isolates(test_bundle_path
     b = tmp_path / "bundle"
     shutil.copytree(test_bundle_path, b)
     m = json.loads((b / "manifest.json").read_text())
-    m["max_leads"] = 1  # the manifest itself is not hashed; a device student sets this to 3
+    m["max_leads"] = 1  # a device student sets this to 3
     (b / "manifest.json").write_text(json.dumps(m))
+    seal_bundle(b)  # the manifest is sealed with the artifacts: re-seal it as its publisher
     rc = main(["latency", "--bundle", str(b), "--leads", "1,3", "--backends", "onnxruntime", "--iters", "3",
                "--warmup", "0", "--isolate", "--no-baseline", "--json", str(tmp_path / "l.json")])
     assert rc == 0

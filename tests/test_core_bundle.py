@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kmerl_edge as ke
-from kmerl_edge._bundle import load_bundle, update_label_sets, write_bundle
+from kmerl_edge._bundle import load_bundle, seal_bundle, update_label_sets, write_bundle
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def test_committed_test_bundle_verifies_and_says_it_is_untrained(test_bundle_pat
     card = (test_bundle_path / "MODEL_CARD.md").read_text()
     assert "NOT A TRAINED MODEL" in card
     m = json.loads((test_bundle_path / "manifest.json").read_text())
-    assert m["schema_version"] == 1 and "sha256" in m["artifacts"]["weights.safetensors"]
+    assert m["schema_version"] == 2 and "sha256" in m["artifacts"]["weights.safetensors"]
     assert m["preprocess"]["target_fs"] == 500.0
 
 
@@ -48,6 +48,7 @@ def test_unknown_schema_version_is_refused(bundle):
     m = json.loads((bundle / "manifest.json").read_text())
     m["schema_version"] = 99
     (bundle / "manifest.json").write_text(json.dumps(m))
+    seal_bundle(bundle)  # as its publisher: the seal is valid, the schema is not
     with pytest.raises(ke.UnsupportedSchemaError, match="99"):
         ke.load(bundle)
 
@@ -63,6 +64,7 @@ def test_config_that_does_not_match_weights_is_refused(bundle):
     m["model"]["width"] = 64  # the weights are width 32
     m["model"]["query_heads"] = 2
     (bundle / "manifest.json").write_text(json.dumps(m))
+    seal_bundle(bundle)
     with pytest.raises(ke.ConfigMismatchError, match="wrong shapes"):
         ke.load(bundle)
 

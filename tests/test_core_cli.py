@@ -72,7 +72,7 @@ def test_tampered_bundle_is_refused_by_the_cli(test_bundle_path, records_dir, tm
 def test_info_prints_manifest_and_card(test_bundle_path, capsys):
     assert main(["info", str(test_bundle_path)]) == 0
     out = capsys.readouterr().out
-    assert '"schema_version": 1' in out and "Model card" in out and "verified" in out
+    assert '"schema_version": 2' in out and "Model card" in out and "verified" in out
 
 
 def test_console_script_runs_as_a_subprocess(test_bundle_path, records_dir):

@@ -107,3 +107,16 @@ def test_attention_is_explicit_no_sdpa():
     src = inspect.getsource(_model)
     assert "scaled_dot_product_attention(" not in src and "MultiheadAttention(" not in src
     _ = np  # keep numpy import used
+
+
+def test_create_model_from_a_config_honours_overrides():
+    import kmerl_edge as ke
+    from kmerl_edge._model import create_model
+
+    cfg = ke.get_config("kmerl-test-micro")
+    m = create_model(cfg, width=64, heads=2, query_heads=2)
+    assert m.cfg.width == 64 and m.cfg.name == cfg.name
+    with pytest.raises(ke.ConfigError, match="unknown model config field"):
+        create_model(cfg, widht=64)
+    with pytest.raises(ke.ConfigError, match="divisible"):
+        ke.get_config("kmerl-test-micro", width=33)

@@ -33,10 +33,13 @@ from __future__ import annotations
 
 from ._cache import AnswerCache, cache_key
 from ._errors import (
+    KnowledgeConfigError,
     KnowledgeError,
     KnowledgeFormatError,
     LLMBackendError,
     LLMRequestError,
+    LLMResponseError,
+    LLMResponseTooLargeError,
     MalformedOutputError,
 )
 from ._extract import dry_run, extract_knowledge
@@ -89,4 +92,7 @@ __all__ = [
     "LLMBackendError",
     "LLMRequestError",
     "MalformedOutputError",
+    "KnowledgeConfigError",
+    "LLMResponseError",
+    "LLMResponseTooLargeError",
 ]

@@ -10,6 +10,9 @@ __all__ = [
     "LLMBackendError",
     "LLMRequestError",
     "MalformedOutputError",
+    "LLMResponseError",
+    "LLMResponseTooLargeError",
+    "KnowledgeConfigError",
 ]
 
 
@@ -31,3 +34,16 @@ class LLMRequestError(LLMBackendError):
 
 class MalformedOutputError(KnowledgeError, ValueError):
     """An LLM answer could not be parsed into the requested format, even after repair."""
+
+
+class LLMResponseError(LLMBackendError):
+    """An LLM endpoint answered HTTP 200 with a body that is not a usable chat-completions response (not
+    JSON, nested beyond reason, no ``choices``, an error object)."""
+
+
+class LLMResponseTooLargeError(LLMBackendError):
+    """An LLM endpoint sent more than ``HTTPConfig.max_response_bytes``; reading stopped there."""
+
+
+class KnowledgeConfigError(KnowledgeError, ValueError):
+    """An option of the knowledge pipeline (HTTP endpoint, LLM pipeline, record ids) is not acceptable."""

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from kmerl_edge._bundle import atomic_write_bytes
 
-from ._errors import KnowledgeFormatError
+from ._errors import KnowledgeConfigError, KnowledgeFormatError
 from ._types import Extraction
 
 __all__ = ["Knowledge", "load_knowledge", "write_knowledge", "SCHEMA_VERSION"]
@@ -94,12 +94,12 @@ def write_knowledge(
     """
     ids = list(record_ids)
     if len(ids) != len(extraction.per_report):
-        raise ValueError(f"{len(ids)} record ids for {len(extraction.per_report)} reports")
+        raise KnowledgeConfigError(f"{len(ids)} record ids for {len(extraction.per_report)} reports")
     if len(set(ids)) != len(ids):
         dup = [k for k, v in Counter(ids).items() if v > 1][:5]
-        raise ValueError(f"record ids must be unique; duplicated: {dup}")
+        raise KnowledgeConfigError(f"record ids must be unique; duplicated: {dup}")
     if any(not isinstance(i, (str, int)) or isinstance(i, bool) for i in ids):
-        raise ValueError("record ids must be str or int")
+        raise KnowledgeConfigError("record ids must be str or int")
     counts: Counter[str] = Counter(e for row in extraction.per_report for e in row)
     vocab = sorted((e for e, c in counts.items() if c >= min_count), key=lambda e: (-counts[e], e))
     col = {e: j for j, e in enumerate(vocab)}
