@@ -378,9 +378,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="distillation targets from the teacher on all the window's leads or the student's")
     ap.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
     ap.add_argument("--max-leads", type=int, default=12, help="most leads the student serves (1-12)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared 2-core CPU two threads ran 3-4x slower)")
     ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
     import shlex
     import sys
 

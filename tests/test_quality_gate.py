@@ -62,19 +62,3 @@ def test_af_event_counting_on_a_scripted_record():
     assert count_events(_Scored("d", "1", t, t + 10, p, gated, [(100.0, 200.0)], 300.0),
                         RuleCandidate(0.6, 0.4, 1, 1, 1, True))["false_events"] == 0
 
-
-def test_supported_lead_sets_are_enforced(tmp_path, records_dir):
-    import json
-
-    import pytest
-
-    out = tmp_path / "b"
-    shutil.copytree(BUNDLE, out)
-    m = json.loads((out / "manifest.json").read_text())
-    m["supported_lead_sets"] = [["I"], ["I", "II"]]
-    (out / "manifest.json").write_text(json.dumps(m))
-    clf = kmerl_edge.load(out, backend="torch")
-    r = kmerl_edge.read_record(records_dir / "00001_hr")
-    clf.predict(r.signal[[1, 0]], fs=r.fs, leads=["II", "I"])  # order does not matter
-    with pytest.raises(kmerl_edge.LeadError, match="supports the lead sets"):
-        clf.predict(r.signal[[1]], fs=r.fs, leads=["II"])
