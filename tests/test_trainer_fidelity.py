@@ -197,3 +197,24 @@ def test_plain_class_names_and_seen_classes() -> None:
                         ["myocardial infarction", "sinus rhythm", "atrial fibrillation"], load_text_encoder())
     assert seen["MI"]["seen"] and seen["MI"]["exact"] and not seen["HYP"]["seen"]
     assert seen["HYP"]["similarity"] < 0.95
+
+
+@needs_shared
+def test_merl_benchmark_splits_where_they_exist(tmp_path: Path) -> None:
+    """PTB-XL's strat_fold split is MERL's; CPSC-2018 follows MERL's icbeb split when --splits is given."""
+    from trainer.data import merl_split_ids, read_cpsc2018, select_benchmark_split
+
+    merl = merl_split_ids(SHARED / "merl_splits", "ptbxl_super")
+    for split in ("train", "val", "test"):
+        ours = set(read_ptbxl(SHARED / "ptbxl", split=split).record_ids)
+        others = set().union(*(merl[s] for s in ("train", "val", "test") if s != split))
+        assert not ours & others
+    icbeb = merl_split_ids(SHARED / "merl_splits", "icbeb")
+    rows = ["Recording,First_label,Second_label,Third_label"]
+    rows += [f"{p.stem},1,," for p in sorted((SHARED / "cpsc2018").glob("A*.mat"))]
+    (tmp_path / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
+    ds = read_cpsc2018(SHARED / "cpsc2018", reference=tmp_path / "REFERENCE.csv")
+    parts = {s: set(select_benchmark_split(ds, s, SHARED / "merl_splits", "icbeb").record_ids)
+             for s in ("train", "val", "test")}
+    assert sum(len(p) for p in parts.values()) == len(ds)
+    assert parts["test"] <= icbeb["test"] and not parts["train"] & (icbeb["val"] | icbeb["test"])

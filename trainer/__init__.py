@@ -7,7 +7,8 @@ Importing ``trainer`` is cheap; torch and transformers load with the submodule t
 - :mod:`trainer.shards` — ``prepare_shards`` / ``open_shards`` (memory-mapped, atomic, resumable)
 - :mod:`trainer.text` — ``load_text_encoder``
 - :mod:`trainer.train` — ``train`` (torchrun DDP; ``from trainer.train import train``)
-- :mod:`trainer.checkpoint` — ``save_checkpoint`` / ``load_teacher``
+- :mod:`trainer.checkpoint` — ``save_checkpoint`` / ``load_teacher`` / ``check_held_out`` (refuses to score
+  records a checkpoint trained on)
 - :mod:`trainer.evaluate` — ``evaluate_zero_shot``, ``linear_probe``, ``run_eval``
 - :mod:`trainer.knowledge` — the knowledge-extraction pipeline (entities + label matrix)
 """
@@ -23,9 +24,11 @@ from ._errors import (
     DatasetFormatError,
     LabelAlignmentError,
     ShardError,
+    SplitError,
     TextEncoderUnavailableError,
     TrainConfigError,
     TrainerError,
+    TrainingDataLeakError,
 )
 
 __all__ = [
@@ -47,6 +50,11 @@ __all__ = [
     "TextEncoderUnavailableError",
     "TrainConfigError",
     "LabelAlignmentError",
+    "SplitError",
+    "TrainingDataLeakError",
+    "check_held_out",
+    "training_record_ids",
+    "read_ptbxl",
 ]
 
 _LAZY = {
@@ -56,6 +64,9 @@ _LAZY = {
     "evaluate_zero_shot": "evaluate",
     "prepare_shards": "shards",
     "open_shards": "shards",
+    "check_held_out": "checkpoint",
+    "training_record_ids": "checkpoint",
+    "read_ptbxl": "data",
 }
 
 

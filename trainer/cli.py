@@ -27,7 +27,8 @@ def read_source(source: str, root: str, *, split: str, **kw: Any) -> Any:
     """The ``split`` (train, val or test) of a :class:`trainer.data.Dataset` for ``--source``.
 
     PTB-XL splits by ``strat_fold`` (1–8 train, 9 val, 10 test), ``merl`` reads MERL's benchmark split CSV,
-    every other source splits by patient (:func:`trainer.data.select_split`)."""
+    ``cpsc2018`` / ``cinc`` follow MERL's icbeb / chapman split when ``splits`` (the merl_splits directory)
+    is given, every other source splits by patient (:func:`trainer.data.select_split`)."""
     from . import data as d
     from ._errors import SplitError
 
@@ -49,6 +50,9 @@ def read_source(source: str, root: str, *, split: str, **kw: Any) -> Any:
         ds = d.read_cpsc2021_af(root)
     else:
         raise KmerlError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    task = d.MERL_SOURCE_TASKS.get(source)
+    if task and kw.get("splits"):
+        return d.select_benchmark_split(ds, split, kw["splits"], task)
     return d.select_split(ds, split)
 
 
@@ -75,7 +79,15 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
 
     ds = read_source(a.source, a.root, rate=a.rate, splits=a.splits, task=a.task, split=a.split,
                      reference=a.reference)
+    from .data import MERL_SOURCE_TASKS
+
     split_rule = {"ptbxl": "PTB-XL strat_fold (train 1-8, val 9, test 10)", "merl": f"MERL benchmark split ({a.task})"}
+    bench = MERL_SOURCE_TASKS.get(a.source)
+    if bench and a.splits:
+        split_rule[a.source] = f"MERL benchmark split ({bench}; train = neither its val nor its test)"
+    elif bench:
+        print(f"note: MERL's {bench} split covers {a.source}; pass --splits DIR to follow it (now: by patient)",
+              file=sys.stderr)
     split_info = {"source": a.source, "split": a.split,
                   "rule": split_rule.get(a.source, "by patient (sha256 of the patient id; 80/10/10)")}
     if a.limit:
@@ -139,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True)
     pr.add_argument("--rate", type=int, default=None,
                     help="PTB-XL: 500 or 100 Hz records of a download (default 500); the folds layout is 250 Hz")
-    pr.add_argument("--splits", help="merl: the merl_splits directory")
+    pr.add_argument("--splits", help="the merl_splits directory: merl reads it; cpsc2018 / cinc follow its "
+                    "icbeb / chapman split")
     pr.add_argument("--task", help="merl: ptbxl_super, ptbxl_sub, ptbxl_form, ptbxl_rhythm, icbeb, chapman")
     pr.add_argument("--split", choices=("train", "val", "test"), required=True,
                     help="PTB-XL: strat_fold 1-8 / 9 / 10; merl: MERL's split CSV; other sources: by patient")

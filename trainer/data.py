@@ -41,6 +41,9 @@ __all__ = [
     "ptbxl_folds",
     "patient_split",
     "select_split",
+    "select_benchmark_split",
+    "merl_split_ids",
+    "MERL_SOURCE_TASKS",
     "PTBXL_SPLIT_FOLDS",
     "PTBXL_SUBCLASS_TEXT",
     "PTBXL_SUPERCLASS_TEXT",
@@ -495,6 +498,43 @@ def patient_split(patient: str, *, val_fraction: float = 0.1, test_fraction: flo
     if u < test_fraction + val_fraction:
         return "val"
     return "train"
+
+
+#: Sources whose records MERL's benchmark splits cover: source → MERL task.
+MERL_SOURCE_TASKS: dict[str, str] = {"cpsc2018": "icbeb", "cinc": "chapman"}
+
+
+def merl_split_ids(splits_root: str | Path, task: str) -> dict[str, set[str]]:
+    """Record ids of each split (train / val / test) of a MERL benchmark task, in the ids this package's
+    readers give (PTB-XL ``ecg_id``, CPSC-2018 record name, Chapman record stem)."""
+    if task not in MERL_TASKS:
+        raise DatasetFormatError(f"unknown MERL task {task!r}; known: {', '.join(MERL_TASKS)}")
+    out: dict[str, set[str]] = {}
+    for split in SPLITS:
+        rows = _read_csv(Path(splits_root) / MERL_TASKS[task].format(split=split))
+        if task.startswith("ptbxl"):
+            out[split] = {str(int(float(r["ecg_id"]))) for r in rows}
+        elif task == "icbeb":
+            out[split] = {r["filename"].strip() for r in rows}
+        else:
+            out[split] = {Path(r["ecg_path"].strip()).stem for r in rows}
+    return out
+
+
+def select_benchmark_split(dataset: Dataset, split: str, splits_root: str | Path, task: str) -> Dataset:
+    """The items of ``dataset`` in MERL's ``split`` of ``task``: ``val`` and ``test`` are MERL's lists;
+    ``train`` is every item in neither (MERL's train list plus records outside the benchmark), so nothing
+    trained on can be in the benchmark's val or test split."""
+    if split not in SPLITS:
+        raise SplitError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    ids = merl_split_ids(splits_root, task)
+    held = ids["val"] | ids["test"]
+    items = [it for it in dataset.items
+             if (it.record_id not in held if split == "train" else it.record_id in ids[split])]
+    skipped = dict(dataset.skipped)
+    if len(items) < len(dataset.items):
+        skipped["other_split"] = skipped.get("other_split", 0) + len(dataset.items) - len(items)
+    return Dataset(f"{dataset.name}:{task}:{split}", items, dataset.classes, skipped)
 
 
 def select_split(dataset: Dataset, split: str, patient_of: Any = None, **fractions: float) -> Dataset:

@@ -151,7 +151,8 @@ def bootstrap_auc(
     """Percentile bootstrap interval (records resampled with replacement, ``n_boot`` times) of the macro
     AUC and of each class's AUC: ``{"macro": [lo, hi], "per_class": [[lo, hi] | None, ...], "n_boot"}``.
     A resample where a class has no positives (or no negatives) leaves that class out of that resample's
-    macro average, as :func:`macro_auc` does."""
+    macro average, as :func:`macro_auc` does; a class with fewer than 2 positives (or negatives) gets no
+    interval of its own."""
     n, c = labels.shape
     if n == 0 or n_boot < 1:
         return {"macro": None, "per_class": [None] * c, "n_boot": 0, "level": level}
@@ -172,7 +173,10 @@ def bootstrap_auc(
         v = v[~np.isnan(v)]
         return [float(x) for x in np.percentile(v, q)] if v.size >= max(10, n_boot // 2) else None
 
-    return {"macro": ci(macro), "per_class": [ci(per[:, j]) for j in range(c)], "n_boot": n_boot, "level": level}
+    pos = (labels > 0.5).sum(0)
+    scorable = [min(int(pos[j]), n - int(pos[j])) >= 2 for j in range(c)]  # one positive: no interval
+    return {"macro": ci(macro), "per_class": [ci(per[:, j]) if scorable[j] else None for j in range(c)],
+            "n_boot": n_boot, "level": level}
 
 
 def max_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, list[float]]:

@@ -209,12 +209,13 @@ def _groups(store: ShardStore, aligned: LabelMatrix, key: str) -> np.ndarray:
     (``"entities"``) share an id; the contrastive loss masks such pairs from each other's negatives."""
     ids: dict[Any, int] = {}
     out = np.empty(len(store), dtype=np.int64)
+    m = aligned.matrix.tocsr()
     for i in range(len(store)):
         if key == "report":
             k: Any = ("r", store.meta[i]["report"])
         else:
-            row = aligned.matrix[i]
-            k = ("e", tuple(sorted(row.indices.tolist()))) if row.nnz else ("row", i)
+            cols = m.indices[m.indptr[i] : m.indptr[i + 1]][m.data[m.indptr[i] : m.indptr[i + 1]] != 0]
+            k = ("e", tuple(sorted(cols.tolist()))) if cols.size else ("row", i)
         out[i] = ids.setdefault(k, len(ids))
     return out
 
