@@ -111,6 +111,8 @@ def test_identical_reports_are_not_negatives() -> None:
     soft = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
     want_pos = 0.5 * (F.cross_entropy(le, soft) + F.cross_entropy(lt, soft))
     assert torch.allclose(pos, want_pos, atol=1e-6)
+    # identical texts have identical logits, so as positives they give plain CLIP's loss; masking does not
+    assert torch.allclose(pos, plain, atol=1e-6)
     with pytest.raises(ValueError):
         contrastive_loss(e, t, temperature=0.07, groups=groups, same_report="ignore")
 

@@ -49,7 +49,9 @@ class LossConfig:
 
     ``same_report``: pairs of samples with the same report (``same_key="report"``) or the same entity set
     (``"entities"``) are ``mask``-ed from each other's contrastive negatives (default), made
-    ``positive``-s, or kept as ``negative``-s (plain CLIP; identical reports then fight each other).
+    ``positive``-s, or kept as ``negative``-s (plain CLIP). With a frozen text encoder identical reports
+    have identical logits, so ``positive`` then trains exactly as ``negative`` does; ``mask`` removes the
+    log k floor of a group of k, and ``positive`` differs from ``negative`` only with ``same_key="entities"``.
     """
 
     clip_weight: float = 1.0
