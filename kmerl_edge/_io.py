@@ -279,6 +279,9 @@ class _WfdbReader(RecordReader):
         choice = select_channels(names, units, leads=leads, lead_map=lead_map, record=self.name)
         self.leads = choice.leads
         self.notes = tuple(repaired) + choice.notes
+        self._selected_names = [names[i] for i in choice.indices]
+        self._seg_names = list(h.seg_name or []) if self._multi else []
+        self._seg_lens = [int(x or 0) for x in (h.seg_len or [])] if self._multi else []
         self._idx = list(choice.indices)
         for i in self._idx:
             g = float(gains[i]) if i < len(gains) and gains[i] is not None else 1.0
@@ -379,7 +382,10 @@ class _WfdbReader(RecordReader):
         if self._cache is not None:
             return self._cache[:, start:stop]
         if self._multi:
-            return self._full(self._physical(self._rd(start, stop, self._idx, physical=True)), start, stop)
+            out = self._full(self._physical(self._rd(start, stop, self._idx, physical=True)), start, stop)
+            if start == self._next:
+                self._next = stop
+            return out
         rec = self._rd(start, stop, self._idx, physical=False)
         d = np.asarray(rec.d_signal)
         self._full(d.T, start, stop)
@@ -392,6 +398,41 @@ class _WfdbReader(RecordReader):
             raise RecordReadError(f"cannot convert {self.name} to physical units: {exc}") from exc
         return np.ascontiguousarray((np.asarray(p, dtype=np.float64) * self._scale).T)
 
+    def _verify_segments(self) -> None:
+        """Multi-segment records: each segment header's checksums, over the signals that were scored
+        (read again in bounded pieces, as digital samples)."""
+        wfdb = self._wfdb
+        wanted = set(self._selected_names)
+        for seg, seg_len in zip(self._seg_names, self._seg_lens):
+            if not seg or seg == "~" or not seg_len:
+                continue
+            path = str(self._base.parent / seg)
+            try:
+                sh = wfdb.rdheader(path)
+            except Exception as exc:
+                raise RecordReadError(f"{self.name}: cannot read segment header {seg}: {exc}") from exc
+            sums_want = list(sh.checksum or [])
+            skews = list(sh.skew or [])
+            chans = [j for j, nm in enumerate(sh.sig_name or []) if nm in wanted and j < len(sums_want)
+                     and sums_want[j] is not None and not (j < len(skews) and skews[j])]
+            if not chans:
+                continue
+            n = int(sh.sig_len or 0)
+            step = max(1, 2_000_000 // len(chans))
+            sums = np.zeros(len(chans), dtype=np.int64)
+            for a in range(0, n, step):
+                try:
+                    r = wfdb.rdrecord(path, sampfrom=a, sampto=min(n, a + step), channels=chans, physical=False)
+                except Exception as exc:
+                    raise RecordReadError(f"{self.name}: cannot read segment {seg}: {exc}") from exc
+                sums += np.asarray(r.d_signal).sum(axis=0, dtype=np.int64)
+            for k, j in enumerate(chans):
+                if int(sums[k]) % 65536 != int(sums_want[j]) % 65536:
+                    raise ChecksumError(
+                        f"{self.name}: segment {seg}, signal {sh.sig_name[j]} fails its checksum (header "
+                        f"{int(sums_want[j]) % 65536}, samples {int(sums[k]) % 65536}): the file is corrupt"
+                    )
+
     def _full(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
         if x.shape[-1] != stop - start:
             raise RecordReadError(
@@ -402,6 +443,9 @@ class _WfdbReader(RecordReader):
 
     def verify(self) -> None:
         if self._next != self.n_samples:
+            return
+        if self._multi:
+            self._verify_segments()
             return
         for k in self._verify_idx:
             want = int(self._checksums[self._idx[k]]) % 65536  # type: ignore[arg-type]

@@ -315,3 +315,19 @@ def test_per_window_results_are_packed_but_read_back_identically(ecg, clf):
         assert p.window_rhythm[k] == analyse(long[row, a : a + int(10 * fs)], fs=fs, lead=lead, t0=start)
     assert list(p.window_rhythm[1:3]) == [p.window_rhythm[1], p.window_rhythm[2]]
     assert json.loads(json.dumps(p.to_dict()))["window_rhythm"][0]["n_beats"] == p.window_rhythm[0].n_beats
+
+
+def test_multi_segment_checksums_are_verified(tmp_path, clf):
+    from benchmarks.records_corpus import make_corpus
+
+    items = {it.name: it for it in make_corpus(tmp_path, small=True)}
+    base = Path(items["multiseg"].path)
+    assert ke.read_record(base).leads == ("I", "II")  # intact: verified and read
+    dat = tmp_path / "ms_1.dat"
+    raw = bytearray(dat.read_bytes())
+    raw[len(raw) // 2] ^= 0x08
+    dat.write_bytes(bytes(raw))
+    with pytest.raises(ChecksumError, match="segment ms_1"):
+        ke.read_record(base)
+    with pytest.raises(ChecksumError):
+        clf.predict_record(base)
