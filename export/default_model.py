@@ -161,6 +161,7 @@ def build_default_model(
     teacher_leads: str = "all",
     max_leads: int = 12,
     augment: bool = True,
+    distill_lr: float = 2e-3,
     backends: Sequence[str] | None = None,
     command: str = "",
 ) -> Path:
@@ -222,7 +223,7 @@ def build_default_model(
     ecfg = replace(ecfg, parity=replace(ecfg.parity, lead_sets=lead_sets))
     # Parity on every held-out fold-10 window; int8 top-class flips between reference logits closer than
     # `tie_tolerance` are ties (the strict figure is recorded next to it in the manifest).
-    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps, teacher_leads=teacher_leads,
+    ecfg = replace(ecfg, distill=replace(ecfg.distill, steps=distill_steps, teacher_leads=teacher_leads, lr=distill_lr,
                                                  augment=AugmentConfig() if augment else None),
                    parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
                    calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
@@ -253,6 +254,7 @@ def build_default_model(
         "distill_teacher_leads": teacher_leads,
         "max_leads": max_leads,
         "augment": augment,
+        "distill_lr": distill_lr,
         "corpus": ds["corpus"].summary(),
         "duplicates_dropped": ds["corpus"].duplicates,
         "int8_top1_tie_tolerance": tie_tolerance,
@@ -378,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="distillation targets from the teacher on all the window's leads or the student's")
     ap.add_argument("--no-qdq", action="store_true", help="skip the int8 QDQ ONNX for TensorRT")
     ap.add_argument("--max-leads", type=int, default=12, help="most leads the student serves (1-12)")
+    ap.add_argument("--distill-lr", type=float, default=2e-3, help="distillation learning rate")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared 2-core CPU two threads ran 3-4x slower)")
     ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
@@ -396,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                         bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
                         calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
                         teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
+                        distill_lr=a.distill_lr,
                         backends=a.backends.split(",") if a.backends else None, command=command)
     return 0
 
