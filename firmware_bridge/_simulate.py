@@ -25,7 +25,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,15 +42,31 @@ from ._protocol import DeviceConfig, FrameEncoder, lead_mask, leads_from_mask, q
 __all__ = ["SimulateConfig", "VirtualPatch", "load_patch_signal"]
 
 
-def load_patch_signal(record: str | Path, leads: Sequence[str], fs: float) -> tuple[np.ndarray, tuple[str, ...]]:
+def load_patch_signal(
+    record: str | Path,
+    leads: Sequence[str],
+    fs: float,
+    *,
+    lead_map: Mapping[str, str] | str | None = None,
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Read ``record`` and return ``(signal, leads)``: (n_leads, n) float64 mV at ``fs``, leads canonical order.
 
+    The record is read with the runtime's channel rules (:func:`kmerl_edge.read_record`): channels that are
+    not ECG are left out; ECG channels of unknown position (``MCL1``, ``V``, ``ECG 1``) need ``lead_map``
+    ({channel: lead} or ``"ECG 1=I"``). A record with missing samples is refused: a virtual patch replays
+    complete recordings, and resampling would smear a gap into its neighbours.
     Resampling is ``resample_poly`` with the rate ratio as a fraction (denominator ≤ 1000).
     """
     if fs is None or not fs > 0:
         raise SamplingRateError(f"the patch's sampling rate must be positive, got {fs}")
     want = leads_from_mask(lead_mask(canonical_leads(leads)))
-    rec = read_record(record, leads=want)
+    rec = read_record(record, leads=want, lead_map=dict(lead_map) if isinstance(lead_map, Mapping) else lead_map)
+    missing = int(np.isnan(rec.signal).any(axis=0).sum())
+    if missing:
+        raise BridgeConfigError(
+            f"{rec.name}: {missing} missing samples ({missing / rec.fs:.1f} s); a virtual patch replays complete "
+            "recordings only (use --seconds to stop before the first gap, or a record without gaps)"
+        )
     sig = rec.signal.astype(np.float64)
     if abs(rec.fs - fs) > 1e-9:
         from scipy.signal import resample_poly
@@ -86,6 +102,8 @@ class SimulateConfig:
     device_id: int = 0x4B4D0001
     model: str = "kmerl-virtual"
     wait_for_reader: bool = True  #: start streaming when a host opens the port (False: at once)
+    #: which standard lead each ECG channel of unknown position is, e.g. (("ECG 1", "I"),)
+    lead_map: tuple[tuple[str, str], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("kmerl", "ascii"):
@@ -108,7 +126,9 @@ class VirtualPatch:
 
     def __init__(self, config: SimulateConfig) -> None:
         self.config = config
-        self.signal, leads = load_patch_signal(config.record, config.leads, config.fs)
+        self.signal, leads = load_patch_signal(
+            config.record, config.leads, config.fs, lead_map=dict(config.lead_map) if config.lead_map else None
+        )
         self.device = DeviceConfig(leads, config.fs, config.lsb_pv, config.sample_format,
                                    min(config.frame_samples, 255), config.device_id, (0, 1, 0), config.model)
         if config.frame_samples > self.device.max_samples_per_frame:

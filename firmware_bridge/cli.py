@@ -35,6 +35,8 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("record", help="WFDB record or .mat/.hea (path without or with extension)")
     s.add_argument("--protocol", choices=PROTOCOLS, default="kmerl")
     s.add_argument("--leads", required=True, help="comma-separated leads, e.g. I,II,V2")
+    s.add_argument("--lead-map", default=None,
+                   help="which standard lead each ECG channel of unknown position is, e.g. 'ECG 1=I,MCL1=V1'")
     s.add_argument("--fs", type=float, required=True, help="the patch's sampling rate in Hz (record is resampled)")
     s.add_argument("--speed", type=float, default=1.0, help="real-time factor (default 1)")
     s.add_argument("--drop-rate", type=float, default=0.0, help="probability a frame/line is dropped")
@@ -105,9 +107,13 @@ def reader_message(tick: int, lost: int, fs: float) -> str:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from kmerl_edge._channels import parse_lead_map
+
     from ._simulate import SimulateConfig, VirtualPatch
 
+    lead_map = tuple(parse_lead_map(args.lead_map).items()) if args.lead_map else None
     cfg = SimulateConfig(
+        lead_map=lead_map,
         record=args.record, leads=parse_leads(args.leads), fs=args.fs, protocol=args.protocol, speed=args.speed,
         drop_rate=args.drop_rate, corrupt_rate=args.corrupt_rate, unplug_after_s=args.unplug_after,
         unplug_for_s=args.unplug_for, frame_samples=args.frame_samples, sample_format=args.sample_format,
