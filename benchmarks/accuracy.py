@@ -19,8 +19,6 @@ negatives in the task.
 
 from __future__ import annotations
 
-import ast
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,32 +143,28 @@ def load_ptbxl_tasks(data_root: str | Path, *, fold: int = 10, config: Any = Non
     from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES, RHYTHM_SCP_CODES
 
     cfg = config or PreprocessConfig()
+    from trainer.data import read_ptbxl
+
     root = Path(data_root) / "ptbxl"
-    index = root / "ptbxl_500_index.csv"
-    if not index.exists():
-        raise FileNotFoundError(f"{index} not found (PTB-XL subset of ../shared/data)")
+    ds = read_ptbxl(root, rate=500, folds=[fold])  # a PhysioNet PTB-XL download (ptbxl_database.csv)
     sup_classes = DEFAULT_LABEL_SETS["ptbxl_superclass"]
     rhy_classes = DEFAULT_LABEL_SETS["rhythm"]
     rows, ids, y_sup, y_rhy = [], [], [], []
     failed: dict[str, str] = {}
-    with index.open(newline="") as f:
-        for rec in csv.DictReader(f):
-            if int(float(rec["strat_fold"])) != fold:
-                continue
-            rid = rec["ecg_id"]
-            try:
-                r = read_record(root / rec["filename_hr"])
-                pre = preprocess(r.signal, fs=r.fs, leads=r.leads, config=cfg)
-            except (KmerlError, OSError) as exc:
-                failed[rid] = f"{type(exc).__name__}: {exc}"
-                continue
-            rows.append((pre.windows[0], pre.leads))
-            ids.append(rid)
-            sup = {PTBXL_SUPERCLASS_CODES[c] for c in rec["superclasses_from_scp"].split("|") if c in PTBXL_SUPERCLASS_CODES}
-            codes = ast.literal_eval(rec["scp_codes"]) if rec["scp_codes"] else {}
-            rhy = {RHYTHM_SCP_CODES[c] for c in codes if c in RHYTHM_SCP_CODES}
-            y_sup.append([float(c in sup) for c in sup_classes])
-            y_rhy.append([float(c in rhy) for c in rhy_classes])
+    for item in ds.items:
+        rid = str(item.record_id)
+        try:
+            r = read_record(item.path)
+            pre = preprocess(r.signal, fs=r.fs, leads=r.leads, config=cfg)
+        except (KmerlError, OSError) as exc:
+            failed[rid] = f"{type(exc).__name__}: {exc}"
+            continue
+        rows.append((pre.windows[0], pre.leads))
+        ids.append(rid)
+        sup = {PTBXL_SUPERCLASS_CODES[c] for c in item.meta["superclasses"] if c in PTBXL_SUPERCLASS_CODES}
+        rhy = {RHYTHM_SCP_CODES[c] for c in item.meta["scp_codes"] if c in RHYTHM_SCP_CODES}
+        y_sup.append([float(c in sup) for c in sup_classes])
+        y_rhy.append([float(c in rhy) for c in rhy_classes])
     sig, present = _pack(rows, cfg.window_samples)
     n_sup, n_rhy = len(sup_classes), len(rhy_classes)
     return [

@@ -22,7 +22,6 @@ re-releases). What was dropped as a duplicate is counted in :attr:`Corpus.duplic
 
 from __future__ import annotations
 
-import ast
 import csv
 import hashlib
 from collections import Counter
@@ -179,23 +178,20 @@ def build_corpus(shared: str | Path, config: CorpusConfig | None = None) -> Corp
 
     # --- PTB-XL, 500 Hz mV (ecg_id 1-500, all folds)
     statements = _scp_statements(root / "ptbxl")
-    with open(root / "ptbxl" / "ptbxl_database.csv", newline="") as f:
-        db = {str(int(float(r["ecg_id"]))): r for r in csv.DictReader(f)}
-    with open(root / "ptbxl" / "ptbxl_500_index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            eid = str(int(float(row["ecg_id"])))
-            base = root / "ptbxl" / row["filename_hr"]
-            if not base.with_suffix(".hea").is_file():
-                skipped["ptbxl_missing_file"] += 1
-                continue
-            codes = ast.literal_eval(row["scp_codes"]) if row["scp_codes"] else {}
-            sup = [s for s in (row.get("superclasses_from_scp") or "").split("|") if s]
-            fold = int(float(row["strat_fold"]))
-            seen.add(f"ptbxl:{eid}")
-            recs.append(CorpusRecord(
-                f"ptbxl:{eid}", "ptbxl", "ptbxl", f"ptbxl:{int(float(db[eid]['patient_id']))}", str(base),
-                compose_ptbxl_report(codes, statements), _ptbxl_labels(list(codes), sup),
-                "test" if fold in cfg.ptbxl_test_folds else "train"))
+    from trainer.data import read_ptbxl
+
+    ptbxl = read_ptbxl(root / "ptbxl", rate=500)  # the PhysioNet download layout, every fold
+    skipped["ptbxl_missing_file"] += sum(v for k, v in ptbxl.skipped.items() if "missing" in k)
+    for item in ptbxl.items:
+        eid = str(int(float(item.record_id)))
+        scp: dict[str, float] = dict(item.meta["scp_codes"])
+        ptb_sup: list[str] = list(item.meta["superclasses"])
+        fold = int(item.meta["strat_fold"])
+        seen.add(f"ptbxl:{eid}")
+        recs.append(CorpusRecord(
+            f"ptbxl:{eid}", "ptbxl", "ptbxl", f"ptbxl:{int(float(item.meta['patient_id']))}", str(item.path),
+            compose_ptbxl_report(scp, statements), _ptbxl_labels(list(scp), ptb_sup),
+            "test" if fold in cfg.ptbxl_test_folds else "train"))
     # --- CPSC-2018 originals (.mat)
     with open(root / "cpsc2018" / "index.csv", newline="") as f:
         for row in csv.DictReader(f):

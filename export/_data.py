@@ -6,8 +6,6 @@ PTB-XL (Wagner et al., 2020) is licensed CC BY 4.0. The tests carry a few prepro
 
 from __future__ import annotations
 
-import ast
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +80,7 @@ def default_ptbxl_root() -> Path | None:
     """``../shared/data/ptbxl`` relative to the repository, if it is there."""
     here = Path(__file__).resolve().parent.parent
     for cand in (here.parent / "shared" / "data" / "ptbxl", Path("/work/shared/data/ptbxl")):
-        if (cand / "ptbxl_500_index.csv").exists():
+        if (cand / "ptbxl_database.csv").exists():
             return cand
     return None
 
@@ -98,36 +96,26 @@ def load_ptbxl_windows(
     the shared :func:`kmerl_edge.preprocess`), labelled with the ``ptbxl_superclass`` classes."""
     from kmerl_edge._io import read_record
     from kmerl_edge._preprocess import preprocess
+    from trainer.data import read_ptbxl
 
     r = Path(root) if root is not None else default_ptbxl_root()
-    if r is None or not (r / "ptbxl_500_index.csv").exists():
-        raise FileNotFoundError("PTB-XL not found (expected ../shared/data/ptbxl/ptbxl_500_index.csv)")
+    if r is None or not (r / "ptbxl_database.csv").exists():
+        raise FileNotFoundError("PTB-XL not found (expected a PhysioNet download: ../shared/data/ptbxl/ptbxl_database.csv)")
     classes = DEFAULT_LABEL_SETS["ptbxl_superclass"]
     wins: list[np.ndarray] = []
     labs: list[np.ndarray] = []
     fl: list[int] = []
     ids: list[str] = []
-    with open(r / "ptbxl_500_index.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        fold = int(float(row["strat_fold"]))
-        if folds is not None and fold not in folds:
-            continue
-        base = r / row["filename_hr"]
-        if not base.with_suffix(".hea").exists():
-            continue
-        rec = read_record(base)
+    for item in read_ptbxl(r, rate=500, folds=folds).items:
+        rec = read_record(item.path)
         pre = preprocess(rec.signal, fs=rec.fs, leads=rec.leads, config=config)
         if pre.leads != LEADS:
             continue
         wins.append(pre.windows[0].astype(np.float32))
-        sup = {s.strip() for s in (row.get("superclasses_from_scp") or "").replace(";", "|").replace(",", "|").split("|") if s}
-        if not sup and row.get("scp_codes"):
-            sup = set(ast.literal_eval(row["scp_codes"]).keys()) & set(PTBXL_SUPERCLASS_CODES)
-        names = {PTBXL_SUPERCLASS_CODES[s] for s in sup if s in PTBXL_SUPERCLASS_CODES}
+        names = {PTBXL_SUPERCLASS_CODES[s] for s in item.meta["superclasses"] if s in PTBXL_SUPERCLASS_CODES}
         labs.append(np.array([c in names for c in classes], dtype=np.float32))
-        fl.append(fold)
-        ids.append(row["ecg_id"])
+        fl.append(int(item.meta["strat_fold"]))
+        ids.append(str(item.record_id))
         if max_records is not None and len(wins) >= max_records:
             break
     if not wins:
