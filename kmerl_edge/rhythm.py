@@ -287,11 +287,11 @@ def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     delay_i = 1.0 + (w - 1) / 2.0 + 0.025 * fs_i + (0.5 * (dk - 1) / k if despike else 0.0)
     for arr in (b, a, zi0):
         arr.setflags(write=False)
-    consts = (np.full(k, 1.0 / k), np.full(w, 1.0 / w), np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs)
+    consts = (np.full(w, 1.0 / w), np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs)
     for arr in consts:
         arr.setflags(write=False)
-    bw, kernel, roffs, woffs_i, woffs, boffs = consts
-    return (k, fs_i, bw, b, a, zi0, w, kernel, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
+    kernel, roffs, woffs_i, woffs, boffs = consts
+    return (k, fs_i, b, a, zi0, w, kernel, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
             base_half, mk, woffs, boffs, despike, dk, delay_i)
 
 
@@ -311,7 +311,6 @@ class BeatDetector:
         (
             self.k,
             self.fs_i,
-            self._bw,
             self._b,
             self._a,
             self._zi0,
@@ -447,8 +446,11 @@ class BeatDetector:
         self._rem = a[nb * k :].copy()
         if nb == 0:
             return
-        if k > 1:  # block means as one matrix-vector product (a third of the cost of strided adds)
-            y = np.dot(a[: nb * k].reshape(nb, k), self._bw)
+        if k > 1:  # element-wise sums (not a BLAS product: its summation order may depend on the position
+            y = a[0 : nb * k : k].copy()  # of a block in the call, and the beats must not depend on chunking)
+            for i in range(1, k):
+                y += a[i : nb * k : k]
+            y *= 1.0 / k
         else:
             y = a[:nb].copy()
         if self._ytail is None:
