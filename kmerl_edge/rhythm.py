@@ -261,7 +261,13 @@ def _median5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.n
 _DEFAULT_DETECTOR = DetectorConfig()
 
 
-@lru_cache(maxsize=32)
+def _cached_plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
+    try:
+        return _plan_lru(fs, cfg)
+    except TypeError:  # a configuration holding a list (unhashable): computed, not cached
+        return _plan(fs, cfg)
+
+
 def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     """Everything a :class:`BeatDetector` derives from its rate and configuration, computed once per
     (rate, configuration): a detector per 10-s window costs no set-up. The arrays are only read."""
@@ -293,6 +299,9 @@ def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     kernel, roffs, woffs_i, woffs, boffs = consts
     return (k, fs_i, b, a, zi0, w, kernel, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
             base_half, mk, woffs, boffs, despike, dk, delay_i)
+
+
+_plan_lru = lru_cache(maxsize=32)(_plan)
 
 
 class BeatDetector:
@@ -330,7 +339,7 @@ class BeatDetector:
             self._despike,
             self._dk,
             self._delay_i,
-        ) = _plan(self.fs, cfg)
+        ) = _cached_plan(self.fs, cfg)
         self._cap = float(cfg.level_cap)
         self._n = 0  # native samples consumed (absolute)
         self._last_out = -(10**12)  # last reported beat (absolute)

@@ -169,6 +169,15 @@ def test_wide_pacing_spikes(mit: Any, fs_new: int, width_ms: float) -> None:
     assert se >= 0.99 and ppv >= 0.99, (se, ppv)
 
 
+def test_config_with_a_list_band_works(cpsc: Any) -> None:
+    """A DetectorConfig holding a list (unhashable) still configures a detector."""
+    from kmerl_edge.rhythm import DetectorConfig
+
+    x, fs, _ = cpsc
+    got = detect_beats(x[: int(20 * fs)], fs=fs, config=DetectorConfig(band_hz=[8.0, 20.0]))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, detect_beats(x[: int(20 * fs)], fs=fs))
+
+
 def test_flat_or_noisy_window_reports_no_heart_rate() -> None:
     fs = 250.0
     rng = np.random.default_rng(0)
