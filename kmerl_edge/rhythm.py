@@ -97,7 +97,7 @@ class DetectorConfig:
     - ``level_cap``: one candidate raises the signal level by at most this factor × the level (an
       artefact does not blind the detector for the next beats).
     - ``median``: also a 3-sample median at the internal rate (off: it blunts narrow QRS complexes; the
-      device-rate median that removes spikes up to 2 ms wide is always on at 200 Hz and above).
+      device-rate median that removes spikes up to 2 ms wide is always on, at every rate).
     - ``locate_before_s`` / ``locate_after_s``: where the raw-signal peak of a beat is searched around
       the envelope's estimate.
     """
@@ -286,7 +286,7 @@ def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     pad = (mk - 1) // 2
     woffs = np.arange(-loc_before - pad, loc_after + pad + 1)
     boffs = np.arange(-base_half, base_half + 1, max(1, int(round(fs / 250.0))))
-    despike = fs >= 200.0
+    despike = True
     # device-rate median that removes pacing spikes up to 2 ms wide: 3 samples up to 500 Hz, 5 above
     dk = 5 if fs > 500.0 else 3
     # the envelope's fixed delay behind the signal, in internal samples (calibrated on MIT-BIH 100)

@@ -149,10 +149,10 @@ def test_baseline_wander_noise_and_pacing_spikes(mit: Any) -> None:
     assert se >= 0.99 and ppv >= 0.99, (se, ppv)
 
 
-@pytest.mark.parametrize("fs_new,width_ms", [(1000, 2.0), (500, 2.0), (250, 4.0)])
+@pytest.mark.parametrize("fs_new,width_ms", [(1000, 2.0), (500, 2.0), (250, 4.0), (128, 7.8), (100, 10.0)])
 def test_wide_pacing_spikes(mit: Any, fs_new: int, width_ms: float) -> None:
-    """Pacing spikes as wide as 2 ms (several samples at a high device rate) are not beats and do not
-    pull a beat off its R peak."""
+    """Pacing spikes as wide as 2 ms (two samples at 1000 Hz; one sample at low rates, 100 and 128 Hz
+    included) are not beats and do not pull a beat off its R peak."""
     from scipy.signal import resample_poly
 
     x, fs, ref = mit
