@@ -396,7 +396,7 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
     five = [_Rec(f"CPSC-2019, {len(c19)} clips", np.concatenate([r.x for r in c19]), 500.0, np.zeros(0))]
     short = _Rec(mit[0].name, mit[0].x[: int(300 * mit[0].fs)], mit[0].fs, mit[0].ref)
     res["latency_per_10s_window"] = _latency(
-        mit + five + [c21["I"][0]] + [_resampled(short, f) for f in (128, 250, 1000)]
+        mit + five + [c21["I"][0]] + [_resampled(short, f) for f in (128, 250, 500, 1000)]
     )
     res["stream_per_2s_hop"] = _stream_hop(c21["I"][0])
     res["load_average"] = [round(v, 2) for v in os.getloadavg()]

@@ -14,8 +14,9 @@ and a streaming detector whose beats do not depend on how the stream is cut into
     new_beats = det.finish()                    # end of the record: the beats its last samples confirm
 
 The detector is an energy detector of the Pan–Tompkins family, chosen by measurement (``kmerl-bench
-rhythm``): the signal is block-averaged to about 125 Hz, median-filtered (pacing spikes), band-passed
-(5–18 Hz), differentiated, squared and integrated over 100 ms; local maxima of that envelope are
+rhythm``): the signal is median-filtered at the device rate (pacing spikes up to 2 ms wide: 3 samples
+up to 500 Hz, 5 above), block-averaged to about 125 Hz, band-passed (8–20 Hz), differentiated,
+rectified and integrated over 100 ms; local maxima of that envelope are
 classified with adaptive signal / noise levels, a T-wave check and a search back after 1.66 mean RR
 intervals; each beat is then placed on the largest deflection of the raw signal at the device rate.
 Every stage is causal and carries its state, so a stream cut anywhere gives the same beats as the
@@ -96,7 +97,7 @@ class DetectorConfig:
     - ``level_cap``: one candidate raises the signal level by at most this factor × the level (an
       artefact does not blind the detector for the next beats).
     - ``median``: also a 3-sample median at the internal rate (off: it blunts narrow QRS complexes; the
-      device-rate median that removes one-sample spikes is always on at 200 Hz and above).
+      device-rate median that removes spikes up to 2 ms wide is always on, at every rate).
     - ``locate_before_s`` / ``locate_after_s``: where the raw-signal peak of a beat is searched around
       the envelope's estimate.
     """
@@ -143,6 +144,9 @@ class RhythmConfig:
     max_searchback_share: float = 0.34
     ectopic_early: float = 0.8
     ectopic_late: float = 1.1
+
+
+_DEFAULT_RHYTHM = RhythmConfig()
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -249,6 +253,57 @@ def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
+def _median5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Element-wise median of five arrays (10 min/max operations, no sort)."""
+    return _median3(e, np.maximum(np.minimum(a, b), np.minimum(c, d)), np.minimum(np.maximum(a, b), np.maximum(c, d)))
+
+
+_DEFAULT_DETECTOR = DetectorConfig()
+
+
+def _cached_plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
+    try:
+        return _plan_lru(fs, cfg)
+    except TypeError:  # a configuration holding a list (unhashable): computed, not cached
+        return _plan(fs, cfg)
+
+
+def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
+    """Everything a :class:`BeatDetector` derives from its rate and configuration, computed once per
+    (rate, configuration): a detector per 10-s window costs no set-up. The arrays are only read."""
+    k = max(1, int(round(fs / cfg.internal_fs)))
+    fs_i = fs / k
+    b, a, zi0 = _design(round(fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
+    w = max(1, int(round(cfg.integration_s * fs_i)))
+    r = max(1, int(round(cfg.refractory_s * fs_i)))
+    learn = max(r, int(round(cfg.learning_s * fs_i)))
+    twave = int(round(cfg.twave_s * fs_i))
+    # refinement at the device rate
+    loc_before = int(round(cfg.locate_before_s * fs))
+    loc_after = int(round(cfg.locate_after_s * fs))
+    base_half = int(round(0.15 * fs))
+    mk = 1 if fs < 250 else (3 if fs < 700 else 5)
+    pad = (mk - 1) // 2
+    woffs = np.arange(-loc_before - pad, loc_after + pad + 1)
+    boffs = np.arange(-base_half, base_half + 1, max(1, int(round(fs / 250.0))))
+    despike = True
+    # device-rate median that removes pacing spikes up to 2 ms wide: 3 samples up to 500 Hz, 5 above
+    dk = 5 if fs > 500.0 else 3
+    # the envelope's fixed delay behind the signal, in internal samples (calibrated on MIT-BIH 100)
+    delay_i = 1.0 + (w - 1) / 2.0 + 0.025 * fs_i + (0.5 * (dk - 1) / k if despike else 0.0)
+    for arr in (b, a, zi0):
+        arr.setflags(write=False)
+    consts = (np.full(w, 1.0 / w), np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs)
+    for arr in consts:
+        arr.setflags(write=False)
+    kernel, roffs, woffs_i, woffs, boffs = consts
+    return (k, fs_i, b, a, zi0, w, kernel, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
+            base_half, mk, woffs, boffs, despike, dk, delay_i)
+
+
+_plan_lru = lru_cache(maxsize=32)(_plan)
+
+
 class BeatDetector:
     """R-peak detector with state: :meth:`push` chunks of one lead (mV at ``fs``) in order, get the
     absolute sample indices (from the first pushed sample) of the beats each chunk confirms.
@@ -261,26 +316,33 @@ class BeatDetector:
 
     def __init__(self, *, fs: float, config: DetectorConfig | None = None) -> None:
         self.fs = _check_fs(fs)
-        self.config = cfg = config or DetectorConfig()
-        self.k = max(1, int(round(self.fs / cfg.internal_fs)))
-        self.fs_i = self.fs / self.k
-        self._b, self._a, self._zi0 = _design(round(self.fs_i, 6), float(cfg.band_hz[0]), float(cfg.band_hz[1]))
-        self.w = max(1, int(round(cfg.integration_s * self.fs_i)))
-        self._kernel = np.full(self.w, 1.0 / self.w)
+        self.config = cfg = config or _DEFAULT_DETECTOR
+        (
+            self.k,
+            self.fs_i,
+            self._b,
+            self._a,
+            self._zi0,
+            self.w,
+            self._kernel,
+            self.r,
+            self.learn,
+            self._roffs,
+            self._woffs_i,
+            self.twave,
+            self._loc_before,
+            self._loc_after,
+            self._base_half,
+            self._mk,
+            self._woffs,
+            self._boffs,
+            self._despike,
+            self._dk,
+            self._delay_i,
+        ) = _cached_plan(self.fs, cfg)
         self._cap = float(cfg.level_cap)
-        self.r = max(1, int(round(cfg.refractory_s * self.fs_i)))
-        self.learn = max(self.r, int(round(cfg.learning_s * self.fs_i)))
-        self.twave = int(round(cfg.twave_s * self.fs_i))
-        # refinement at the device rate
-        self._loc_before = int(round(cfg.locate_before_s * self.fs))
-        self._loc_after = int(round(cfg.locate_after_s * self.fs))
-        self._base_half = int(round(0.15 * self.fs))
-        self._mk = 1 if self.fs < 250 else (3 if self.fs < 700 else 5)
-        self._despike = self.fs >= 200.0
         self._n = 0  # native samples consumed (absolute)
         self._last_out = -(10**12)  # last reported beat (absolute)
-        # the envelope's fixed delay behind the signal, in internal samples (calibrated on MIT-BIH 100)
-        self._delay_i = 1.0 + (self.w - 1) / 2.0 + 0.025 * self.fs_i + (1.0 / self.k if self.fs >= 200.0 else 0.0)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------------------
@@ -288,7 +350,7 @@ class BeatDetector:
         """Start a new record at the current sample count (filters, levels and RR history cleared)."""
         self._seg0 = self._n  # absolute native index where this record starts
         self._rem = np.zeros(0)  # native samples not yet forming a block
-        self._stail: np.ndarray | None = None  # last 2 native samples (despiking median)
+        self._stail: np.ndarray | None = None  # last 2 or 4 native samples (despiking median)
         self._ni = 0  # internal samples produced in this record
         self._ytail: np.ndarray | None = None  # last 2 block means (median3)
         self._zi: np.ndarray | None = None
@@ -376,20 +438,25 @@ class BeatDetector:
     # -- stages ------------------------------------------------------------------------------------------------
     def _feed(self, a: np.ndarray) -> None:
         k = self.k
-        if self._despike:  # 3-sample median at the device rate: spikes of one sample (pacing, ESD) go
+        if self._despike:  # median at the device rate: spikes up to 2 ms wide (pacing, ESD) go
+            t = self._dk - 1
             if self._stail is None:
-                self._stail = np.array([a[0], a[0]])
+                self._stail = np.full(t, a[0])
             aa = np.concatenate((self._stail, a))
-            self._stail = aa[-2:].copy()
-            a = _median3(aa[:-2], aa[1:-1], aa[2:])
+            self._stail = aa[-t:].copy()
+            m = aa.size - t
+            if t == 2:
+                a = _median3(aa[:m], aa[1 : m + 1], aa[2:])
+            else:
+                a = _median5(aa[:m], aa[1 : m + 1], aa[2 : m + 2], aa[3 : m + 3], aa[4:])
         if self._rem.size:
             a = np.concatenate((self._rem, a))
         nb = a.size // k
         self._rem = a[nb * k :].copy()
         if nb == 0:
             return
-        if k > 1:
-            y = a[0 : nb * k : k].copy()
+        if k > 1:  # element-wise sums (not a BLAS product: its summation order may depend on the position
+            y = a[0 : nb * k : k].copy()  # of a block in the call, and the beats must not depend on chunking)
             for i in range(1, k):
                 y += a[i : nb * k : k]
             y *= 1.0 / k
@@ -442,17 +509,20 @@ class BeatDetector:
         idx = np.flatnonzero((v >= left) & (v >= right)) + i0
         if not idx.size:
             return []
-        around = seg[np.minimum(np.maximum(idx[:, None] + np.arange(-r, r + 1)[None, :], 0), seg.size - 1)]
-        top = seg[idx] >= around.max(axis=1)
+        # the largest envelope within ±r of each sample (edges held), O(n) in C
+        from scipy.ndimage import maximum_filter1d
+
+        top = seg[idx] >= maximum_filter1d(seg, 2 * r + 1, mode="nearest")[idx]
         idx = idx[top]
         if not idx.size:
             return []
         # steepest slope in each candidate's integration window (the T-wave test)
-        rel = (idx + (a - e0))[:, None] + np.arange(1 - self.w, 1)[None, :]
+        rel = (idx + (a - e0))[:, None] + self._woffs_i[None, :]
         slopes = self._ad[np.maximum(rel, 0)].max(axis=1).tolist()
         heights = seg[idx].tolist()
         # how far the envelope falls around the candidate (beats stand on a low floor, noise does not)
-        floor = around[top].min(axis=1).tolist()
+        around = seg[np.minimum(np.maximum(idx[:, None] + self._roffs[None, :], 0), seg.size - 1)]
+        floor = around.min(axis=1).tolist()
         out = []
         for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
             p = j + a
@@ -566,24 +636,25 @@ class BeatDetector:
                 [self._seg0 + (p - self._delay_i) * k + (k - 1) / 2.0 for p, _, _ in self._pending]
             )
             est = np.round(est).astype(np.int64)
-            lo_b, hi_b, B = self._loc_before, self._loc_after, self._base_half
             raw, r0, n = self._raw, self._raw0, self._n
-            offs = np.arange(-B, B + 1)
-            idx = np.minimum(np.maximum(est[:, None] + offs[None, :], max(r0, self._seg0)), n - 1) - r0
-            seg = raw[idx]
-            base = np.partition(seg, B, axis=1)[:, B : B + 1]  # the median of each row (2B + 1 samples)
-            s = seg - base
+            lo_i, hi_i = max(r0, self._seg0), n - 1
+            # baseline: the median of ±150 ms around the estimate (every 4 ms)
+            bidx = np.minimum(np.maximum(est[:, None] + self._boffs[None, :], lo_i), hi_i) - r0
+            bseg = raw[bidx]
+            hm = bseg.shape[1] // 2
+            base = np.partition(bseg, hm, axis=1)[:, hm : hm + 1]
+            # the search window (with the median's half width on both sides), baseline removed
             mk = self._mk
+            pad = (mk - 1) // 2
+            idx = np.minimum(np.maximum(est[:, None] + self._woffs[None, :], lo_i), hi_i) - r0
+            s = raw[idx] - base
             if mk > 1:
-                sh = [s[:, i : s.shape[1] - (mk - 1) + i] for i in range(mk)]
-                s = _median3(*sh) if mk == 3 else np.partition(np.stack(sh), mk // 2, axis=0)[mk // 2]
-                pad = (mk - 1) // 2
+                L = s.shape[1] - (mk - 1)
+                sh = [s[:, i : L + i] for i in range(mk)]
+                win = _median3(*sh) if mk == 3 else _median5(*sh)
             else:
-                pad = 0
-            c0 = B - lo_b - pad
-            c1 = B + hi_b + 1 - pad
-            win = s[:, max(0, c0) : c1]
-            j = np.argmax(np.abs(win), axis=1) + max(0, c0) + pad
+                win = s
+            j = np.argmax(np.abs(win), axis=1) + pad
             out = idx[np.arange(len(j)), j] + r0
             amp = (win.max(axis=1) - win.min(axis=1)).tolist()
             # keep order and spacing
@@ -648,7 +719,7 @@ def summarise_beats(
     never across a gap). ``heights`` / ``noise_heights`` (detector envelope of beats and of the other
     candidates), ``amplitudes`` (mV around each beat) and ``signal_ptp_mv`` feed the quality flag.
     """
-    cfg = config or RhythmConfig()
+    cfg = config or _DEFAULT_RHYTHM
     rp = np.asarray(r_peaks, dtype=np.int64)
     n = int(rp.size)
     conf = tuple(bool(c) for c in confident) if confident is not None else (True,) * n
@@ -736,7 +807,8 @@ def summarise_beats(
     )
 
 
-def _one_lead(signal: Any) -> np.ndarray:
+def _one_lead(signal: Any) -> tuple[np.ndarray, float]:
+    """The signal as 1-D float64 and its peak-to-peak amplitude (non-finite samples refused)."""
     x = np.asarray(signal)
     if x.dtype.kind not in "fiu":
         raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
@@ -745,14 +817,18 @@ def _one_lead(signal: Any) -> np.ndarray:
     if x.ndim != 1:
         raise SignalShapeError(f"rhythm analysis takes one lead: a 1-D array (or (1, n)), got shape {x.shape}")
     x = x.astype(np.float64, copy=False)
-    if not np.isfinite(x).all():
+    if not x.size:
+        return x, 0.0
+    # max and min propagate NaN, and Inf makes their difference non-finite: one pass each, no mask
+    ptp = float(x.max()) - float(x.min())
+    if not math.isfinite(ptp):
         raise NonFiniteSignalError("signal holds NaN or Inf samples")
-    return x
+    return x, ptp
 
 
 def detect_beats(signal: Any, *, fs: float, config: DetectorConfig | None = None) -> np.ndarray:
     """R-peak sample indices of a whole one-lead record (mV at ``fs``)."""
-    return BeatDetector(fs=fs, config=config)._push(_one_lead(signal), True)
+    return BeatDetector(fs=fs, config=config)._push(_one_lead(signal)[0], True)
 
 
 def analyse(
@@ -771,11 +847,10 @@ def analyse(
     """
     name = canonical_lead(lead)
     fs = _check_fs(fs)
-    x = _one_lead(signal)
+    x, ptp = _one_lead(signal)
     det = BeatDetector(fs=fs, config=detector)
     beats = det._push(x, True)
     info = det.take_beat_info()
-    ptp = float(x.max() - x.min()) if x.size else 0.0
     return summarise_beats(
         beats,
         fs=fs,

@@ -149,6 +149,35 @@ def test_baseline_wander_noise_and_pacing_spikes(mit: Any) -> None:
     assert se >= 0.99 and ppv >= 0.99, (se, ppv)
 
 
+@pytest.mark.parametrize("fs_new,width_ms", [(1000, 2.0), (500, 2.0), (250, 4.0), (128, 7.8), (100, 10.0)])
+def test_wide_pacing_spikes(mit: Any, fs_new: int, width_ms: float) -> None:
+    """Pacing spikes as wide as 2 ms (two samples at 1000 Hz; one sample at low rates, 100 and 128 Hz
+    included) are not beats and do not pull a beat off its R peak."""
+    from scipy.signal import resample_poly
+
+    x, fs, ref = mit
+    y = resample_poly(x, fs_new, int(fs))
+    ref = np.round(ref * fs_new / fs).astype(np.int64)
+    w = max(1, int(round(width_ms * 1e-3 * fs_new)))
+    spikes = ref[::2] - int(0.15 * fs_new)
+    spikes = spikes[spikes > 0]
+    mids = spikes[::3] + int(0.5 * fs_new)
+    for i in range(w):
+        y[spikes + i] += 8.0
+        y[mids[mids + i < y.size] + i] -= 8.0
+    se, ppv = _se_ppv(ref, detect_beats(y, fs=float(fs_new)), fs_new, tol_s=0.05)
+    assert se >= 0.99 and ppv >= 0.99, (se, ppv)
+
+
+def test_config_with_a_list_band_works(cpsc: Any) -> None:
+    """A DetectorConfig holding a list (unhashable) still configures a detector."""
+    from kmerl_edge.rhythm import DetectorConfig
+
+    x, fs, _ = cpsc
+    got = detect_beats(x[: int(20 * fs)], fs=fs, config=DetectorConfig(band_hz=[8.0, 20.0]))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, detect_beats(x[: int(20 * fs)], fs=fs))
+
+
 def test_flat_or_noisy_window_reports_no_heart_rate() -> None:
     fs = 250.0
     rng = np.random.default_rng(0)
