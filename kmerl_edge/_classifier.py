@@ -324,20 +324,10 @@ class WindowScores(Sequence[dict[str, float]]):
 
 def _as_2d(signal: Any, n_leads: int) -> np.ndarray:
     """Check the documented (n_leads, n_samples) numeric layout; NaN (missing) allowed, ±Inf not."""
-    from ._errors import NonFiniteSignalError, SignalShapeError
+    from ._errors import NonFiniteSignalError
+    from ._preprocess import _as_layout
 
-    x = np.asarray(signal)
-    if x.dtype.kind == "c":
-        raise SignalShapeError("signal is complex; an ECG is real (pass the part you mean, e.g. x.real)")
-    if x.dtype.kind not in "fiu":
-        raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
-    if x.ndim == 1 and n_leads == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise SignalShapeError(f"signal must be (n_leads, n_samples), got shape {x.shape}")
-    if x.shape[0] != n_leads:
-        hint = " (did you pass samples × leads? transpose it)" if x.shape[1] == n_leads else ""
-        raise SignalShapeError(f"signal has {x.shape[0]} rows but {n_leads} leads were named{hint}")
+    x = _as_layout(signal, n_leads)
     if x.dtype.kind == "f" and np.isinf(x).any():
         raise NonFiniteSignalError(f"signal holds {int(np.isinf(x).sum())} infinite samples")
     return x

@@ -197,11 +197,14 @@ def _check_fs(fs: float) -> float:
     return f
 
 
-def _as_signal(signal: Any, n_leads: int) -> np.ndarray:
+def _as_layout(signal: Any, n_leads: int) -> np.ndarray:
+    """The documented (n_leads, n_samples) real numeric layout (1-D for one lead), as an array; values
+    are not checked here."""
     x = np.asarray(signal)
+    if x.dtype.kind == "c":
+        raise SignalShapeError("signal is complex; an ECG is real (pass the part you mean, e.g. x.real)")
     if x.dtype.kind not in "fiu":
         raise SignalShapeError(f"signal must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float64, copy=False)
     if x.ndim == 1 and n_leads == 1:
         x = x[None, :]
     if x.ndim != 2:
@@ -209,6 +212,11 @@ def _as_signal(signal: Any, n_leads: int) -> np.ndarray:
     if x.shape[0] != n_leads:
         hint = " (did you pass samples × leads? transpose it)" if x.shape[1] == n_leads else ""
         raise SignalShapeError(f"signal has {x.shape[0]} rows but {n_leads} leads were named{hint}")
+    return x
+
+
+def _as_signal(signal: Any, n_leads: int) -> np.ndarray:
+    x = _as_layout(signal, n_leads).astype(np.float64, copy=False)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise NonFiniteSignalError(f"signal holds {bad} NaN/Inf samples; report gaps instead of filling them")
