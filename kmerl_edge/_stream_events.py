@@ -6,6 +6,7 @@ from collections import deque
 
 import numpy as np
 
+from ._hysteresis import Hysteresis
 from ._stream_types import EventRule, RhythmEvent
 
 __all__ = ["Smoother", "EventDetector"]
@@ -40,32 +41,21 @@ class EventDetector:
         self.label_set = label_set
         self.query_index = int(query_index)
         self.device_id = device_id
-        self.active = False
-        self._run = 0
-        self._run_t: float | None = None  # centre of the first window of the pending run
+        self._h = Hysteresis()
+
+    @property
+    def active(self) -> bool:
+        return self._h.active
 
     def update(self, index: int, t_start: float, t_end: float, probs: np.ndarray) -> RhythmEvent | None:
         p = float(probs[self.query_index])
         r = self.rule
         if self.active:
-            hit = p <= r.off_threshold
-            need = r.min_off_windows
+            t = self._h.step(p <= r.off_threshold, r.min_off_windows, t_start, t_end)
         else:
-            hit = p >= r.on_threshold
-            need = r.min_on_windows
-        if not hit:
-            self._run = 0
-            self._run_t = None
+            t = self._h.step(p >= r.on_threshold, r.min_on_windows, t_start, t_end)
+        if t is None:
             return None
-        if self._run == 0:
-            self._run_t = 0.5 * (t_start + t_end)
-        self._run += 1
-        if self._run < need:
-            return None
-        self.active = not self.active
-        t = self._run_t if self._run_t is not None else 0.5 * (t_start + t_end)
-        self._run = 0
-        self._run_t = None
         return RhythmEvent(
             kind="started" if self.active else "ended",
             label=r.label,

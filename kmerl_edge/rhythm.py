@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import NonFiniteSignalError, SignalShapeError
+from ._hysteresis import Hysteresis
 from ._leads import canonical_lead
 from ._preprocess import _check_fs
 
@@ -1052,9 +1053,11 @@ class RateEventDetector:
     def __init__(self, rule: RateEventRule, device_id: str | None = None) -> None:
         self.rule = rule
         self.device_id = device_id
-        self.active = False
-        self._run = 0
-        self._run_t: float | None = None
+        self._h = Hysteresis()
+
+    @property
+    def active(self) -> bool:
+        return self._h.active
 
     def update(self, index: int, t_start: float, t_end: float, rhythm: RhythmResult | None) -> RhythmEvent | None:
         from ._stream_types import RhythmEvent
@@ -1064,22 +1067,11 @@ class RateEventDetector:
             return None
         r = self.rule
         if self.active:
-            hit = v <= r.off if r.above else v >= r.off
-            need = r.min_off_windows
+            t = self._h.step(v <= r.off if r.above else v >= r.off, r.min_off_windows, t_start, t_end)
         else:
-            hit = v >= r.on if r.above else v <= r.on
-            need = r.min_on_windows
-        if not hit:
-            self._run, self._run_t = 0, None
+            t = self._h.step(v >= r.on if r.above else v <= r.on, r.min_on_windows, t_start, t_end)
+        if t is None:
             return None
-        if self._run == 0:
-            self._run_t = 0.5 * (t_start + t_end)
-        self._run += 1
-        if self._run < need:
-            return None
-        self.active = not self.active
-        t = self._run_t if self._run_t is not None else 0.5 * (t_start + t_end)
-        self._run, self._run_t = 0, None
         return RhythmEvent(
             kind="started" if self.active else "ended",
             label=r.label,
