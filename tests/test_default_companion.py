@@ -85,6 +85,15 @@ def test_a_12_lead_stream_is_scored_by_the_companion(clf: ke.Classifier, rec12: 
     assert two.classifier is clf
 
 
+def test_cli_streams_a_12_lead_file_with_the_companion(records_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = str(records_dir / "00001_hr.hea")
+    assert main(["stream", "--source", src, "--speed", "50", "--json-lines", "--backend", "torch"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (start,) = [d for d in lines if d["type"] == "start"]
+    assert start["bundle"] == str(COMPANION) and len(start["leads"]) == 12
+    assert [d["skipped"] for d in lines if d["type"] == "window"] == [False]
+
+
 def test_cli_classifies_a_12_lead_file_by_default(records_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", str(records_dir / "00001_hr.hea"), "--json", "--backend", "torch"]) == 0
     doc = json.loads(capsys.readouterr().out)
