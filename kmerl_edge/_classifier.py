@@ -163,6 +163,7 @@ class Classifier:
             comp = self.companion_bundle
             be, choice = choose_backend(comp, self._request[0], self._request[1])
             self._companion = Classifier(comp, be, choice)
+            self._companion.batch_windows = self.batch_windows
             self._companion.routing_note = (
                 f"scored by the companion bundle {comp.path.name} ({self.bundle.path.name} serves at most "
                 f"{self._max_leads} leads; {comp.path.name} serves {self._max_leads + 1}–{comp.max_leads})"
