@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._bundle import Bundle, load_bundle
-from ._classifier import Classifier, Prediction, default_bundle_path, load
+from ._classifier import Classifier, Prediction, default_bundle_path, default_companion_path, load
 from ._config import ModelConfig, get_config, list_models
 from ._errors import (
     BackendCrashedError,
@@ -89,6 +89,7 @@ __all__ = [
     "load_bundle",
     "load",
     "default_bundle_path",
+    "default_companion_path",
     "Classifier",
     "Prediction",
     # errors

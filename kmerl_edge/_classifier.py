@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -22,9 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._io import Record
     from .stream import StreamSession
 
-__all__ = ["Classifier", "Prediction", "load", "default_bundle_path"]
+__all__ = ["Classifier", "Prediction", "load", "default_bundle_path", "default_companion_path"]
 
 _DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
+#: the default bundle's companion: it scores the lead counts the default student does not serve (4–12)
+_DEFAULT_COMPANION = Path(__file__).resolve().parent / "default_bundle_12"
 
 
 def default_bundle_path() -> Path:
@@ -34,6 +36,11 @@ def default_bundle_path() -> Path:
             "this installation ships no default bundle; pass bundle=PATH (see README, 'Default model')"
         )
     return _DEFAULT_BUNDLE
+
+
+def default_companion_path() -> Path | None:
+    """The companion bundle shipped beside the default one (more leads than the student serves), or ``None``."""
+    return _DEFAULT_COMPANION if (_DEFAULT_COMPANION / "manifest.json").exists() else None
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -53,7 +60,9 @@ class Prediction:
       a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``;
     - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own
       rate (:func:`kmerl_edge.rhythm.analyse`; intervals never span a gap); ``window_rhythm``: the same
-      per scored window.
+      per scored window;
+    - ``bundle``: the bundle directory that scored it (a classifier with a companion routes by lead count:
+      see :func:`load`) and ``backend`` the backend it ran on.
     """
 
     scores: dict[str, float]
@@ -69,6 +78,7 @@ class Prediction:
     coverage: Coverage | None = None
     rhythm: RhythmResult | None = None
     window_rhythm: Sequence[RhythmResult] = ()
+    bundle: str = ""
 
     def top(self, k: int = 3, label_set: str | None = None) -> list[tuple[str, float]]:
         src = self.by_label_set[label_set] if label_set else self.scores
@@ -79,6 +89,7 @@ class Prediction:
             "scores": self.by_label_set,
             "quality": self.quality.to_dict(),
             "leads": list(self.leads),
+            "bundle": self.bundle,
             "window_starts_s": list(self.window_starts_s),
             "backend": self.backend,
             "latency_ms": round(self.latency_ms, 3),
@@ -91,10 +102,27 @@ class Prediction:
 
 
 class Classifier:
-    """A loaded, verified bundle bound to one backend. Create it with :func:`kmerl_edge.load`."""
+    """A loaded, verified bundle bound to one backend. Create it with :func:`kmerl_edge.load`.
 
-    def __init__(self, bundle: Bundle, backend: Backend, choice: BackendChoice | None = None) -> None:
+    With a ``companion`` bundle, lead sets larger than this bundle's ``max_leads`` are scored by the
+    companion (loaded on first use, on the same backend request): :meth:`for_leads` says which."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        choice: BackendChoice | None = None,
+        *,
+        companion: Bundle | None = None,
+        backend_request: tuple[str, int | None] = ("auto", None),
+    ) -> None:
         self.bundle = bundle
+        #: the companion bundle (verified; its backend starts on first use), or ``None``
+        self.companion_bundle = companion
+        self._companion: Classifier | None = None
+        self._request = backend_request
+        #: a note on every prediction of this classifier (set on a companion: why it scored)
+        self.routing_note = ""
         self.backend = backend
         #: what ``load`` chose and why (``backend="auto"`` weighs load time against per-window latency)
         self.backend_choice = choice or BackendChoice(backend.name, backend.name, "given")
@@ -124,10 +152,46 @@ class Classifier:
 
     @property
     def max_leads(self) -> int:
-        return self._max_leads
+        """The most leads scored at once: this bundle's, or its companion's where larger."""
+        comp = self.companion_bundle
+        return max(self._max_leads, comp.max_leads if comp is not None else 0)
+
+    @property
+    def companion(self) -> Classifier | None:
+        """The companion's classifier, started on first access (``None`` without a companion)."""
+        if self._companion is None and self.companion_bundle is not None:
+            comp = self.companion_bundle
+            be, choice = choose_backend(comp, self._request[0], self._request[1])
+            self._companion = Classifier(comp, be, choice)
+            self._companion.batch_windows = self.batch_windows
+            self._companion.routing_note = (
+                f"scored by the companion bundle {comp.path.name} ({self.bundle.path.name} serves at most "
+                f"{self._max_leads} leads; {comp.path.name} serves {self._max_leads + 1}–{comp.max_leads})"
+            )
+        return self._companion
+
+    def for_leads(self, leads: Sequence[str]) -> Classifier:
+        """The classifier that scores this lead set: this one for up to ``bundle.max_leads`` leads, else
+        its companion. Raises :class:`LeadError` when neither serves that many leads."""
+        names = canonical_leads(leads)
+        comp = self.companion_bundle
+        if len(names) <= self._max_leads or comp is None:
+            return self
+        if len(names) > comp.max_leads:
+            raise LeadError(
+                f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads and its companion "
+                f"{comp.path.name} at most {comp.max_leads}; got {len(names)} ({', '.join(names)}): "
+                "choose a subset with leads=[...]"
+            )
+        clf = self.companion
+        assert clf is not None
+        return clf
 
     def check_leads(self, leads: Sequence[str]) -> tuple[str, ...]:
         names = canonical_leads(leads)
+        target = self.for_leads(names)
+        if target is not self:
+            return target.check_leads(names)
         if len(names) > self._max_leads:
             raise LeadError(
                 f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads; got {len(names)} "
@@ -204,6 +268,9 @@ class Classifier:
         from ._io import ArrayReader
         from ._preprocess import _check_fs
 
+        target = self.for_leads(leads)
+        if target is not self:
+            return target.predict(signal, fs=fs, leads=leads, label_set=label_set)
         self._check_label_set(label_set)
         names = self.check_leads(leads)
         rate = _check_fs(fs)
@@ -230,9 +297,12 @@ class Classifier:
         :func:`kmerl_edge.read_record`)."""
         from ._io import ArrayReader, Record, open_record
 
-        self._check_label_set(label_set)
         if isinstance(record, Record):
             names = canonical_leads(leads) if leads is not None else record.leads
+            target = self.for_leads(names)
+            if target is not self:
+                return target.predict_record(record, leads=names, label_set=label_set)
+            self._check_label_set(label_set)
             rows = [record.leads.index(lead) for lead in names if lead in record.leads]
             if len(rows) != len(names):
                 from ._errors import MissingLeadError
@@ -242,12 +312,14 @@ class Classifier:
                                  notes=record.notes)
             return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
         with open_record(record, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as r:
-            if leads is None and len(r.leads) > self._max_leads:
+            if leads is None and len(r.leads) > self.max_leads:
                 raise LeadError(
                     f"{r.name} has {len(r.leads)} leads ({', '.join(r.leads)}) but the bundle serves at most "
-                    f"{self._max_leads}; pick some with --leads / leads=[...]"
+                    f"{self.max_leads}; pick some with --leads / leads=[...]"
                 )
-            return self._prediction(score_reader(self, r, batch_windows=self.batch_windows), label_set)
+            target = self.for_leads(r.leads)
+            target._check_label_set(label_set)
+            return target._prediction(score_reader(target, r, batch_windows=target.batch_windows), label_set)
 
     def _check_label_set(self, label_set: str | None) -> None:
         if label_set is not None and label_set not in self.bundle.label_sets:
@@ -259,6 +331,8 @@ class Classifier:
         flat, by = self.scores_from_probs(sw.probs.mean(axis=0), label_set)
         windows = WindowScores(self, sw.probs, label_set)
         notes = list(sw.notes)
+        if self.routing_note:
+            notes.insert(0, self.routing_note)
         if not self.bundle.trained:
             notes.insert(0, "randomly initialised test bundle: scores are meaningless")
         gate = self.bundle.quality_gate_failed
@@ -280,14 +354,16 @@ class Classifier:
             coverage=sw.coverage,
             rhythm=sw.rhythm,
             window_rhythm=sw.window_rhythm,
+            bundle=str(self.bundle.path),
         )
 
     def stream(self, *, fs: float, leads: Sequence[str], hop_s: float | None = None, **kwargs: Any) -> StreamSession:
         """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module).
-        ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``."""
+        ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``.
+        The session's lead set picks the classifier (:meth:`for_leads`): ``session.classifier`` says which."""
         from .stream import StreamSession
 
-        return StreamSession(self, fs=fs, leads=leads, hop_s=hop_s, **kwargs)
+        return StreamSession(self.for_leads(leads), fs=fs, leads=leads, hop_s=hop_s, **kwargs)
 
 
 class WindowScores(Sequence[dict[str, float]]):
@@ -341,6 +417,7 @@ def load(
     verify: bool = True,
     public_key: Any = None,
     digest: str | None = None,
+    companion: str | Path | Literal[False] | None = None,
 ) -> Classifier:
     """Load a verified bundle (``None``: the default bundle shipped in the package) on a backend.
 
@@ -350,6 +427,11 @@ def load(
 
     ``public_key`` pins the Ed25519 key the bundle must be signed with (PEM path, PEM bytes, raw 32
     bytes); ``digest`` pins its bundle digest (``kmerl-edge info`` prints it). See :mod:`kmerl_edge._bundle`.
+
+    ``companion``: a second bundle that scores lead sets larger than the first one's ``max_leads``
+    (verified now, with the same ``verify``/``public_key``; its backend, of the same ``backend`` request,
+    starts on first use). ``None``: the default bundle gets the package's ``default_bundle_12`` companion
+    (the ≤3-lead student scores 1–3 leads, the companion 4–12), an explicit ``bundle`` none; ``False``: none.
     """
     if threads is not None:
         import os
@@ -362,5 +444,14 @@ def load(
             )
     path = default_bundle_path() if bundle is None else Path(bundle)
     b = load_bundle(path, verify=verify, public_key=public_key, digest=digest)
+    comp_path = default_companion_path() if companion is None and bundle is None else companion or None
+    comp = None
+    if comp_path is not None:
+        comp = load_bundle(Path(comp_path), verify=verify, public_key=public_key)
+        if comp.max_leads <= b.max_leads:
+            raise InvalidArgumentError(
+                f"companion {comp.path.name} serves at most {comp.max_leads} leads, no more than "
+                f"{b.path.name}'s {b.max_leads}: it would never score"
+            )
     be, choice = choose_backend(b, backend, threads)
-    return Classifier(b, be, choice)
+    return Classifier(b, be, choice, companion=comp, backend_request=(backend, threads))

@@ -29,7 +29,7 @@ class BundleSummary:
     """What ``kmerl-edge models`` prints for one bundle."""
 
     path: Path
-    source: str  # "default" or "user"
+    source: str  # "default", "companion" (the default bundle's, for more leads) or "user"
     model: str
     trained: bool
     max_leads: int | None
@@ -57,6 +57,8 @@ class BundleSummary:
         if self.error:
             return f"{self.path}  [{self.source}]\n  unreadable: {self.error}"
         lines = [f"{self.path.name}  [{self.source}]  {self.path}"]
+        if self.source == "companion":
+            lines.append("  role        load() without a bundle scores lead sets larger than the default bundle's with it")
         lines.append(f"  model       {self.model}" + ("" if self.trained else "  (randomly initialised: test only)"))
         leads = self.lead_sets + (f" (at most {self.max_leads} leads)" if self.max_leads else "")
         lines.append(f"  leads       {leads}")
@@ -121,7 +123,7 @@ def _summary(path: Path, source: str) -> BundleSummary:
     backends = sorted({
         str(a.get("backend_name") or a.get("backend"))
         for a in (arts.values() if isinstance(arts, dict) else arts)
-        if isinstance(a, dict) and (a.get("backend_name") or a.get("backend")) not in (None, "torch", "any")
+        if isinstance(a, dict) and (a.get("backend_name") or a.get("backend")) not in (None, "torch", "any", "none")
     })
     sets = manifest.get("supported_lead_sets", "?")
     lead_sets = "any of the 12" if sets == "any" else (
@@ -145,12 +147,16 @@ def _summary(path: Path, source: str) -> BundleSummary:
 
 
 def find_bundles(user_dir: str | Path | None = None) -> list[BundleSummary]:
-    """The default bundle (if this install ships one) and every bundle under ``user_dir``."""
-    from ._classifier import _DEFAULT_BUNDLE
+    """The default bundle (if this install ships one), its companion (``load()`` scores 4–12 leads with
+    it) and every bundle under ``user_dir``."""
+    from ._classifier import _DEFAULT_BUNDLE, default_companion_path
 
     out: list[BundleSummary] = []
     if (_DEFAULT_BUNDLE / "manifest.json").exists():
         out.append(_summary(_DEFAULT_BUNDLE, "default"))
+    comp = default_companion_path()
+    if comp is not None:
+        out.append(_summary(comp, "companion"))
     root = Path(user_dir).expanduser() if user_dir is not None else user_bundle_dir()
     if root.is_dir():
         if (root / "manifest.json").exists():

@@ -235,10 +235,11 @@ class _Run:
                 f"the device streams {len(leads)} leads but the bundle serves at most {self.clf.max_leads}; "
                 "pick some with --leads"
             )
-        warmup(self.clf, fs=fs, leads=leads)
-        self.session = self.clf.stream(fs=fs, leads=leads, hop_s=self.hop, device_id=self.source)
+        clf = self.clf.for_leads(leads)  # a companion bundle scores more leads than the primary serves
+        warmup(clf, fs=fs, leads=leads)
+        self.session = clf.stream(fs=fs, leads=leads, hop_s=self.hop, device_id=self.source)
         self.sessions += 1
-        _start_note(self.p, self.clf, fs, tuple(leads), self.source)
+        _start_note(self.p, clf, fs, tuple(leads), self.source)
         if self.sessions == 1 and t0 > 0:
             self.p.note(
                 f"note: the first sample received is at device time {t0:.3f} s: what the device sent "

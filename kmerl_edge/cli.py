@@ -38,6 +38,7 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         raise KmerlError(
             f"{name} has {len(rec_leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
         )
+    clf = clf.for_leads(rec_leads)  # the companion bundle scores more leads than the default student serves
     pred = clf.predict_record(
         a.record, fs=a.fs, leads=leads, lead_map=lead_map, label_set=a.label_set, units=units, gain=gain
     )
@@ -49,14 +50,14 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         whole = read_record(a.record, fs=a.fs, leads=leads, lead_map=lead_map, units=units, gain=gain)
         plot_classification(whole, pred, windows, a.plot, label_sets=clf.label_sets)
     if a.json:
-        out = {"record": str(a.record), "fs": fs, "bundle": str(clf.bundle_path), **pred.to_dict()}
+        out = {"record": str(a.record), "fs": fs, **pred.to_dict()}
         out["windows"] = windows
         if getattr(a, "plot", None):
             out["plot"] = str(a.plot)
         print(dumps(out, indent=2))
         return 0
     print(f"record   {name}: {len(rec_leads)} lead(s) {','.join(rec_leads)}, {fs:g} Hz, {duration:.1f} s")
-    print(f"bundle   {clf.bundle_path}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
+    print(f"bundle   {pred.bundle}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))
@@ -121,12 +122,19 @@ def _print_window_table(windows: list[dict[str, object]]) -> None:
 def _cmd_info(a: argparse.Namespace) -> int:
     from ._backends import AUTO_HORIZON_WINDOWS, auto_plan
     from ._bundle import CARD, load_bundle
-    from ._classifier import default_bundle_path
+    from ._classifier import default_bundle_path, default_companion_path
     from ._jsonout import dumps
 
     b = load_bundle(a.bundle or default_bundle_path(), public_key=a.public_key, digest=a.digest)
     assert b.seal is not None and b.spec is not None
     plan = auto_plan(b)
+    comp_path = None if a.bundle else default_companion_path()
+    companion = None
+    if comp_path is not None:
+        cb = load_bundle(comp_path, public_key=a.public_key)
+        assert cb.seal is not None
+        companion = {"path": str(cb.path), "digest": f"sha256:{cb.seal.digest}", "model": cb.model_config.name,
+                     "serves_leads": [b.max_leads + 1, cb.max_leads]}
     if a.json:
         print(dumps({
             "manifest": b.manifest,
@@ -135,6 +143,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
                           "digest_pinned": b.seal.digest_pinned},
             "defaulted_fields": list(b.spec.defaulted),
             "auto_backend_plan": [c.name for c in plan if c.installed and c.parity_ok],
+            **({"companion": companion} if companion else {}),
         }, indent=2))
         return 0
     print(dumps(b.manifest, indent=2))
@@ -154,6 +163,10 @@ def _cmd_info(a: argparse.Namespace) -> int:
         _, choice = choose_backend(b, "auto")
         for line in choice.lines():
             print(line)
+    if companion:
+        lo, hi = companion["serves_leads"]
+        print(f"companion {companion['path']} ({companion['model']}, {companion['digest']}, verified) scores "
+              f"{lo}–{hi} leads; this bundle scores 1–{b.max_leads}. `kmerl-edge info {companion['path']}` shows it")
     return 0
 
 

@@ -47,8 +47,11 @@ def test_every_artifact_scores_a_real_record_for_1_to_3_leads(backend, records_d
         assert np.abs(got - want).max() < (1e-4 if "int8" not in backend else 0.05)
 
 
-def test_more_leads_than_the_student_serves_is_a_clear_error(records_dir):
-    clf = ke.load(backend="torch")
+def test_more_leads_than_the_student_serves_is_a_clear_error_without_its_companion(records_dir):
+    """The student alone (``companion=False``) still refuses 12 leads; the default load scores them with the
+    companion bundle (tests/test_default_companion.py)."""
+    clf = ke.load(backend="torch", companion=False)
+    assert clf.max_leads == 3
     r = ke.read_record(records_dir / "00001_hr")
     with pytest.raises(ke.LeadError, match="at most 3 leads"):
         clf.predict(r.signal, fs=r.fs, leads=r.leads)

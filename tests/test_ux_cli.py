@@ -82,8 +82,8 @@ def test_models_lists_the_default_and_user_bundles(test_bundle_path, tmp_path, m
     assert "AUC         ptbxl_fold10_superclass (n=66)" in out  # measured, from the default bundle's manifest
     assert main(["models", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [d["source"] for d in doc] == ["default", "user"]
-    assert doc[0]["max_leads"] == 3 and doc[1]["auc"] == {}
+    assert [d["source"] for d in doc] == ["default", "companion", "user"]
+    assert doc[0]["max_leads"] == 3 and doc[1]["max_leads"] == 12 and doc[2]["auc"] == {}
 
 
 @pytest.mark.parametrize(
