@@ -499,6 +499,10 @@ def _read_seal(root: Path, public_key: Any, digest: str | None) -> Seal:
     doc = _loads_json(raw, f"{SEAL} of bundle {root.name}")
     if not isinstance(doc, dict) or doc.get("format") != SEAL_FORMAT or doc.get("version") != SEAL_VERSION:
         raise TamperedArtifactError(f"{SEAL} of bundle {root.name} is not a {SEAL_FORMAT} v{SEAL_VERSION} file")
+    if doc.get("algorithm") != "sha256":  # the only one this runtime verifies with
+        raise TamperedArtifactError(
+            f"{SEAL} of bundle {root.name} names hash algorithm {doc.get('algorithm')!r}; expected 'sha256'"
+        )
     files_doc = doc.get("files")
     if not isinstance(files_doc, dict) or not files_doc:
         raise TamperedArtifactError(f"{SEAL} of bundle {root.name} lists no files")
