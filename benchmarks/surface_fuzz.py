@@ -238,6 +238,12 @@ def _case_api_predict(rng: np.random.Generator, ctx: Ctx) -> None:
     n_leads = len(leads) if isinstance(leads, list) and leads else 1
     sig = _signal(rng, n_leads, n)
     label_set = _pick(rng, (None, None, None, "rhythm", "ptbxl_superclass", "nope"))
+    if rng.random() < 0.02:  # load() options
+        import kmerl_edge
+
+        other = kmerl_edge.load(TEST_BUNDLE, backend=_pick(rng, ("onnxruntime", "nope", "", "tensorrt", 3, None)),
+                                threads=_pick(rng, (None, 1, 0, -1, 100_000, "2", 2.5, True)))
+        clf = other
     if rng.random() < 0.8:
         pred = clf.predict(sig, fs=fs, leads=leads, label_set=label_set)
     else:
@@ -407,11 +413,12 @@ def _wfdb(rng: np.random.Generator, d: Path) -> tuple[Path, dict[str, Any]]:
         names = [nm for nm in names if nm != "MLII"] + ["V1"]
     adc = np.round(rng.normal(0, 0.3, (n, n_sig)) * gain).astype(np.int16)
     missing = rng.random() < 0.3
+    missing_ch = int(rng.integers(n_sig))
     if missing:
         a = int(rng.integers(n))
-        adc[a:a + int(rng.integers(1, n // 2 + 2)), int(rng.integers(n_sig))] = -32768
+        adc[a:a + int(rng.integers(1, n // 2 + 2)), missing_ch] = -32768
     truth: dict[str, Any] = {"fs": fs, "gain": gain, "adc": adc, "names": names, "missing": missing, "valid": True,
-                             "checksum_ok": True}
+                             "checksum_ok": True, "missing_ch": missing_ch}
     hdr_fs: Any = fs
     gains = [gain] * n_sig
     n_hdr: Any = n
@@ -589,13 +596,24 @@ def _case_files(rng: np.random.Generator, ctx: Ctx) -> None:
         _silent(sig.ndim == 2 and sig.shape[0] == len(rec.leads), f"record shape {sig.shape} vs leads {rec.leads}")
         if leads is None or kind != "wfdb":  # with leads picked, the header's other channels are not read (nor checked)
             _check_record_truth(kind, rec, truth)
+        if rng.random() < 0.3:  # reading in pieces gives the same samples as reading it whole
+            with kmerl_edge.open_record(path, fs=fs, leads=leads, units=units) as r:
+                _silent(r.n_samples == sig.shape[1] and tuple(r.leads) == tuple(rec.leads),
+                        f"open_record: {r.n_samples} samples of {r.leads}, read_record: {sig.shape} of {rec.leads}")
+                a = int(rng.integers(0, r.n_samples + 1))
+                b = int(rng.integers(a, r.n_samples + 1))
+                piece = r.read(a, b)
+                _silent(piece.shape == (len(rec.leads), b - a), f"read({a}, {b}) gave shape {piece.shape}")
+                _silent(np.allclose(piece, sig[:, a:b], rtol=1e-6, atol=1e-6, equal_nan=True),
+                        f"read({a}, {b}) differs from the whole record's samples")
     else:
         clf = ctx.clf
         if leads is None and kind == "wfdb" and len(truth.get("names", ())) > clf.max_leads:
             return
         pred = clf.predict_record(path, fs=fs, leads=leads, units=units)
         _check_prediction(pred, np.zeros(1), leads)
-        if kind == "wfdb" and leads is None and truth.get("missing"):
+        names = truth.get("names", [])
+        if kind == "wfdb" and leads is None and truth.get("missing") and names[truth["missing_ch"]] in (*LEADS12, "MLII"):
             cov = pred.coverage
             _silent(cov is not None and (cov.missing_s > 0 or any(v > 0 for v in cov.lead_missing_s.values())),
                     f"WFDB record with missing samples scored without gap coverage ({cov})")

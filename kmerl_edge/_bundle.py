@@ -323,10 +323,10 @@ class Manifest:
         else:
             raise ManifestError("supported_lead_sets is neither \"any\" nor a list of lead lists")
         ls = m["label_sets"]
-        if not isinstance(ls, Mapping) or not all(
+        if not isinstance(ls, Mapping) or not ls or not all(
             isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in ls.values()
         ):
-            raise ManifestError("label_sets is not an object of non-empty class-name lists")
+            raise ManifestError("label_sets is not a non-empty object of non-empty class-name lists")
         label_sets = {str(k): tuple(v) for k, v in ls.items()}
         for name, classes in label_sets.items():
             if len(set(classes)) != len(classes):

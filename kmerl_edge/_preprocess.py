@@ -311,6 +311,8 @@ def resample_signal(x: np.ndarray, *, fs_in: float, fs_out: float) -> np.ndarray
     if abs(fs_in - fs_out) < 1e-9:
         return np.asarray(x, dtype=np.float64)
     up, down = _ratio(fs_in, fs_out)
+    if up == down:  # the rates agree within the clock tolerance of _ratio: nothing to resample
+        return np.asarray(x, dtype=np.float64)
     # resample_poly scales the filter it is given in place: hand it a copy of the cached design
     return resample_poly(x, up, down, axis=-1, padtype="line", window=_resample_fir(up, down).copy())
 

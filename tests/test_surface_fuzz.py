@@ -225,3 +225,41 @@ def test_a_corrupt_npy_header_and_a_non_numeric_rate_are_named_errors(tmp_path: 
     for fs in ("abc", [500], object()):
         with pytest.raises(SamplingRateError):
             kmerl_edge.read_record(src, fs=fs)
+
+
+def test_kmerl_bench_fuzz_writes_json_and_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli import main
+
+    out = tmp_path / "fuzz.json"
+    assert main(["fuzz", "--cases", "24", "--workers", "1", "--families", "frames,files", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["inputs_tried"] == 24 and res["crashes"] == res["hangs"] == res["silent_wrong_results"] == 0
+    assert set(res["by_family"]) == {"frames", "files"}
+    assert "| **all** |" in capsys.readouterr().out
+
+
+def test_a_rate_within_the_resampling_tolerance_of_the_model_rate_is_scored(clf: Any) -> None:
+    """500.04 Hz reduced to the ratio 1:1 and scipy's filter design raised a bare ValueError (fuzz:
+    api_predict#51 seed 7); 0.008 % is within the clock tolerance, so no resampling is needed."""
+    from kmerl_edge._preprocess import resample_signal
+
+    x = _ecg(1, 5001)
+    np.testing.assert_array_equal(resample_signal(x, fs_in=500.0392821792797, fs_out=500.0), x)
+    pred = clf.predict(_ecg(3, 5001), fs=500.0392821792797, leads=["V2", "II", "V1"])
+    assert len(pred.window_scores) >= 1
+
+
+def test_a_manifest_without_label_sets_is_refused_at_load(tmp_path: Path) -> None:
+    """``"label_sets": {}`` (re-sealed) loaded, and the first query lookup raised a bare ValueError from
+    np.concatenate (fuzz: bundles#644 seed 11): a bundle that scores no class is not a bundle."""
+    from kmerl_edge import ManifestError
+    from kmerl_edge._bundle import seal_bundle
+
+    d = tmp_path / "b"
+    shutil.copytree(BUNDLE, d)
+    man = json.loads((d / "manifest.json").read_text())
+    man["label_sets"] = {}
+    (d / "manifest.json").write_text(json.dumps(man))
+    seal_bundle(d)
+    with pytest.raises(ManifestError, match="label_sets"):
+        kmerl_edge.load_bundle(d)
