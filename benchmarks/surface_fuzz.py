@@ -597,12 +597,12 @@ def _case_files(rng: np.random.Generator, ctx: Ctx) -> None:
         if leads is None or kind != "wfdb":  # with leads picked, the header's other channels are not read (nor checked)
             _check_record_truth(kind, rec, truth)
         if rng.random() < 0.3:  # reading in pieces gives the same samples as reading it whole
-            with kmerl_edge.open_record(path, fs=fs, leads=leads, units=units) as r:
-                _silent(r.n_samples == sig.shape[1] and tuple(r.leads) == tuple(rec.leads),
-                        f"open_record: {r.n_samples} samples of {r.leads}, read_record: {sig.shape} of {rec.leads}")
-                a = int(rng.integers(0, r.n_samples + 1))
-                b = int(rng.integers(a, r.n_samples + 1))
-                piece = r.read(a, b)
+            with kmerl_edge.open_record(path, fs=fs, leads=leads, units=units) as reader:
+                _silent(reader.n_samples == sig.shape[1] and tuple(reader.leads) == tuple(rec.leads),
+                        f"open_record: {reader.n_samples} samples of {reader.leads}, read_record: {sig.shape}")
+                a = int(rng.integers(0, reader.n_samples + 1))
+                b = int(rng.integers(a, reader.n_samples + 1))
+                piece = reader.read(a, b)
                 _silent(piece.shape == (len(rec.leads), b - a), f"read({a}, {b}) gave shape {piece.shape}")
                 _silent(np.allclose(piece, sig[:, a:b], rtol=1e-6, atol=1e-6, equal_nan=True),
                         f"read({a}, {b}) differs from the whole record's samples")
