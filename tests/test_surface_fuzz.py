@@ -263,3 +263,22 @@ def test_a_manifest_without_label_sets_is_refused_at_load(tmp_path: Path) -> Non
     seal_bundle(d)
     with pytest.raises(ManifestError, match="label_sets"):
         kmerl_edge.load_bundle(d)
+
+
+@pytest.mark.parametrize(("key", "value"), [("depth", []), ("width", "192"), ("heads", 0), ("temperature", None),
+                                            ("patch_len", True), ("name", 5)])
+def test_a_resealed_manifest_with_an_absurd_model_config_is_refused_at_load(
+        tmp_path: Path, key: str, value: Any) -> None:
+    """``model.depth = []`` (re-sealed) reached the weight-shape check as a bare TypeError (fuzz:
+    bundles#5807 in the 10⁵ run)."""
+    from kmerl_edge import BundleError
+    from kmerl_edge._bundle import seal_bundle
+
+    d = tmp_path / "b"
+    shutil.copytree(BUNDLE, d)
+    man = json.loads((d / "manifest.json").read_text())
+    man["model"][key] = value
+    (d / "manifest.json").write_text(json.dumps(man))
+    seal_bundle(d)
+    with pytest.raises(BundleError, match=key):
+        kmerl_edge.load_bundle(d)
