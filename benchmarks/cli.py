@@ -7,6 +7,8 @@
                          [--json OUT] [--out DIR]
     kmerl-bench accuracy [--bundle B] [--data ../shared/data] [--teacher CKPT] [--cpsc2021-records a,b]
                          [--json OUT] [--out DIR]
+    kmerl-bench fuzz     [--cases 100000] [--seed 0] [--workers 2] [--case-timeout 20] [--bridge-frames N]
+                         [--json OUT]
     kmerl-bench all --out results/DIR [options of the above]
 
 Every number comes from a real run on this machine; results are JSON, markdown tables and PNG plots.
@@ -152,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detectors to run (default kmerl,xqrs,neurokit2)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--out", metavar="DIR", help="write JSON and markdown into DIR")
+    p = sub.add_parser("fuzz", help="seeded fuzz of the whole runtime surface: crashes, tracebacks, hangs, "
+                                    "silent wrong results, lost samples")
+    p.add_argument("--cases", type=_positive, default=100_000, help="generated cases (default 100000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    p.add_argument("--case-timeout", type=_positive_float, default=20.0, help="seconds before a case is a hang")
+    p.add_argument("--families", default=None, help="comma-separated case families (default: all)")
+    p.add_argument("--bridge-frames", type=int, default=0, help="also run the bridge's frame fuzz over N frames")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON to OUT "
+                                                                  "(default benchmarks/results/surface_fuzz.json)")
     p = sub.add_parser("all", help="everything into one results folder")
     _add_common(p, out=False)
     _add_latency(p, isolate_default=True)
@@ -374,6 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(a)
 
+    if a.command == "fuzz":
+        from .surface_fuzz import main as fuzz_main
+
+        argv_f = ["--cases", str(a.cases), "--seed", str(a.seed), "--workers", str(a.workers),
+                  "--case-timeout", str(a.case_timeout), "--bridge-frames", str(a.bridge_frames)]
+        argv_f += ["--families", a.families] if a.families else []
+        argv_f += ["--json", a.json_out] if a.json_out else []
+        return fuzz_main(argv_f)
     try:
         if a.command == "all":
             _all(a)

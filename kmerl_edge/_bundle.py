@@ -323,10 +323,10 @@ class Manifest:
         else:
             raise ManifestError("supported_lead_sets is neither \"any\" nor a list of lead lists")
         ls = m["label_sets"]
-        if not isinstance(ls, Mapping) or not all(
+        if not isinstance(ls, Mapping) or not ls or not all(
             isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in ls.values()
         ):
-            raise ManifestError("label_sets is not an object of non-empty class-name lists")
+            raise ManifestError("label_sets is not a non-empty object of non-empty class-name lists")
         label_sets = {str(k): tuple(v) for k, v in ls.items()}
         for name, classes in label_sets.items():
             if len(set(classes)) != len(classes):
@@ -499,6 +499,10 @@ def _read_seal(root: Path, public_key: Any, digest: str | None) -> Seal:
     doc = _loads_json(raw, f"{SEAL} of bundle {root.name}")
     if not isinstance(doc, dict) or doc.get("format") != SEAL_FORMAT or doc.get("version") != SEAL_VERSION:
         raise TamperedArtifactError(f"{SEAL} of bundle {root.name} is not a {SEAL_FORMAT} v{SEAL_VERSION} file")
+    if doc.get("algorithm") != "sha256":  # the only one this runtime verifies with
+        raise TamperedArtifactError(
+            f"{SEAL} of bundle {root.name} names hash algorithm {doc.get('algorithm')!r}; expected 'sha256'"
+        )
     files_doc = doc.get("files")
     if not isinstance(files_doc, dict) or not files_doc:
         raise TamperedArtifactError(f"{SEAL} of bundle {root.name} lists no files")

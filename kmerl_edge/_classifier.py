@@ -298,18 +298,22 @@ class Classifier:
         from ._io import ArrayReader, Record, open_record
 
         if isinstance(record, Record):
-            names = canonical_leads(leads) if leads is not None else record.leads
+            from ._preprocess import _check_fs
+
+            rec_leads = canonical_leads(record.leads)  # a Record built by hand is checked like predict()'s input
+            names = canonical_leads(leads) if leads is not None else rec_leads
             target = self.for_leads(names)
             if target is not self:
                 return target.predict_record(record, leads=names, label_set=label_set)
             self._check_label_set(label_set)
-            rows = [record.leads.index(lead) for lead in names if lead in record.leads]
+            rate = _check_fs(record.fs)
+            signal = _as_2d(record.signal, len(rec_leads))
+            rows = [rec_leads.index(lead) for lead in names if lead in rec_leads]
             if len(rows) != len(names):
                 from ._errors import MissingLeadError
 
                 raise MissingLeadError(f"{record.name}: leads {', '.join(names)} not all in {', '.join(record.leads)}")
-            reader = ArrayReader(record.signal, fs=record.fs, leads=names, rows=rows, name=record.name,
-                                 notes=record.notes)
+            reader = ArrayReader(signal, fs=rate, leads=names, rows=rows, name=record.name, notes=record.notes)
             return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
         with open_record(record, fs=fs, leads=leads, lead_map=lead_map, units=units, gain=gain) as r:
             if leads is None and len(r.leads) > self.max_leads:

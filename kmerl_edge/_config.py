@@ -49,6 +49,17 @@ class ModelConfig:
     text_proj_layers: int = 2
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ConfigError(f"ModelConfig.name must be a string, got {self.name!r}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"ModelConfig.{f.name} must be a whole number >= 1, got {v!r}")
+        if not isinstance(self.query_self_attention, bool):
+            raise ConfigError(f"ModelConfig.query_self_attention must be true or false, got {self.query_self_attention!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise ConfigError(f"ModelConfig.temperature must be a positive number, got {t!r}")
         if self.text_proj_layers not in (1, 2):
             raise ValueError("text_proj_layers must be 1 (legacy linear) or 2 (Linear-GELU-Linear)")
         if self.n_samples % self.patch_len:

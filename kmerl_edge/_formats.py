@@ -435,8 +435,10 @@ def read_formatted(
     kind = sniff_format(p)
     if kind is None:
         return None
-    if fs is not None and not (np.isfinite(fs) and fs > 0):
-        raise SamplingRateError(f"sampling rate must be positive, got {fs}")
+    if fs is not None:
+        from ._io import _check_fs_arg
+
+        fs = _check_fs_arg(fs, p.name)  # a positive finite number, or SamplingRateError
     if kind != "named_csv" and (units is not None or gain is not None):
         raise RecordReadError(f"{p.name}: a {kind} file states its own units; --units/--gain are for CSVs")
     scale = 1.0

@@ -223,6 +223,32 @@ def _stated_fs(record_line: str, hea: Path) -> float | None:
     return fs
 
 
+def _stated_gains(lines: list[str], hea: Path) -> list[float | None]:
+    """Each signal's ADC gain exactly as a single-segment header states it (None when the field is absent).
+
+    wfdb turns a gain of 0 or one it cannot parse (``nan/mV``) into its default of 200 silently; the
+    header's own text is what counts."""
+    parts = lines[0].split()
+    if "/" in parts[0] or len(parts) < 2:  # a multi-segment header: its segments are checked when read
+        return []
+    try:
+        n_sig = int(parts[1])
+    except ValueError:
+        raise InvalidHeaderError(f"{hea.name}: signal count {parts[1]!r} is not a whole number") from None
+    out: list[float | None] = []
+    for line in lines[1 : 1 + n_sig]:
+        fields = line.split()
+        token = re.split(r"[/(]", fields[2], maxsplit=1)[0] if len(fields) > 2 else ""
+        if not token:
+            out.append(None)
+            continue
+        try:
+            out.append(float(token))
+        except ValueError:
+            out.append(math.nan)  # refused if that channel is read
+    return out
+
+
 class _WfdbReader(RecordReader):
     def __init__(self, base: Path, *, fs: float | None, leads: Sequence[str] | None, lead_map: LeadMap) -> None:
         wfdb: Any = require("wfdb", "io")
@@ -283,8 +309,11 @@ class _WfdbReader(RecordReader):
         self._seg_names = list(h.seg_name or []) if self._multi else []
         self._seg_lens = [int(x or 0) for x in (h.seg_len or [])] if self._multi else []
         self._idx = list(choice.indices)
+        stated_gains = [] if self._multi else _stated_gains(lines, hea)
         for i in self._idx:
             g = float(gains[i]) if i < len(gains) and gains[i] is not None else 1.0
+            if i < len(stated_gains) and stated_gains[i] is not None:
+                g = float(stated_gains[i])  # type: ignore[arg-type]
             if not math.isfinite(g) or g <= 0:
                 raise InvalidHeaderError(
                     f"{base.name}: signal {names[i]!r} has ADC gain {gains[i]!r}; a gain must be a positive number "
@@ -507,8 +536,12 @@ def _load_npy(p: Path) -> np.ndarray:
         if "allow_pickle" in str(exc) or "object" in str(exc).lower():
             raise RecordReadError(f"{p.name}: holds Python objects, not numbers; save a numeric array") from None
         raise RecordReadError(f"{p.name}: not a valid .npy file ({exc})") from None
-    except (EOFError, OSError, pickle.UnpicklingError) as exc:
+    except (EOFError, OSError, pickle.UnpicklingError, SyntaxError) as exc:
         raise RecordReadError(f"{p.name}: not a valid (or a truncated) .npy file ({exc})") from None
+    except Exception as exc:  # numpy's header parser also raises tokenize.TokenError on a garbled header
+        if type(exc).__name__ != "TokenError":
+            raise
+        raise RecordReadError(f"{p.name}: not a valid .npy file (garbled header)") from None
     if not isinstance(arr, np.ndarray):
         raise RecordReadError(f"{p.name}: not a single array")
     if arr.dtype.kind == "c":
@@ -573,7 +606,8 @@ def _open_array_file(
         raise RecordReadError(f"{p.name}: expected a 2-D array (leads × samples), got shape {arr.shape}")
     if arr.size == 0:
         raise RecordReadError(f"{p.name}: the array holds no samples (shape {arr.shape})")
-    transposed = arr.shape[0] != len(names) and arr.shape[1] == len(names)  # stored samples × leads
+    # a CSV is one row per sample (samples × leads) whatever its size; a .npy may be stored either way
+    transposed = p.suffix.lower() == ".csv" or (arr.shape[0] != len(names) and arr.shape[1] == len(names))
     if (arr.shape[1] if transposed else arr.shape[0]) != len(names):
         rows, cols = arr.shape
         held = f"{cols} column(s) of {rows} samples" if p.suffix.lower() == ".csv" else f"an array of shape {arr.shape} (no axis of {len(names)} channels)"

@@ -84,8 +84,15 @@ def canonical_lead(name: str) -> str:
         ) from None
 
 
-def canonical_leads(names: Iterable[str]) -> tuple[str, ...]:
-    """Map channel names to canonical names, refusing duplicates (``"aVR"`` and ``"AVR"`` included)."""
+def canonical_leads(names: Iterable[str] | str) -> tuple[str, ...]:
+    """Map channel names to canonical names, refusing duplicates (``"aVR"`` and ``"AVR"`` included).
+
+    One name given as a string is that one lead (``"II"``, never ``"I"``, ``"I"``); anything that is not a
+    string or an iterable of strings is an :class:`UnknownLeadError`."""
+    if isinstance(names, str):
+        names = (names,)
+    elif isinstance(names, (bytes, bytearray)) or not isinstance(names, Iterable):
+        raise UnknownLeadError(f"leads must be a lead name or a sequence of lead names, got {names!r}")
     out: list[str] = []
     for name in names:
         lead = canonical_lead(name)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import (
+    ConfigError,
     NonFiniteSignalError,
     NoUsableLeadsError,
     SamplingRateError,
@@ -69,8 +70,26 @@ class QualityConfig:
     noise_ratio: float = 0.6  # std above 40 Hz / std within 0.5–40 Hz beyond this: noisy
     min_saturation_run: int = 5  # consecutive samples on a rail that count as clipping
 
+    def __post_init__(self) -> None:
+        for name in ("flat_std_mv", "flat_ptp_mv", "saturation_fraction", "max_abs_mv", "noise_ratio"):
+            _check_number(self, name, lo=0.0)
+        _check_number(self, "saturation_fraction", lo=0.0, hi=1.0)
+        _check_number(self, "min_saturation_run", lo=1, integer=True)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_number(cfg: Any, name: str, *, lo: float, hi: float = 1e6, integer: bool = False,
+                  open_lo: bool = False) -> None:
+    """A config field is a real number (an int where ``integer``) in ``lo..hi``, else :class:`ConfigError`."""
+    v: Any = getattr(cfg, name)
+    kind: tuple[type, ...] = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    f = float(v) if isinstance(v, kind) and not isinstance(v, bool) else float("nan")  # type: ignore[arg-type]
+    if not (np.isfinite(f) and lo <= f <= hi) or (open_lo and f == lo):
+        what = "a whole number" if integer else "a number"
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be {what} {'>' if open_lo else '>='} {lo:g} and "
+                          f"<= {hi:g}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,20 @@ class PreprocessConfig:
     normalization: str = "zscore_per_lead"
     norm_eps_mv: float = 1e-3
     quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        _check_number(self, "target_fs", lo=0.0, hi=1e5, open_lo=True)
+        _check_number(self, "window_s", lo=0.0, hi=3600.0, open_lo=True)
+        _check_number(self, "min_duration_s", lo=0.0, hi=self.window_s, open_lo=True)
+        _check_number(self, "hop_s", lo=0.0, hi=3600.0, open_lo=True)
+        _check_number(self, "highpass_hz", lo=0.0, hi=self.target_fs / 2)
+        _check_number(self, "lowpass_hz", lo=self.highpass_hz, hi=self.target_fs / 2, open_lo=True)
+        _check_number(self, "filter_order", lo=1, hi=16, integer=True)
+        _check_number(self, "norm_eps_mv", lo=0.0, open_lo=True)
+        if not isinstance(self.normalization, str):
+            raise ConfigError(f"PreprocessConfig.normalization must be a name, got {self.normalization!r}")
+        if not isinstance(self.quality, QualityConfig):
+            raise ConfigError(f"PreprocessConfig.quality must be a QualityConfig, got {self.quality!r}")
 
     @property
     def window_samples(self) -> int:
@@ -286,6 +319,8 @@ def resample_signal(x: np.ndarray, *, fs_in: float, fs_out: float) -> np.ndarray
     if abs(fs_in - fs_out) < 1e-9:
         return np.asarray(x, dtype=np.float64)
     up, down = _ratio(fs_in, fs_out)
+    if up == down:  # the rates agree within the clock tolerance of _ratio: nothing to resample
+        return np.asarray(x, dtype=np.float64)
     # resample_poly scales the filter it is given in place: hand it a copy of the cached design
     return resample_poly(x, up, down, axis=-1, padtype="line", window=_resample_fir(up, down).copy())
 

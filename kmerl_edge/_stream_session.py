@@ -63,6 +63,11 @@ def _percentile(values: Iterable[float], q: float) -> float:
     return float(np.percentile(arr, q)) if arr.size else float("nan")
 
 
+#: largest |t0| a chunk may carry (about 317 years; time.time() is ~1.8e9): float64 seconds still resolve
+#: a sample at 32 kHz there, and ``t0 * fs`` stays a finite whole number of samples
+MAX_T0_S = 1e10
+
+
 class StreamSession:
     """Diagnoses from a live patch: push samples as they arrive, get a result every hop.
 
@@ -232,6 +237,8 @@ class StreamSession:
             raise StreamInputError(f"t0 must be a device time in seconds, got {t0!r}") from None
         if not math.isfinite(t):
             raise StreamInputError(f"t0 must be a finite device time in seconds, got {t0!r}")
+        if abs(t) > MAX_T0_S:  # beyond it, t0 * fs overflows and float seconds no longer resolve a sample
+            raise StreamInputError(f"t0 must be a device time within ±{MAX_T0_S:g} s, got {t0!r}")
         return t
 
     def _reset_clock(self, t0: float) -> None:

@@ -43,7 +43,8 @@ chunk (0 if none) plus the samples counted since. Each later ``t0`` is compared 
   cleared and nothing is stitched across. A source that knows of a restart says so (``push(...,
   reset=True)``, ``Gap(reset=True)``; the bridge does).
 
-No input makes ``push``/``feed`` block or do work proportional to a timestamp jump.
+No input makes ``push``/``feed`` block or do work proportional to a timestamp jump. A ``t0`` that is not
+a finite number within ±10¹⁰ s (``MAX_T0_S``) is a :class:`StreamInputError`.
 
 How it works:
 
