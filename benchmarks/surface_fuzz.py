@@ -104,13 +104,31 @@ def _lost(cond: bool, msg: str) -> None:
 # ------------------------------------------------------------------------------------------- worker state
 @dataclass
 class Ctx:
-    """What a worker builds once: the classifier, a scratch folder, the chat server."""
+    """What a worker builds once (each on first use): the classifier, a scratch folder, the chat server."""
 
-    clf: Any
     tmp: Path
-    bundle_digest: str
     server: Any = None
     script: list[Any] = field(default_factory=list)
+    _clf: Any = None
+    _digest: str | None = None
+
+    @property
+    def clf(self) -> Any:
+        if self._clf is None:
+            import kmerl_edge
+
+            self._clf = kmerl_edge.load(TEST_BUNDLE, backend="onnxruntime", threads=1)
+        return self._clf
+
+    @property
+    def bundle_digest(self) -> str:
+        if self._digest is None:
+            from kmerl_edge._bundle import load_bundle
+
+            seal = load_bundle(TEST_BUNDLE).seal
+            assert seal is not None
+            self._digest = seal.digest
+        return self._digest
 
 
 _CTX: Ctx | None = None
@@ -119,12 +137,7 @@ _CTX: Ctx | None = None
 def _ctx() -> Ctx:
     global _CTX
     if _CTX is None:
-        import kmerl_edge
-        from kmerl_edge._bundle import load_bundle
-
-        clf = kmerl_edge.load(TEST_BUNDLE, backend="onnxruntime", threads=1)
-        tmp = Path(tempfile.mkdtemp(prefix="kmerl-fuzz-"))
-        _CTX = Ctx(clf, tmp, load_bundle(TEST_BUNDLE).seal.digest)  # type: ignore[union-attr]
+        _CTX = Ctx(Path(tempfile.mkdtemp(prefix="kmerl-fuzz-")))
     return _CTX
 
 
