@@ -295,7 +295,8 @@ def test_a_resealed_manifest_with_an_absurd_model_config_is_refused_at_load(
         kmerl_edge.load_bundle(d)
 
 
-def test_the_oracles_catch_a_lost_sample_and_an_unverified_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_oracles_catch_a_lost_sample_and_an_unverified_bundle(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The oracles can fail: a session that under-counts one sample is ``lost``; a loader that skips
     verification is ``silent`` (a tampered bundle loads)."""
     import dataclasses
@@ -304,12 +305,14 @@ def test_the_oracles_catch_a_lost_sample_and_an_unverified_bundle(monkeypatch: p
     from kmerl_edge import _bundle
     from kmerl_edge._stream_session import StreamSession
 
+    monkeypatch.setattr(sf, "_SCRATCH", str(tmp_path))
+    monkeypatch.setattr(sf, "_CTX", None)
     real_stats = StreamSession.stats
     monkeypatch.setattr(StreamSession, "stats",
                         lambda self: dataclasses.replace(real_stats(self), samples=max(0, real_stats(self).samples - 1)))
     outcomes = [sf.run_case(0, "stream", i)[0] for i in range(6)]
     assert "lost" in outcomes, outcomes
-    monkeypatch.undo()
+    monkeypatch.setattr(StreamSession, "stats", real_stats)
     real_load = _bundle.load_bundle
     monkeypatch.setattr(_bundle, "load_bundle", lambda path, **kw: real_load(path, verify=False))
     outcomes = [sf.run_case(0, "bundles", i)[0] for i in range(12)]
