@@ -104,27 +104,41 @@ def _lost(cond: bool, msg: str) -> None:
 # ------------------------------------------------------------------------------------------- worker state
 @dataclass
 class Ctx:
-    """What a worker builds once: the classifier, a scratch folder, the chat server."""
+    """What a worker builds once (each on first use): the classifier, a scratch folder, the chat server."""
 
-    clf: Any
     tmp: Path
-    bundle_digest: str
     server: Any = None
     script: list[Any] = field(default_factory=list)
+    _clf: Any = None
+    _digest: str | None = None
+
+    @property
+    def clf(self) -> Any:
+        if self._clf is None:
+            import kmerl_edge
+
+            self._clf = kmerl_edge.load(TEST_BUNDLE, backend="onnxruntime", threads=1)
+        return self._clf
+
+    @property
+    def bundle_digest(self) -> str:
+        if self._digest is None:
+            from kmerl_edge._bundle import load_bundle
+
+            seal = load_bundle(TEST_BUNDLE).seal
+            assert seal is not None
+            self._digest = seal.digest
+        return self._digest
 
 
 _CTX: Ctx | None = None
+_SCRATCH: str | None = None  #: the run's scratch folder (the parent removes it, whatever the workers did)
 
 
 def _ctx() -> Ctx:
     global _CTX
     if _CTX is None:
-        import kmerl_edge
-        from kmerl_edge._bundle import load_bundle
-
-        clf = kmerl_edge.load(TEST_BUNDLE, backend="onnxruntime", threads=1)
-        tmp = Path(tempfile.mkdtemp(prefix="kmerl-fuzz-"))
-        _CTX = Ctx(clf, tmp, load_bundle(TEST_BUNDLE).seal.digest)  # type: ignore[union-attr]
+        _CTX = Ctx(Path(tempfile.mkdtemp(prefix="kmerl-fuzz-", dir=_SCRATCH)))
     return _CTX
 
 
@@ -1032,7 +1046,9 @@ def run_case(seed: int, family: str, index: int) -> tuple[str, str]:
     return "ok", ""
 
 
-def _worker(conn: Any, seed: int) -> None:
+def _worker(conn: Any, seed: int, scratch: str) -> None:
+    global _SCRATCH
+    _SCRATCH = scratch
     import logging
     import warnings
 
@@ -1060,10 +1076,10 @@ def schedule(n: int, families: tuple[str, ...] = FAMILIES) -> list[tuple[str, in
 
 
 class _Slot:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, scratch: str) -> None:
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, seed), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, seed, scratch), daemon=True)
         self.proc.start()
         child.close()
         self.case: tuple[str, int] | None = None
@@ -1119,7 +1135,8 @@ def run_fuzz(n: int, *, seed: int = 0, workers: int = 2, case_timeout_s: float =
     counts = {f: dict.fromkeys(OUTCOMES, 0) for f in families}
     examples: dict[str, list[dict[str, Any]]] = {}
     t_start = time.monotonic()
-    slots = [_Slot(seed) for _ in range(max(1, workers))]
+    scratch = tempfile.mkdtemp(prefix="kmerl-fuzz-")
+    slots = [_Slot(seed, scratch) for _ in range(max(1, workers))]
     nxt = 0
     done = 0
 
@@ -1151,7 +1168,7 @@ def run_fuzz(n: int, *, seed: int = 0, workers: int = 2, case_timeout_s: float =
                     except (BrokenPipeError, OSError):
                         record(s.case, "crash", "worker gone before the case started")
                         s.kill()
-                        slots[i] = _Slot(seed)
+                        slots[i] = _Slot(seed, scratch)
             busy = [s for s in slots if s.case is not None]
             if not busy:
                 break
@@ -1168,14 +1185,14 @@ def run_fuzz(n: int, *, seed: int = 0, workers: int = 2, case_timeout_s: float =
                         s.proc.join(5)
                         record(s.case, "crash", f"worker died (exit {s.proc.exitcode})")
                         s.kill()
-                        slots[i] = _Slot(seed)
+                        slots[i] = _Slot(seed, scratch)
                         continue
                     record(s.case, outcome, detail)
                     s.case = None
                 elif time.monotonic() - s.started > case_timeout_s:
                     record(s.case, "hang", f"no answer within {case_timeout_s:g} s")
                     s.kill()
-                    slots[i] = _Slot(seed)
+                    slots[i] = _Slot(seed, scratch)
     finally:
         for s in slots:
             try:
@@ -1185,6 +1202,7 @@ def run_fuzz(n: int, *, seed: int = 0, workers: int = 2, case_timeout_s: float =
             s.proc.join(2)
             if s.proc.is_alive():
                 s.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
     return FuzzResult(seed, n, counts, examples, time.monotonic() - t_start, len(slots), case_timeout_s)
 
 
@@ -1217,7 +1235,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.family is not None:
         if args.family not in CASES or args.case is None:
             ap.error(f"--family is one of {', '.join(FAMILIES)} and needs --case")
-        outcome, detail = run_case(args.seed, args.family, args.case)
+        try:
+            outcome, detail = run_case(args.seed, args.family, args.case)
+        finally:
+            if _CTX is not None:
+                shutil.rmtree(_CTX.tmp, ignore_errors=True)
         print(f"{args.family}#{args.case}: {outcome} {detail}")
         return 0 if outcome in ("ok", "named") else 1
     fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
