@@ -102,6 +102,7 @@ class MqttFleetConfig:
     disconnect_devices: int = 1  #: how many devices (the first ones) disconnect
     info_every_s: float = 10.0
     lead_s: float = 0.5  #: wall seconds between announcing (retained device-info) and the first frame
+    burst_s: float = 0.0  #: device seconds sent at once at the start (benchmarks: fill the first window)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,9 +209,10 @@ class MqttPatchFleet:
             return self.stats
         t_start = time.monotonic()
         tick = 0
-        while not self._stop.is_set() and tick < n_total:
-            n = min(step, n_total - tick)
-            due = t_start + (tick + n) / fs / cfg.speed
+        forever = cfg.loop and cfg.seconds is None
+        while not self._stop.is_set() and (forever or tick < n_total):
+            n = step if forever else min(step, n_total - tick)
+            due = t_start + max(0.0, (tick + n) / fs - cfg.burst_s) / cfg.speed
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break

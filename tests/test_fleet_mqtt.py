@@ -45,6 +45,7 @@ class Listener:
         host, port = parse_mqtt_url(url)
         self.docs: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.recv: dict[str, list[float]] = defaultdict(list)
+        self.retained: dict[str, dict[str, Any]] = {}
         self._ready = threading.Event()
         c = mqtt_client(f"listener-{id(self):x}")
 
@@ -53,6 +54,9 @@ class Listener:
             self._ready.set()
 
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            if msg.retain:  # the latest result kept by the broker (a late subscriber's first message)
+                self.retained[msg.topic] = json.loads(msg.payload)
+                return
             self.docs[msg.topic].append(json.loads(msg.payload))  # strict JSON or this raises
             self.recv[msg.topic].append(time.time())
 
@@ -64,7 +68,7 @@ class Listener:
         self.client = c
 
     def results(self, device: str) -> list[dict[str, Any]]:
-        return [d for d in self.docs[f"kmerl/v1/{device}/results"] if not d.get("retained")]
+        return list(self.docs[f"kmerl/v1/{device}/results"])
 
     def events(self, device: str, type_: str | None = None) -> list[dict[str, Any]]:
         return [d for d in self.docs[f"kmerl/v1/{device}/events"] if type_ is None or d["type"] == type_]
@@ -160,6 +164,10 @@ def test_broker_restart_resumes_with_the_gap_reported(broker: Broker, clf: Any) 
         fleet.close()
         shard.close()
     assert shard.stats["reconnects"] >= 1
+    late = Listener(broker.url)  # a consumer connecting now gets each device's latest result, retained
+    assert _wait(lambda: "kmerl/v1/patch-0/results" in late.retained, 5)
+    assert late.retained["kmerl/v1/patch-0/results"]["t_end"] >= 38.0
+    late.close()
     assert got and sum(g["n_samples"] for g in got) >= 0.3 * 20 * FS
     assert all(g["reason"] in ("lost frames", "device skipped samples") for g in got)
 
@@ -204,3 +212,32 @@ def test_sharding_is_stable_and_bad_urls_are_named() -> None:
 
     with pytest.raises(BridgeConfigError, match="mqtt://HOST"):
         ShardConfig("http://x")
+
+
+def test_fleet_and_simulate_command_lines(broker: Broker) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    lis = Listener(broker.url)
+    gw = subprocess.Popen([sys.executable, "-m", "kmerl_fleet.cli", "--mqtt", broker.url, "--bundle", str(BUNDLE),
+                           "--backend", "onnxruntime", "--duration", "12", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        sim = subprocess.run([sys.executable, "-m", "firmware_bridge.cli", "simulate", str(demo_record_path()),
+                              "--mqtt", broker.url, "--devices", "2", "--fs", "200", "--leads", "I",
+                              "--speed", "20", "--seconds", "20", "--frame-samples", "50"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert sim.returncode == 0, sim.stderr
+        assert "2 patch(es) publishing" in sim.stdout and "published=" in sim.stderr
+        assert _wait(lambda: all(len(lis.results(d)) >= 6 for d in ("patch-0", "patch-1")), 15)
+        gw.send_signal(15)  # SIGTERM: flush, publish and print the summary
+        out, err = gw.communicate(timeout=30)
+    finally:
+        if gw.poll() is None:
+            gw.kill()
+        lis.close()
+    assert gw.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["devices"] == 2 and summary["results"] >= 12 and summary["ingest_dropped"] == 0
