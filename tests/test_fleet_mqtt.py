@@ -241,3 +241,36 @@ def test_fleet_and_simulate_command_lines(broker: Broker) -> None:
     assert gw.returncode == 0, err
     summary = json.loads(out)
     assert summary["devices"] == 2 and summary["results"] >= 12 and summary["ingest_dropped"] == 0
+
+
+def test_mqtt_source_for_one_device_reports_its_gap(broker: Broker) -> None:
+    from kmerl_edge._source import DeviceInfo, Gap, LinkStatus, SampleBlock, open_source
+    from kmerl_fleet._source import register
+
+    register()  # what the kmerl_edge.sources entry point does in an installed package
+    fleet = _fleet(broker.url, devices=1, seconds=10.0, disconnect_after_s=4.0, disconnect_for_s=2.0)
+    fleet.start()
+    src = open_source(f"{broker.url}/patch-0")
+    msgs: list[Any] = []
+    try:
+        assert fleet.wait(20)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            m = src.get(timeout=0.2)
+            if m is None and msgs and isinstance(msgs[-1], SampleBlock) and msgs[-1].t0 >= 9.7:
+                break
+            if m is not None:
+                msgs.append(m)
+    finally:
+        src.close()
+        fleet.close()
+    assert src.ended
+    assert isinstance(msgs[0], LinkStatus) and msgs[0].connected
+    assert any(isinstance(m, DeviceInfo) and m.fs == FS and m.leads == ("I",) for m in msgs)
+    blocks = [m for m in msgs if isinstance(m, SampleBlock)]
+    gaps = [m for m in msgs if isinstance(m, Gap)]
+    assert blocks[0].t0 == 0.0 and blocks[-1].t0 + blocks[-1].n_samples / FS == 10.0
+    assert len(gaps) == 1 and gaps[0].reason == "lost frames" and gaps[0].n_samples >= 2.0 * FS
+    assert sum(b.n_samples for b in blocks) + gaps[0].n_samples == 10 * FS
+    with pytest.raises(FleetConfigError, match="DEVICE_ID"):
+        open_source(f"{broker.url}/a/b")
