@@ -141,6 +141,8 @@ class MqttPatchFleet:
         self._encoders: dict[str, FrameEncoder] = {}
         self._offsets: dict[str, int] = {}
         self._connected: dict[str, threading.Event] = {}
+        self._retry: dict[str, float] = {}
+        self._away: set[str] = set()  #: devices disconnected on purpose (fault injection)
         self.publish_times: dict[str, dict[int, float]] = {d: {} for d in self.device_ids}
         self.stats: dict[str, int] = {"frames": 0, "published": 0, "dropped": 0, "corrupted": 0,
                                       "while_disconnected": 0, "disconnects": 0, "not_sent": 0}
@@ -151,7 +153,8 @@ class MqttPatchFleet:
                             (0, 1, 0), "mqtt-sim")
 
     def _connect(self, device_id: str, dev: DeviceConfig) -> Any:
-        host, port = parse_mqtt_url(self.config.url)
+        """A client driven by this fleet's one thread (no network thread per device: ``publish`` writes
+        at once, :meth:`_service` reads acknowledgements, pings and reconnects)."""
         c = mqtt_client(f"kmerl-device-{device_id}")
         info = FrameEncoder(dev, first_seq=0).device_info(0)
         ready = self._connected.setdefault(device_id, threading.Event())
@@ -169,9 +172,32 @@ class MqttPatchFleet:
 
         c.on_connect = on_connect
         c.on_disconnect = on_disconnect
-        c.connect_async(host, port, keepalive=10)
-        c.loop_start()
+        self._retry[device_id] = 0.0
+        self._try_connect(device_id, c, first=True)
         return c
+
+    def _try_connect(self, device_id: str, c: Any, first: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._retry.get(device_id, 0.0):
+            return
+        self._retry[device_id] = now + 0.2
+        host, port = parse_mqtt_url(self.config.url)
+        try:
+            if first:
+                c.connect(host, port, keepalive=10)
+            else:
+                c.reconnect()
+        except OSError:
+            pass
+
+    def _service(self, timeout: float = 0.0) -> None:
+        """Network work of every connected device; reconnect the ones the broker lost."""
+        for d, c in self._clients.items():
+            if d in self._away:
+                continue
+            rc = c.loop(timeout=timeout)
+            if rc != 0 and not self._connected[d].is_set():
+                self._try_connect(d, c)
 
     def start(self, timeout: float = 10.0) -> MqttPatchFleet:
         """Connect every device (waits until all are connected) and stream from a background thread."""
@@ -181,10 +207,12 @@ class MqttPatchFleet:
             self._offsets[d] = int(self._rng.integers(self.raw.shape[1])) if self.config.loop else 0
             self._clients[d] = self._connect(d, dev)
         deadline = time.monotonic() + timeout
-        for d in self.device_ids:
-            if not self._connected[d].wait(max(0.0, deadline - time.monotonic())):
+        while not all(e.is_set() for e in self._connected.values()):
+            if time.monotonic() > deadline:
+                missing = [d for d, e in self._connected.items() if not e.is_set()]
                 self.close()
-                raise BridgeConfigError(f"device {d} could not connect to {self.config.url}")
+                raise BridgeConfigError(f"device {missing[0]} could not connect to {self.config.url}")
+            self._service(0.01)
         self._thread = threading.Thread(target=self.run, name="kmerl-mqtt-patches", daemon=True)
         self._thread.start()
         return self
@@ -205,8 +233,11 @@ class MqttPatchFleet:
         off_from = None if cfg.disconnect_after_s is None else int(round(cfg.disconnect_after_s * fs))
         off_to = None if off_from is None else off_from + int(round(cfg.disconnect_for_s * fs))
         away = set(self.device_ids[: cfg.disconnect_devices]) if off_from is not None else set()
-        if self._stop.wait(cfg.lead_s):
-            return self.stats
+        lead_end = time.monotonic() + cfg.lead_s
+        while time.monotonic() < lead_end:
+            if self._stop.wait(0.02):
+                return self.stats
+            self._service()
         t_start = time.monotonic()
         tick = 0
         forever = cfg.loop and cfg.seconds is None
@@ -214,18 +245,22 @@ class MqttPatchFleet:
             n = step if forever else min(step, n_total - tick)
             due = t_start + max(0.0, (tick + n) / fs - cfg.burst_s) / cfg.speed
             delay = due - time.monotonic()
+            self._service()
+            delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
             if off_from is not None and off_to is not None:
                 if off_from <= tick < off_from + step:
                     for d in away:
                         self.stats["disconnects"] += 1
+                        self._away.add(d)
                         self._clients[d].disconnect()
-                        self._clients[d].loop_stop()
+                        self._clients[d].loop(timeout=0.0)
                 elif off_to <= tick < off_to + step:
                     for d in away:
-                        self._clients[d] = self._connect(d, self._device(self.device_ids.index(d)))
-                        self._connected[d].wait(5.0)
+                        self._away.discard(d)
+                        self._retry[d] = 0.0
+                        self._try_connect(d, self._clients[d])
             for d in self.device_ids:
                 enc = self._encoders[d]
                 start = (self._offsets[d] + tick) % n_total
@@ -275,7 +310,7 @@ class MqttPatchFleet:
         for c in self._clients.values():
             try:
                 c.disconnect()
-                c.loop_stop()
+                c.loop(timeout=0.0)
             except Exception:  # noqa: BLE001 - closing must not fail
                 pass
         self._clients.clear()
