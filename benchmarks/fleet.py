@@ -7,7 +7,9 @@ patch from its own offset, looped) and the same 2-s hop. The fleet runs are end 
 Mosquitto broker started for the run; shard actors on the Ray nodes decode, score and publish JSON results;
 a listener receives them. The **latency** of a window is from the moment the frame holding its last sample
 was published to the moment its result was received over MQTT. The first 8 s of every patch are sent at
-once (as the gateway benchmark pre-pushes them), so the first window completes with the first paced frame.
+once (as the gateway benchmark pre-pushes them), so the first window completes with the first paced frame;
+patches start at random phases within one hop (as the gateway benchmark's do), so windows do not all
+complete in the same instant.
 
 N patches are **sustained** when every expected window arrived, none was dropped (ingest or inference
 backlog) and the window latency p99 is ≤ 250 ms. Each configuration tries the sizes in ascending order until
@@ -103,7 +105,8 @@ def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) ->
     seconds = burst + duration_s
     fleet = MqttPatchFleet(MqttFleetConfig(url=url, record=record, leads=("I",), fs=FS, devices=n_patches,
                                            prefix=f"b{n_patches}", seconds=seconds, loop=True,
-                                           frame_samples=50, burst_s=burst, lead_s=2.0, info_every_s=60.0))
+                                           frame_samples=50, burst_s=burst, lead_s=2.0, info_every_s=60.0,
+                                           stagger_s=HOP_S))
     t0 = time.monotonic()
     fleet.start(timeout=60)
     fleet.wait(seconds + 60)

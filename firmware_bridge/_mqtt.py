@@ -12,6 +12,7 @@ paho-mqtt is the ``fleet`` extra, imported only when a client is created.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class MqttFleetConfig:
     info_every_s: float = 10.0
     lead_s: float = 0.5  #: wall seconds between announcing (retained device-info) and the first frame
     burst_s: float = 0.0  #: device seconds sent at once at the start (benchmarks: fill the first window)
+    stagger_s: float = 0.0  #: devices start at random wall offsets in [0, stagger_s) (real fleets are not in step)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -225,66 +227,84 @@ class MqttPatchFleet:
         return not self._thread.is_alive()
 
     def run(self) -> dict[str, int]:
+        """Stream every device until the recording is played (or forever with ``loop`` and no
+        ``seconds``) or ``stop()``. Device ``i`` runs on its own schedule, ``stagger_s`` apart at most."""
         cfg = self.config
         fs = cfg.fs
         n_total = self.raw.shape[1]
         step = min(cfg.frame_samples, 255)
-        info_every = max(1, int(round(cfg.info_every_s * fs)))
-        off_from = None if cfg.disconnect_after_s is None else int(round(cfg.disconnect_after_s * fs))
-        off_to = None if off_from is None else off_from + int(round(cfg.disconnect_for_s * fs))
-        away = set(self.device_ids[: cfg.disconnect_devices]) if off_from is not None else set()
+        forever = cfg.loop and cfg.seconds is None
         lead_end = time.monotonic() + cfg.lead_s
         while time.monotonic() < lead_end:
             if self._stop.wait(0.02):
                 return self.stats
             self._service()
+        phase = {d: float(self._rng.uniform(0.0, cfg.stagger_s)) if cfg.stagger_s > 0 else 0.0
+                 for d in self.device_ids}
+        ticks = dict.fromkeys(self.device_ids, 0)
+        active = list(self.device_ids)
         t_start = time.monotonic()
-        tick = 0
-        forever = cfg.loop and cfg.seconds is None
-        while not self._stop.is_set() and (forever or tick < n_total):
-            n = step if forever else min(step, n_total - tick)
-            due = t_start + max(0.0, (tick + n) / fs - cfg.burst_s) / cfg.speed
-            delay = due - time.monotonic()
+        while not self._stop.is_set() and active:
+            now = time.monotonic()
+            next_due = math.inf
+            for d in list(active):
+                while True:
+                    tick = ticks[d]
+                    if not forever and tick >= n_total:
+                        active.remove(d)
+                        break
+                    n = step if forever else min(step, n_total - tick)
+                    due = t_start + phase[d] + max(0.0, (tick + n) / fs - cfg.burst_s) / cfg.speed
+                    if due > now:
+                        next_due = min(next_due, due)
+                        break
+                    self._send(d, tick, n)
+                    ticks[d] = tick + n
             self._service()
-            delay = due - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
+            wait = next_due - time.monotonic()
+            if wait > 0 and self._stop.wait(min(wait, 0.05)):
                 break
-            if off_from is not None and off_to is not None:
-                if off_from <= tick < off_from + step:
-                    for d in away:
-                        self.stats["disconnects"] += 1
-                        self._away.add(d)
-                        self._clients[d].disconnect()
-                        self._clients[d].loop(timeout=0.0)
-                elif off_to <= tick < off_to + step:
-                    for d in away:
-                        self._away.discard(d)
-                        self._retry[d] = 0.0
-                        self._try_connect(d, self._clients[d])
-            for d in self.device_ids:
-                enc = self._encoders[d]
-                start = (self._offsets[d] + tick) % n_total
-                idx = (start + np.arange(n)) % n_total
-                out = bytearray()
-                if tick % info_every < n:
-                    out += enc.device_info(tick)
-                frame = enc.samples(tick, self.raw[:, idx].T)
-                out += frame
-                self.stats["frames"] += 1
-                if d in away and off_from is not None and off_to is not None and off_from <= tick < off_to:
-                    self.stats["while_disconnected"] += 1
-                    continue
-                sent = self._fault(bytes(out))
-                if sent is None:
-                    continue
-                info = self._clients[d].publish(frames_topic(d), sent, qos=QOS_FRAMES)
-                if info.rc == 0:
-                    self.stats["published"] += 1
-                    self.publish_times[d][tick + n] = time.time()
-                else:  # not connected (the broker is away): lost, as a radio link loses it
-                    self.stats["not_sent"] += 1
-            tick += n
         return self.stats
+
+    def _send(self, d: str, tick: int, n: int) -> None:
+        """Device ``d``'s frame of samples ``tick .. tick + n`` (and device-info every ``info_every_s``)."""
+        cfg = self.config
+        fs = cfg.fs
+        n_total = self.raw.shape[1]
+        if cfg.disconnect_after_s is not None and d in self.device_ids[: cfg.disconnect_devices]:
+            off_from = int(round(cfg.disconnect_after_s * fs))
+            off_to = off_from + int(round(cfg.disconnect_for_s * fs))
+            if off_from <= tick < off_to:
+                if d not in self._away:  # the device leaves the broker; it keeps sampling
+                    self.stats["disconnects"] += 1
+                    self._away.add(d)
+                    self._clients[d].disconnect()
+                    self._clients[d].loop(timeout=0.0)
+                self.stats["frames"] += 1
+                self.stats["while_disconnected"] += 1
+                self._encoders[d].seq = (self._encoders[d].seq + 1) & 0xFFFF  # the frame it measured, lost
+                return
+            if d in self._away:
+                self._away.discard(d)
+                self._retry[d] = 0.0
+                self._try_connect(d, self._clients[d])
+        enc = self._encoders[d]
+        start = (self._offsets[d] + tick) % n_total
+        idx = (start + np.arange(n)) % n_total
+        out = bytearray()
+        if tick % max(1, int(round(cfg.info_every_s * fs))) < n:
+            out += enc.device_info(tick)
+        out += enc.samples(tick, self.raw[:, idx].T)
+        self.stats["frames"] += 1
+        sent = self._fault(bytes(out))
+        if sent is None:
+            return
+        info = self._clients[d].publish(frames_topic(d), sent, qos=QOS_FRAMES)
+        if info.rc == 0:
+            self.stats["published"] += 1
+            self.publish_times[d][tick + n] = time.time()
+        else:  # not connected (the broker is away): lost, as a radio link loses it
+            self.stats["not_sent"] += 1
 
     def _fault(self, data: bytes) -> bytes | None:
         cfg = self.config

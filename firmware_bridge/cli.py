@@ -61,6 +61,8 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--disconnect-for", type=float, default=2.0, metavar="S",
                    help="with --mqtt: and stay away S device seconds, sampling on (default 2)")
     s.add_argument("--disconnect-devices", type=int, default=1, metavar="N")
+    s.add_argument("--stagger", type=float, default=0.0, metavar="S",
+                   help="with --mqtt: devices start at random times within S wall seconds (default 0)")
 
     d = sub.add_parser("dump", help="print decoded frames and fault counters of a port")
     _common = (p, s, d)
@@ -126,6 +128,7 @@ def _simulate_mqtt(args: argparse.Namespace) -> int:
         frame_samples=args.frame_samples, lsb_pv=int(round(args.lsb_uv * 1e6)), drop_rate=args.drop_rate,
         corrupt_rate=args.corrupt_rate, disconnect_after_s=args.disconnect_after,
         disconnect_for_s=args.disconnect_for, disconnect_devices=args.disconnect_devices, seed=args.seed,
+        stagger_s=args.stagger,
     )
     fleet = MqttPatchFleet(cfg)
     signal.signal(signal.SIGTERM, lambda *_: fleet.stop())

@@ -274,3 +274,32 @@ def test_mqtt_source_for_one_device_reports_its_gap(broker: Broker) -> None:
     assert sum(b.n_samples for b in blocks) + gaps[0].n_samples == 10 * FS
     with pytest.raises(FleetConfigError, match="DEVICE_ID"):
         open_source(f"{broker.url}/a/b")
+
+
+def test_slow_shard_drops_oldest_frames_with_counts_and_reports_the_gap(broker: Broker, clf: Any) -> None:
+    shard = FleetShard(clf, ShardConfig(broker.url, ingest_queue=20)).start()
+    handle = shard._handle
+
+    def slow(topic: str, payload: bytes) -> None:  # a consumer that cannot keep up
+        if topic.endswith("/frames"):
+            time.sleep(0.004)
+        handle(topic, payload)
+
+    shard._handle = slow  # type: ignore[method-assign]
+    lis = Listener(broker.url)
+    fleet = _fleet(broker.url, devices=1, seconds=20.0, speed=200.0).start()  # 80 frames in 0.1 s
+    try:
+        assert fleet.wait(20)
+        assert _wait(lambda: not shard._q, 10)
+        time.sleep(0.3)
+    finally:
+        fleet.close()
+        shard.close()
+        lis.close()
+    dropped = shard.stats["ingest_dropped"]
+    assert dropped > 0
+    lost = sum(g["n_samples"] for g in lis.events("patch-0", "gap"))
+    dec = shard._devices["patch-0"].decoder.stats
+    assert lost == dropped * 50  # the samples of every dropped frame are reported as lost
+    # drop-oldest keeps the newest frames, so the stream's end arrives and nothing goes missing unreported
+    assert dec.samples + lost == 20 * FS
