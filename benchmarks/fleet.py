@@ -151,7 +151,10 @@ def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) ->
 def _ascending(run: Any, patches: Sequence[int]) -> tuple[int, list[dict[str, Any]]]:
     best, runs = 0, []
     for n in sorted(patches):
-        r = run(int(n))
+        try:
+            r = run(int(n))
+        except Exception as exc:  # noqa: BLE001 - a size that cannot even start is not sustained
+            r = {"patches": int(n), "real_time": False, "error": f"{type(exc).__name__}: {exc}"}
         runs.append(r)
         if not r["real_time"]:
             break
@@ -238,7 +241,8 @@ def fleet_markdown(res: dict[str, Any]) -> str:
             lost = r.get("dropped", r.get("missing", 0))
             windows = r.get("windows", r.get("windows_received"))
             lines.append(f"| {key} | {r['patches']} | {'yes' if r['real_time'] else 'no'} | "
-                         f"{r['latency_ms_median']} | {r['latency_ms_p99']} | {windows} | {lost} |")
+                         f"{r.get('latency_ms_median', r.get('error', ''))} | {r.get('latency_ms_p99', '')} | "
+                         f"{windows} | {lost} |")
         lines.append(f"| **{key} max sustained** | **{part['max_sustained']}** | | | | | |")
     if "ratios" in res:
         lines += ["", f"ratios: {res['ratios']}"]

@@ -193,13 +193,21 @@ class MqttPatchFleet:
             pass
 
     def _service(self, timeout: float = 0.0) -> None:
-        """Network work of every connected device; reconnect the ones the broker lost."""
+        """Network work of every connected device; reconnect the ones the broker lost. Reads and writes
+        each non-blocking socket directly (paho's ``loop()`` uses ``select``, which fails past 1,024 open
+        descriptors, i.e. a few hundred devices)."""
         for d, c in self._clients.items():
             if d in self._away:
                 continue
-            rc = c.loop(timeout=timeout)
-            if rc != 0 and not self._connected[d].is_set():
+            rc = c.loop_read(max_packets=10)
+            if rc in (0, -1):  # MQTT_ERR_SUCCESS, MQTT_ERR_AGAIN (nothing to read)
+                rc = c.loop_write()
+            if rc in (0, -1):
+                rc = c.loop_misc()
+            if rc not in (0, -1) and not self._connected[d].is_set():
                 self._try_connect(d, c)
+        if timeout > 0:
+            time.sleep(timeout)
 
     def start(self, timeout: float = 10.0) -> MqttPatchFleet:
         """Connect every device (waits until all are connected) and stream from a background thread."""
@@ -279,7 +287,6 @@ class MqttPatchFleet:
                     self.stats["disconnects"] += 1
                     self._away.add(d)
                     self._clients[d].disconnect()
-                    self._clients[d].loop(timeout=0.0)
                 self.stats["frames"] += 1
                 self.stats["while_disconnected"] += 1
                 self._encoders[d].seq = (self._encoders[d].seq + 1) & 0xFFFF  # the frame it measured, lost
@@ -330,7 +337,6 @@ class MqttPatchFleet:
         for c in self._clients.values():
             try:
                 c.disconnect()
-                c.loop(timeout=0.0)
             except Exception:  # noqa: BLE001 - closing must not fail
                 pass
         self._clients.clear()
