@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="concurrent simulated patches through the gateway at real time")
     _add_common(p)
     _add_stream(p)
+    p = sub.add_parser("fleet", help="patches over MQTT on a local Ray cluster of 1 and 2 nodes vs the gateway")
+    _add_common(p)
+    p.add_argument("--backend", default="onnxruntime", help="backend of every classifier (default onnxruntime)")
+    p.add_argument("--patches", type=_int_list_any, default=(100, 200, 400),
+                   help="numbers of concurrent patches to try, ascending (default 100,200,400)")
+    p.add_argument("--duration", type=float, default=20.0, help="wall seconds per run (default 20)")
+    p.add_argument("--nodes", type=_int_list_any, default=(1, 2), help="Ray worker node counts (default 1,2)")
     p = sub.add_parser("accuracy", help="zero-shot macro AUC per label set and lead subset")
     _add_common(p)
     _add_accuracy(p)
@@ -266,6 +273,13 @@ def _stream(a: argparse.Namespace) -> dict[str, Any]:
                       duration_s=a.duration)
 
 
+def _fleet(a: argparse.Namespace) -> dict[str, Any]:
+    from .fleet import run_fleet
+
+    return run_fleet(_bundle_path(a.bundle), backend=a.backend, threads=a.threads, patches=a.patches,
+                     duration_s=a.duration, nodes=a.nodes)
+
+
 def _accuracy(a: argparse.Namespace) -> dict[str, Any]:
     from .accuracy import run_accuracy
 
@@ -310,7 +324,14 @@ def _markdown(kind: str, res: dict[str, Any]) -> str:
         "stream": report.stream_markdown,
         "accuracy": report.accuracy_markdown,
         "rhythm": _rhythm_markdown,
+        "fleet": _fleet_markdown,
     }[kind](res)
+
+
+def _fleet_markdown(res: dict[str, Any]) -> str:
+    from .fleet import fleet_markdown
+
+    return fleet_markdown(res)
 
 
 def _rhythm_markdown(res: dict[str, Any]) -> str:
@@ -402,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "latency": _latency,
                 "roofline": _roofline,
                 "stream": _stream,
+                "fleet": _fleet,
                 "accuracy": _accuracy,
                 "rhythm": _rhythm,
             }[a.command](a)

@@ -53,6 +53,18 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--start-now", action="store_true",
                    help="stream at once instead of waiting for a reader (what is sent before one attaches is lost, "
                         "and reported)")
+    s.add_argument("--mqtt", default=None, metavar="URL",
+                   help="publish frames to an MQTT broker (mqtt://HOST:1883) instead of a pty: "
+                        "kmerl/v1/<device>/frames (extra 'fleet'; docs/fleet.md)")
+    s.add_argument("--devices", type=int, default=1, help="with --mqtt: this many patches, each from its own offset")
+    s.add_argument("--prefix", default="patch", help="with --mqtt: device ids are PREFIX-0, PREFIX-1, ...")
+    s.add_argument("--disconnect-after", type=float, default=None, metavar="S",
+                   help="with --mqtt: the first --disconnect-devices devices leave the broker after S device seconds")
+    s.add_argument("--disconnect-for", type=float, default=2.0, metavar="S",
+                   help="with --mqtt: and stay away S device seconds, sampling on (default 2)")
+    s.add_argument("--disconnect-devices", type=int, default=1, metavar="N")
+    s.add_argument("--stagger", type=float, default=0.0, metavar="S",
+                   help="with --mqtt: devices start at random times within S wall seconds (default 0)")
 
     d = sub.add_parser("dump", help="print decoded frames and fault counters of a port")
     _common = (p, s, d)
@@ -106,7 +118,39 @@ def reader_message(tick: int, lost: int, fs: float) -> str:
     return msg
 
 
+def _simulate_mqtt(args: argparse.Namespace) -> int:
+    from ._errors import BridgeConfigError
+    from ._mqtt import MqttFleetConfig, MqttPatchFleet
+
+    if args.protocol != "kmerl":
+        raise BridgeConfigError("--mqtt publishes K-MERL frames: --protocol ascii is for serial lines only")
+    cfg = MqttFleetConfig(
+        url=args.mqtt, record=args.record, leads=parse_leads(args.leads), fs=args.fs, devices=args.devices,
+        prefix=args.prefix, speed=args.speed, seconds=args.seconds, loop=args.loop,
+        frame_samples=args.frame_samples, lsb_pv=int(round(args.lsb_uv * 1e6)), drop_rate=args.drop_rate,
+        corrupt_rate=args.corrupt_rate, disconnect_after_s=args.disconnect_after,
+        disconnect_for_s=args.disconnect_for, disconnect_devices=args.disconnect_devices, seed=args.seed,
+        stagger_s=args.stagger,
+    )
+    fleet = MqttPatchFleet(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: fleet.stop())
+    fleet.start()
+    print(f"{cfg.devices} patch(es) publishing to {cfg.url} as {fleet.device_ids[0]}"
+          + (f" .. {fleet.device_ids[-1]}" if cfg.devices > 1 else ""), flush=True)
+    try:
+        while not fleet.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.close()
+    print("simulate: " + " ".join(f"{k}={v}" for k, v in fleet.stats.items()), file=sys.stderr)
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    if args.mqtt is not None:
+        return _simulate_mqtt(args)
     from kmerl_edge._channels import parse_lead_map
 
     from ._simulate import SimulateConfig, VirtualPatch

@@ -274,10 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json-lines", action="store_true")
     d.set_defaults(func=_cmd_demo)
 
+    f = sub.add_parser("fleet", add_help=False,
+                       help="serve patches on an MQTT broker, in this process or on Ray (extra 'fleet'; "
+                       "kmerl-edge fleet --help)")
+    f.add_argument("fleet_args", nargs=argparse.REMAINDER)
+    f.set_defaults(func=_cmd_fleet)
+
     from ._cli_common import add_common_args
 
     add_common_args(ap, prog="kmerl-edge", subparsers=[c, i, m, s, d])
     return ap
+
+
+def _cmd_fleet(a: argparse.Namespace) -> int:
+    """``kmerl-edge fleet``: found through the ``kmerl_edge.commands`` entry point (the runtime does not
+    import the fleet package, which joins it with the firmware bridge)."""
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group="kmerl_edge.commands") if ep.name == "fleet"]
+    if not eps:
+        raise KmerlError("kmerl-edge fleet is not installed: pip install 'kmerl-edge[fleet]'")
+    run: Callable[[list[str]], int] = eps[0].load()
+    return run(list(a.fleet_args))
 
 
 def _unit_arg(text: str) -> str:
@@ -286,6 +304,13 @@ def _unit_arg(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fleet"]:  # its own parser (its --help too) lives in the fleet package
+        try:
+            return _cmd_fleet(argparse.Namespace(fleet_args=argv[1:]))
+        except KmerlError as exc:
+            print(f"kmerl-edge: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     ap = build_parser()
     a = ap.parse_args(argv)
     from ._cli_common import configure

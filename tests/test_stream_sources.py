@@ -31,7 +31,7 @@ from kmerl_edge.stream import (
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = Path(__file__).parent / "fixtures" / "test_bundle"
 RECORD = demo_record_path()
-OTHERS = ("firmware_bridge", "trainer", "export", "benchmarks")
+OTHERS = ("firmware_bridge", "trainer", "export", "benchmarks", "kmerl_fleet")
 
 
 def test_kmerl_edge_imports_nothing_from_the_other_packages() -> None:

@@ -1,0 +1,251 @@
+"""Fleet benchmark (``kmerl-bench fleet``): patches sustained in real time over MQTT on a local Ray cluster
+with 1 and 2 worker nodes, against the in-process :class:`kmerl_edge.stream.Gateway` in the same run.
+
+Every configuration uses the same signal (the demo recording, CPSC2021 data_101_8, lead I at 200 Hz, each
+patch from its own offset, looped) and the same 2-s hop. The fleet runs are end to end: N virtual patches
+(:class:`firmware_bridge._mqtt.MqttPatchFleet`, one MQTT client each, 50-sample frames) publish to a real
+Mosquitto broker started for the run; shard actors on the Ray nodes decode, score and publish JSON results;
+a listener receives them. The **latency** of a window is from the moment the frame holding its last sample
+was published to the moment its result was received over MQTT. The first 8 s of every patch are sent at
+once (as the gateway benchmark pre-pushes them), so the first window completes with the first paced frame;
+patches start at random phases within one hop (as the gateway benchmark's do), so windows do not all
+complete in the same instant.
+
+N patches are **sustained** when every expected window arrived, none was dropped (ingest or inference
+backlog) and the window latency p99 is ≤ 250 ms. Each configuration tries the sizes in ascending order until
+one is not sustained. Patches, broker, listener and Ray nodes all share this machine's CPUs, so the numbers
+are a lower bound of what a dedicated node does; the JSON records the machine and its load average.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bench_fleet_run", "run_fleet", "fleet_markdown"]
+
+FS = 200.0
+HOP_S = 2.0
+
+
+def _broker() -> Any:
+    """A Mosquitto on a free loopback port for the run (the same helper the tests use)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        raise RuntimeError("kmerl-bench fleet needs Mosquitto (apt-get install mosquitto)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    d = Path(tempfile.mkdtemp(prefix="kmerl-bench-mosquitto-"))
+    (d / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                              "log_dest none\nmax_queued_messages 1000000\n")
+    proc = subprocess.Popen([exe, "-c", str(d / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    return proc, f"mqtt://127.0.0.1:{port}", d
+
+
+class _Listener:
+    def __init__(self, url: str) -> None:
+        import json
+        import threading
+
+        from firmware_bridge._mqtt import mqtt_client, parse_mqtt_url
+
+        host, port = parse_mqtt_url(url)
+        self.got: dict[str, list[tuple[float, float, bool, str | None]]] = defaultdict(list)
+        ready = threading.Event()
+        c = mqtt_client(f"kmerl-bench-listener-{os.getpid()}")
+
+        def on_connect(client: Any, *_: Any) -> None:
+            client.subscribe("kmerl/v1/+/results", qos=1)
+            ready.set()
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            if msg.retain:  # a device's latest result from an earlier run, kept by the broker
+                return
+            now = time.time()
+            doc = json.loads(msg.payload)
+            self.got[doc["device_id"]].append((now, float(doc["t_end"]), bool(doc["skipped"]), doc["reason"]))
+
+        c.on_connect = on_connect
+        c.on_message = on_message
+        c.connect_async(host, port)
+        c.loop_start()
+        ready.wait(10)
+        self.client = c
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) -> dict[str, Any]:
+    """N patches publishing for ``duration_s`` wall seconds (after an 8-s burst) to fleet shards already
+    serving ``url``; returns latency and completeness."""
+    from firmware_bridge._mqtt import MqttFleetConfig, MqttPatchFleet
+
+    lis = _Listener(url)
+    burst = 10.0 - HOP_S
+    seconds = burst + duration_s
+    fleet = MqttPatchFleet(MqttFleetConfig(url=url, record=record, leads=("I",), fs=FS, devices=n_patches,
+                                           prefix=f"b{n_patches}", seconds=seconds, loop=True,
+                                           frame_samples=50, burst_s=burst, lead_s=2.0, info_every_s=60.0,
+                                           stagger_s=HOP_S))
+    t0 = time.monotonic()
+    fleet.start(timeout=60)
+    fleet.wait(seconds + 60)
+    time.sleep(1.5)  # the last windows' results
+    wall = time.monotonic() - t0
+    fleet.close()
+    lis.close()
+    lat: list[float] = []
+    missing = 0
+    skipped: dict[str, int] = defaultdict(int)
+    expected = int((seconds - 10.0) // HOP_S) + 1
+    for d in fleet.device_ids:
+        pub = fleet.publish_times[d]
+        rows = lis.got.get(d, [])
+        missing += max(0, expected - len(rows))
+        for recv, t_end, was_skipped, reason in rows:
+            if was_skipped:
+                skipped[str(reason)] += 1
+                continue
+            sent = pub.get(int(round(t_end * FS)))
+            if sent is not None and t_end > burst + 1e-6 + HOP_S:  # windows completed by paced frames
+                lat.append((recv - sent) * 1e3)
+    arr = np.asarray(lat) if lat else np.asarray([np.nan])
+    p99 = float(np.percentile(arr, 99))
+    ok = missing == 0 and not skipped and p99 <= 250.0 and fleet.stats["not_sent"] == 0
+    return {
+        "patches": n_patches,
+        "wall_s": round(wall, 2),
+        "windows_expected": expected * n_patches,
+        "windows_received": sum(len(v) for v in lis.got.values()),
+        "missing": missing,
+        "skipped": dict(skipped),
+        "latency_ms_median": round(float(np.median(arr)), 2),
+        "latency_ms_p99": round(p99, 2),
+        "latency_ms_max": round(float(np.max(arr)), 2),
+        "frames_published": fleet.stats["published"],
+        "frames_not_sent": fleet.stats["not_sent"],
+        "real_time": bool(ok),
+    }
+
+
+def _ascending(run: Any, patches: Sequence[int]) -> tuple[int, list[dict[str, Any]]]:
+    best, runs = 0, []
+    for n in sorted(patches):
+        try:
+            r = run(int(n))
+        except Exception as exc:  # noqa: BLE001 - a size that cannot even start is not sustained
+            r = {"patches": int(n), "real_time": False, "error": f"{type(exc).__name__}: {exc}"}
+        runs.append(r)
+        if not r["real_time"]:
+            break
+        best = max(best, int(n))
+    return best, runs
+
+
+def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int], duration_s: float,
+              nodes: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """The in-process gateway, then the MQTT + Ray fleet on a local cluster of 1 and 2 worker nodes (one
+    CPU and one shard each)."""
+    import kmerl_edge
+    from kmerl_edge.stream import demo_record_path
+
+    from ._stats import machine_info
+    from .stream_gateway import bench_gateway
+
+    out: dict[str, Any] = {"kind": "fleet", "machine": machine_info(threads), "bundle": str(bundle),
+                           "load_average_at_start": list(os.getloadavg()), "niceness": os.nice(0),
+                           "criterion": "all windows arrived, none dropped, window latency p99 <= 250 ms"}
+    clf = kmerl_edge.load(bundle, backend=backend, threads=threads)
+    best, runs = _ascending(lambda n: bench_gateway(clf, n, duration_s), patches)
+    out["gateway"] = {"max_sustained": best, "runs": runs}
+
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        out["status"] = "partial"
+        out["reason"] = "Ray is not installed (pip install 'kmerl-edge[fleet]')"
+        return out
+    from kmerl_edge._stream_types import StreamConfig
+    from kmerl_fleet._ray import RayFleet
+
+    record = str(demo_record_path())
+    proc, url, tmp = _broker()
+    try:
+        for k in nodes:
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+            for _ in range(k):
+                cluster.add_node(num_cpus=1)
+            ray.init(address=cluster.address, log_to_driver=False)
+            rf = RayFleet(url, k, bundle=str(bundle), backend=backend,
+                          stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
+            try:
+                best, runs = _ascending(lambda n: bench_fleet_run(url, n, duration_s, record), patches)
+                shard_stats = rf.stats()
+            finally:
+                rf.close()
+                ray.shutdown()
+                cluster.shutdown()
+            out[f"ray_{k}_node"] = {"max_sustained": best, "runs": runs,
+                                    "shards": [{k2: s[k2] for k2 in ("shard", "devices", "mean_batch", "frames",
+                                                                      "ingest_dropped", "worker_busy_s")}
+                                               for s in shard_stats]}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    g = out["gateway"]["max_sustained"]
+    one = out.get("ray_1_node", {}).get("max_sustained", 0)
+    two = out.get("ray_2_node", {}).get("max_sustained", 0)
+    out["ratios"] = {"ray_1_node_over_gateway": round(one / g, 3) if g else None,
+                     "scaling_2_over_1_node": round(two / one, 3) if one else None}
+    out["load_average_at_end"] = list(os.getloadavg())
+    out["status"] = "ok"
+    return out
+
+
+def fleet_markdown(res: dict[str, Any]) -> str:
+    """A table: configuration × patches → sustained, latency median / p99, windows."""
+    lines = ["## Fleet: patches sustained in real time (1 lead, 200 Hz, 2-s hop)", "",
+             f"criterion: {res.get('criterion', '')}; load average at start "
+             f"{res.get('load_average_at_start')}, niceness {res.get('niceness')}", "",
+             "| configuration | patches | real time | latency median ms | p99 ms | windows | dropped/missing |",
+             "| --- | ---: | :---: | ---: | ---: | ---: | ---: |"]
+    for key in ("gateway", "ray_1_node", "ray_2_node"):
+        part = res.get(key)
+        if not part:
+            continue
+        for r in part["runs"]:
+            lost = r.get("dropped", r.get("missing", 0))
+            windows = r.get("windows", r.get("windows_received"))
+            lines.append(f"| {key} | {r['patches']} | {'yes' if r['real_time'] else 'no'} | "
+                         f"{r.get('latency_ms_median', r.get('error', ''))} | {r.get('latency_ms_p99', '')} | "
+                         f"{windows} | {lost} |")
+        lines.append(f"| **{key} max sustained** | **{part['max_sustained']}** | | | | | |")
+    if "ratios" in res:
+        lines += ["", f"ratios: {res['ratios']}"]
+    if res.get("reason"):
+        lines += ["", f"note: {res['reason']}"]
+    return "\n".join(lines) + "\n"
