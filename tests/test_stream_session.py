@@ -16,6 +16,7 @@ from hypothesis import strategies as hst
 import kmerl_edge
 from kmerl_edge import NoUsableLeadsError, SamplingRateError, SignalShapeError, preprocess
 from kmerl_edge._stream_events import EventDetector
+from kmerl_edge._stream_session import MAX_T0_S
 from kmerl_edge.stream import (
     SKIP_BACKLOG,
     SKIP_FRAGMENTED,
@@ -26,6 +27,7 @@ from kmerl_edge.stream import (
     LeadStatus,
     StreamClosedError,
     StreamConfig,
+    StreamInputError,
     StreamSession,
     demo_record_path,
 )
@@ -580,6 +582,10 @@ def test_any_timestamps_keep_the_session_consistent_and_cheap(clf: Any, ecg: np.
               "far": now + 2.0**31 * (u + 0.01), "none": None, "gap": None}[kind]
         if kind == "gap":
             res += s.push_gap(int(u * 2**40))
+            continue
+        if t0 is not None and abs(t0) > MAX_T0_S:  # beyond the clock model's range: a named error, nothing taken
+            with pytest.raises(StreamInputError, match="device time within"):
+                s.push(chunk, t0)
             continue
         res += s.push(chunk, t0)
         pushed += chunk.shape[1]
