@@ -281,6 +281,19 @@ def _score_bundle_model(
     return res
 
 
+def load_with_heldout(
+    bundle: str | Path, heldout: str | Path | None, *, threads: int = 1
+) -> tuple[Any, dict[str, Any]]:
+    """The bundle on torch and its held-out list; :class:`TrainingPatientError` when it has none."""
+    import kmerl_edge
+
+    clf = kmerl_edge.load(bundle, backend="torch", threads=threads)
+    spec = heldout_spec(clf.bundle, heldout)
+    if spec is None:
+        raise TrainingPatientError("the bundle has no held-out list (heldout.json): pass --heldout FILE")
+    return clf, spec
+
+
 def heldout_spec(bundle: Any, heldout: str | Path | None = None) -> dict[str, set[str]] | None:
     """The bundle's held-out list (``heldout.json``: test record ids and training patients), or the one
     in ``heldout`` for a bundle that has none; None when neither exists."""

@@ -55,16 +55,12 @@ def run_af_loso(
     heldout: str | Path | None = None,
     lead_sets: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
-    import kmerl_edge
     from export._corpus import build_corpus
     from export._fusion import AF_LEAD_SETS, af_features, fit_af_fusion, load_af_windows
 
-    from .accuracy import TrainingPatientError, heldout_spec
+    from .accuracy import load_with_heldout
 
-    clf = kmerl_edge.load(bundle, backend="torch", threads=threads)
-    spec = heldout_spec(clf.bundle, heldout)
-    if spec is None:
-        raise TrainingPatientError("the bundle has no held-out list (heldout.json): pass --heldout FILE")
+    clf, spec = load_with_heldout(bundle, heldout, threads=threads)
     corpus = build_corpus(data_root)
     data = load_af_windows(corpus.records, clf.bundle.preprocess_config)
     test = np.array([i.split("@")[0] in spec["test_records"] and p not in spec["train_patients"]

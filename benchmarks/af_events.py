@@ -145,14 +145,9 @@ def run_af_events(
     *, bundle: str | Path, data_root: str | Path, heldout: str | Path | None = None, leads: Sequence[str] = ("I",),
     hop_s: float = 5.0, min_sensitivity: float = 0.8, threads: int = 1,
 ) -> dict[str, Any]:
-    import kmerl_edge
+    from .accuracy import load_with_heldout
 
-    from .accuracy import TrainingPatientError, heldout_spec
-
-    clf = kmerl_edge.load(bundle, backend="torch", threads=threads)
-    spec = heldout_spec(clf.bundle, heldout)
-    if spec is None:
-        raise TrainingPatientError("the bundle has no held-out list (heldout.json): pass --heldout FILE")
+    clf, spec = load_with_heldout(bundle, heldout, threads=threads)
     root = Path(data_root)
     bases = sorted(p.with_suffix("") for d in ("cpsc2021", "cpsc2021_extra") for p in (root / d).glob("*.hea"))
     scored = [_score_record(clf, b, leads, hop_s) for b in bases]

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._errors import BridgeConfigError
 from ._protocol import DeviceConfig, FrameEncoder, quantise
-from ._simulate import load_patch_signal
+from ._simulate import inject_fault, load_patch_signal
 
 __all__ = [
     "TOPIC_ROOT", "QOS_FRAMES", "QOS_INFO", "parse_mqtt_url", "mqtt_client", "frames_topic", "info_topic",
@@ -314,17 +314,7 @@ class MqttPatchFleet:
             self.stats["not_sent"] += 1
 
     def _fault(self, data: bytes) -> bytes | None:
-        cfg = self.config
-        if cfg.drop_rate and self._rng.random() < cfg.drop_rate:
-            self.stats["dropped"] += 1
-            return None
-        if cfg.corrupt_rate and self._rng.random() < cfg.corrupt_rate:
-            self.stats["corrupted"] += 1
-            b = bytearray(data)
-            i = int(self._rng.integers(len(b)))
-            b[i] ^= 1 << int(self._rng.integers(8))
-            return bytes(b)
-        return data
+        return inject_fault(data, self.config.drop_rate, self.config.corrupt_rate, self._rng, self.stats)
 
     def stop(self) -> None:
         self._stop.set()

@@ -76,6 +76,23 @@ def load_patch_signal(
     return sig, want
 
 
+def inject_fault(
+    data: bytes, drop_rate: float, corrupt_rate: float, rng: np.random.Generator, stats: dict[str, int]
+) -> bytes | None:
+    """A virtual link's faults: ``None`` (dropped) with probability ``drop_rate``, else one flipped bit
+    with probability ``corrupt_rate``; counted in ``stats["dropped"]`` / ``stats["corrupted"]``."""
+    if drop_rate and rng.random() < drop_rate:
+        stats["dropped"] += 1
+        return None
+    if corrupt_rate and rng.random() < corrupt_rate:
+        stats["corrupted"] += 1
+        b = bytearray(data)
+        i = int(rng.integers(len(b)))
+        b[i] ^= 1 << int(rng.integers(8))
+        return bytes(b)
+    return data
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
     """A virtual patch: which record, leads and rate, how fast, which faults. ``fs`` is required."""
@@ -257,17 +274,7 @@ class VirtualPatch:
         return int(struct.unpack("i", buf)[0])
 
     def _fault(self, frame: bytes) -> bytes | None:
-        cfg = self.config
-        if cfg.drop_rate and self._rng.random() < cfg.drop_rate:
-            self.stats["dropped"] += 1
-            return None
-        if cfg.corrupt_rate and self._rng.random() < cfg.corrupt_rate:
-            self.stats["corrupted"] += 1
-            b = bytearray(frame)
-            i = int(self._rng.integers(len(b)))
-            b[i] ^= 1 << int(self._rng.integers(8))
-            return bytes(b)
-        return frame
+        return inject_fault(frame, self.config.drop_rate, self.config.corrupt_rate, self._rng, self.stats)
 
     # ------------------------------------------------------------- streaming
     def run(self) -> dict[str, int]:

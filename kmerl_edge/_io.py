@@ -20,6 +20,7 @@ Both give mV with an explicit sampling rate and canonical lead names. What they 
 
 from __future__ import annotations
 
+import abc
 import io
 import math
 import os
@@ -72,7 +73,7 @@ class Record:
         return int(np.isnan(self.signal).any(axis=0).sum())
 
 
-class RecordReader:
+class RecordReader(abc.ABC):
     """An opened recording, read in pieces. ``read(start, stop)`` → (n_leads, stop - start) float mV,
     NaN where samples are missing. Call :meth:`verify` after reading every sample (checksums)."""
 
@@ -83,13 +84,14 @@ class RecordReader:
     notes: tuple[str, ...] = ()
     comments: tuple[str, ...] = ()
 
-    def read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` of every lead."""
 
-    def verify(self) -> None:
+    def verify(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Raise a named error if what was read does not match what the file promised (checksums)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release the file."""
 
     def __enter__(self) -> RecordReader:
@@ -528,7 +530,7 @@ def _open_mat(path: Path, *, fs: float | None, leads: Sequence[str] | None) -> R
 
 # ------------------------------------------------------------------------------------------ .npy / .csv
 def _load_npy(p: Path) -> np.ndarray:
-    import pickle
+    import tokenize
 
     try:
         arr = np.load(p, allow_pickle=False, mmap_mode="r")
@@ -536,11 +538,9 @@ def _load_npy(p: Path) -> np.ndarray:
         if "allow_pickle" in str(exc) or "object" in str(exc).lower():
             raise RecordReadError(f"{p.name}: holds Python objects, not numbers; save a numeric array") from None
         raise RecordReadError(f"{p.name}: not a valid .npy file ({exc})") from None
-    except (EOFError, OSError, pickle.UnpicklingError, SyntaxError) as exc:
+    except (EOFError, OSError, SyntaxError) as exc:
         raise RecordReadError(f"{p.name}: not a valid (or a truncated) .npy file ({exc})") from None
-    except Exception as exc:  # numpy's header parser also raises tokenize.TokenError on a garbled header
-        if type(exc).__name__ != "TokenError":
-            raise
+    except tokenize.TokenError:  # numpy's header parser on a garbled header
         raise RecordReadError(f"{p.name}: not a valid .npy file (garbled header)") from None
     if not isinstance(arr, np.ndarray):
         raise RecordReadError(f"{p.name}: not a single array")

@@ -25,6 +25,7 @@ at ``fs``). The session's clock model is described in :mod:`kmerl_edge.stream`.
 
 from __future__ import annotations
 
+import abc
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ class Source(Protocol):
     def __iter__(self) -> Iterator[Message]: ...
 
 
-class BaseSource:
+class BaseSource(abc.ABC):
     """Iteration and ``with`` on top of ``start``/``get``/``ended``/``close`` (subclasses define those)."""
 
     name: str = "source"
@@ -174,18 +175,20 @@ class BaseSource:
     def start(self) -> BaseSource:
         return self
 
-    def get(self, timeout: float | None = None) -> Message | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, waiting up to ``timeout`` s; ``None`` when there is none yet."""
 
     @property
-    def ended(self) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ended(self) -> bool:
+        """Whether the source will produce nothing more."""
 
     @property
     def stats(self) -> dict[str, int]:
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         pass
 
     def __iter__(self) -> Iterator[Message]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from pathlib import Path
@@ -50,8 +51,9 @@ class _Paced(BaseSource):
         self._held: list[int] | None = None  # [start, length] of a gap still running at the last chunk's end
         self._stats = {"samples": 0, "gaps": 0, "lost_samples": 0}
 
-    def _chunk(self, k: int, n: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _chunk(self, k: int, n: int) -> np.ndarray:
+        """Samples ``k:k+n`` (n_leads, n) in mV."""
 
     def start(self) -> _Paced:
         if self._t_wall0 is None:

@@ -213,17 +213,17 @@ def test_bad_input_raises_named_errors(cpsc: Any) -> None:
 
 
 # -- RR irregularity -------------------------------------------------------------------------------------
-def _beats_from_rr(rr_ms: list[float], fs: float = 250.0) -> RhythmResult:
+def _beats_from_rr(rr_ms: list[float], *, fs: float) -> RhythmResult:
     pos = np.concatenate(([0.0], np.cumsum(rr_ms))) * fs / 1000.0 + 10
     return summarise_beats(np.round(pos).astype(np.int64), fs=fs, lead="I")
 
 
 def test_rr_irregularity_separates_af_from_regular_and_bigeminy() -> None:
     rng = np.random.default_rng(0)
-    sinus = _beats_from_rr(list(800 + rng.normal(0, 15, 12)))
-    ectopic = _beats_from_rr([800] * 5 + [500, 1100] + [800] * 5)
-    bigeminy = _beats_from_rr([500, 1000] * 6)
-    af = _beats_from_rr(list(rng.uniform(450, 1100, 12)))
+    sinus = _beats_from_rr(list(800 + rng.normal(0, 15, 12)), fs=250.0)
+    ectopic = _beats_from_rr([800] * 5 + [500, 1100] + [800] * 5, fs=250.0)
+    bigeminy = _beats_from_rr([500, 1000] * 6, fs=250.0)
+    af = _beats_from_rr(list(rng.uniform(450, 1100, 12)), fs=250.0)
     assert sinus.rr_irregularity is not None and af.rr_irregularity is not None
     assert ectopic.rr_irregularity is not None and bigeminy.rr_irregularity is not None
     assert max(sinus.rr_irregularity, ectopic.rr_irregularity, bigeminy.rr_irregularity) < 0.06
@@ -239,7 +239,7 @@ def test_rate_events_fire_with_hysteresis() -> None:
     def win(hr: float | None) -> RhythmResult:
         if hr is None:
             return summarise_beats([], fs=250.0, lead="I")
-        return _beats_from_rr([60000.0 / hr] * 8)
+        return _beats_from_rr([60000.0 / hr] * 8, fs=250.0)
 
     seq = [70, 45, 70, 45, None, 44, 52, 53, 56, 52, 57, 58]
     events = []
@@ -256,7 +256,7 @@ def test_rate_events_fire_with_hysteresis() -> None:
 
 def test_pause_event_starts_on_one_window() -> None:
     det = RateEventDetector(RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1))
-    ev = det.update(0, 0.0, 10.0, _beats_from_rr([800, 800, 800, 3000, 800, 800]))
+    ev = det.update(0, 0.0, 10.0, _beats_from_rr([800, 800, 800, 3000, 800, 800], fs=250.0))
     assert ev is not None and ev.kind == "started" and ev.label == "pause" and ev.value == pytest.approx(3.0, abs=0.01)
 
 
