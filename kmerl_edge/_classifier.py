@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, InvalidArgumentError, LeadError, UnknownLabelSetError
 from ._leads import canonical_leads
 from ._preprocess import Preprocessed, QualityReport, preprocess
-from ._scoring import Coverage, ScoredWindows, score_reader
+from ._scoring import Coverage, Route, ScoredWindows, score_reader
 from .rhythm import RhythmResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Classifier", "Prediction", "load", "default_bundle_path", "default_companion_path"]
 
+_COMPANION_START = threading.Lock()
 _DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
 #: the default bundle's companion: it scores the lead counts the default student does not serve (4–12)
 _DEFAULT_COMPANION = Path(__file__).resolve().parent / "default_bundle_12"
@@ -61,8 +63,12 @@ class Prediction:
     - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own
       rate (:func:`kmerl_edge.rhythm.analyse`; intervals never span a gap); ``window_rhythm``: the same
       per scored window;
-    - ``bundle``: the bundle directory that scored it (a classifier with a companion routes by lead count:
-      see :func:`load`) and ``backend`` the backend it ran on.
+    - ``bundle``: the bundle directory that scored it (the one that scored most windows when the leads
+      changed along the recording) and ``backend`` the backend it ran on. A classifier with a companion
+      (:func:`load`) routes each piece of the recording by the leads that *passed the quality checks*, not
+      the leads given: ``leads_given`` are the leads given, ``leads`` those scored, ``dropped`` {lead: why}
+      those left out (``flat``, ``saturated``, ``out_of_range``, ``missing samples``) and ``routes`` which
+      bundle scored which windows on which leads.
     """
 
     scores: dict[str, float]
@@ -79,6 +85,9 @@ class Prediction:
     rhythm: RhythmResult | None = None
     window_rhythm: Sequence[RhythmResult] = ()
     bundle: str = ""
+    leads_given: tuple[str, ...] = ()
+    dropped: dict[str, str] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
 
     def top(self, k: int = 3, label_set: str | None = None) -> list[tuple[str, float]]:
         src = self.by_label_set[label_set] if label_set else self.scores
@@ -89,7 +98,10 @@ class Prediction:
             "scores": self.by_label_set,
             "quality": self.quality.to_dict(),
             "leads": list(self.leads),
+            "leads_given": list(self.leads_given),
+            "dropped_leads": dict(self.dropped),
             "bundle": self.bundle,
+            "routes": [r.to_dict() for r in self.routes],
             "window_starts_s": list(self.window_starts_s),
             "backend": self.backend,
             "latency_ms": round(self.latency_ms, 3),
@@ -104,8 +116,10 @@ class Prediction:
 class Classifier:
     """A loaded, verified bundle bound to one backend. Create it with :func:`kmerl_edge.load`.
 
-    With a ``companion`` bundle, lead sets larger than this bundle's ``max_leads`` are scored by the
-    companion (loaded on first use, on the same backend request): :meth:`for_leads` says which."""
+    With a ``companion`` bundle, lead sets this bundle does not serve (more than its ``max_leads``, or
+    not among its ``supported_lead_sets``) are scored by the companion (loaded on first use, on the same
+    backend request): :meth:`route` says which. Scoring routes by the leads that pass the quality
+    checks, per piece of a recording and per window of a stream."""
 
     def __init__(
         self,
@@ -120,6 +134,8 @@ class Classifier:
         #: the companion bundle (verified; its backend starts on first use), or ``None``
         self.companion_bundle = companion
         self._companion: Classifier | None = None
+        #: on a companion: the classifier it is the companion of (routing goes through it)
+        self._parent: Classifier | None = None
         self._request = backend_request
         #: a note on every prediction of this classifier (set on a companion: why it scored)
         self.routing_note = ""
@@ -159,10 +175,15 @@ class Classifier:
     @property
     def companion(self) -> Classifier | None:
         """The companion's classifier, started on first access (``None`` without a companion)."""
+        with _COMPANION_START:  # a stream worker thread may route to it first
+            return self._start_companion()
+
+    def _start_companion(self) -> Classifier | None:
         if self._companion is None and self.companion_bundle is not None:
             comp = self.companion_bundle
             be, choice = choose_backend(comp, self._request[0], self._request[1])
             self._companion = Classifier(comp, be, choice)
+            self._companion._parent = self
             self._companion.batch_windows = self.batch_windows
             self._companion.routing_note = (
                 f"scored by the companion bundle {comp.path.name} ({self.bundle.path.name} serves at most "
@@ -170,38 +191,66 @@ class Classifier:
             )
         return self._companion
 
-    def for_leads(self, leads: Sequence[str]) -> Classifier:
-        """The classifier that scores this lead set: this one for up to ``bundle.max_leads`` leads, else
-        its companion. Raises :class:`LeadError` when neither serves that many leads."""
+    def serves(self, leads: Sequence[str]) -> bool:
+        """Whether this classifier's own bundle scores exactly this lead set (``max_leads`` and
+        ``supported_lead_sets``); its companion is not asked."""
         names = canonical_leads(leads)
-        comp = self.companion_bundle
-        if len(names) <= self._max_leads or comp is None:
-            return self
-        if len(names) > comp.max_leads:
-            raise LeadError(
-                f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads and its companion "
-                f"{comp.path.name} at most {comp.max_leads}; got {len(names)} ({', '.join(names)}): "
-                "choose a subset with leads=[...]"
-            )
-        clf = self.companion
-        assert clf is not None
-        return clf
+        if not names or len(names) > self._max_leads:
+            return False
+        return self._lead_sets is None or tuple(sorted(names)) in {tuple(sorted(s)) for s in self._lead_sets}
 
-    def check_leads(self, leads: Sequence[str]) -> tuple[str, ...]:
+    def route(self, leads: Sequence[str]) -> Classifier | None:
+        """The classifier whose bundle scores this lead set: the primary bundle when it serves it (the
+        ≤3-lead student is the better model at 1–3 leads), else its companion (started on first use);
+        ``None`` when neither does. On a companion, routing goes through its primary."""
+        top = self._parent or self
+        if top.serves(leads):
+            return top
+        comp = top.companion_bundle
+        if comp is not None and _bundle_serves(comp, canonical_leads(leads)):
+            return top.companion
+        return None
+
+    def for_leads(self, leads: Sequence[str]) -> Classifier:
+        """:meth:`route`, raising :class:`LeadError` when no bundle serves that lead set."""
         names = canonical_leads(leads)
-        target = self.for_leads(names)
-        if target is not self:
-            return target.check_leads(names)
-        if len(names) > self._max_leads:
-            raise LeadError(
-                f"bundle {self.bundle.path.name} serves at most {self._max_leads} leads; got {len(names)} "
+        target = self.route(names)
+        if target is None:
+            raise self.unserved_error(names)
+        return target
+
+    def unserved_error(self, leads: Sequence[str], dropped: Sequence[str] = ()) -> LeadError:
+        """The :class:`LeadError` for a lead set no bundle of this classifier serves (``dropped``: the
+        leads the quality checks left out, named in the message)."""
+        top = self._parent or self
+        names = canonical_leads(leads)
+        comp = top.companion_bundle
+        why = (f"after the quality checks dropped {', '.join(dropped)}, the lead set {'+'.join(names)} is left, and "
+               if dropped else "")
+        if len(names) > top.max_leads:
+            if comp is not None:
+                return LeadError(
+                    f"{why}bundle {top.bundle.path.name} serves at most {top._max_leads} leads and its companion "
+                    f"{comp.path.name} at most {comp.max_leads}; got {len(names)} ({', '.join(names)}): "
+                    "choose a subset with leads=[...]"
+                )
+            return LeadError(
+                f"{why}bundle {top.bundle.path.name} serves at most {top._max_leads} leads; got {len(names)} "
                 f"({', '.join(names)}): choose a subset with leads=[...]"
             )
-        if self._lead_sets is not None and tuple(sorted(names)) not in {tuple(sorted(s)) for s in self._lead_sets}:
-            raise LeadError(
-                f"bundle {self.bundle.path.name} serves only the lead sets "
-                f"{', '.join('+'.join(s) for s in self._lead_sets)}; got {'+'.join(names)}"
-            )
+        # the count fits: a supported_lead_sets list refuses the set
+        holder = top.bundle if len(names) <= top._max_leads or comp is None else comp
+        sets = holder.spec.supported_lead_sets if holder.spec is not None else None
+        listed = ", ".join("+".join(s) for s in sets) if sets else "any"
+        return LeadError(
+            f"{why}bundle {holder.path.name} serves only the lead sets {listed}; got {'+'.join(names)}"
+        )
+
+    def check_leads(self, leads: Sequence[str]) -> tuple[str, ...]:
+        """The canonical names of ``leads``; :class:`LeadError` when no bundle of this classifier
+        serves that set as given."""
+        names = canonical_leads(leads)
+        self.for_leads(names)
         return names
 
     #: windows per backend call: bounds the backend's memory whatever the recording's length
@@ -268,15 +317,13 @@ class Classifier:
         from ._io import ArrayReader
         from ._preprocess import _check_fs
 
-        target = self.for_leads(leads)
-        if target is not self:
-            return target.predict(signal, fs=fs, leads=leads, label_set=label_set)
-        self._check_label_set(label_set)
-        names = self.check_leads(leads)
+        top = self._parent or self
+        top._check_label_set(label_set)
+        names = top.check_leads(leads)
         rate = _check_fs(fs)
         x = _as_2d(signal, len(names))
         reader = ArrayReader(x, fs=rate, leads=names)
-        return self._prediction(score_reader(self, reader, batch_windows=self.batch_windows), label_set)
+        return top._prediction(score_reader(top, reader, batch_windows=top.batch_windows), label_set)
 
     def predict_record(
         self,
@@ -297,14 +344,15 @@ class Classifier:
         :func:`kmerl_edge.read_record`)."""
         from ._io import ArrayReader, Record, open_record
 
+        top = self._parent or self
+        if top is not self:
+            return top.predict_record(record, fs=fs, leads=leads, lead_map=lead_map, label_set=label_set,
+                                      units=units, gain=gain)
         if isinstance(record, Record):
             from ._preprocess import _check_fs
 
             rec_leads = canonical_leads(record.leads)  # a Record built by hand is checked like predict()'s input
-            names = canonical_leads(leads) if leads is not None else rec_leads
-            target = self.for_leads(names)
-            if target is not self:
-                return target.predict_record(record, leads=names, label_set=label_set)
+            names = self.check_leads(leads if leads is not None else rec_leads)
             self._check_label_set(label_set)
             rate = _check_fs(record.fs)
             signal = _as_2d(record.signal, len(rec_leads))
@@ -321,9 +369,8 @@ class Classifier:
                     f"{r.name} has {len(r.leads)} leads ({', '.join(r.leads)}) but the bundle serves at most "
                     f"{self.max_leads}; pick some with --leads / leads=[...]"
                 )
-            target = self.for_leads(r.leads)
-            target._check_label_set(label_set)
-            return target._prediction(score_reader(target, r, batch_windows=target.batch_windows), label_set)
+            self._check_label_set(label_set)
+            return self._prediction(score_reader(self, r, batch_windows=self.batch_windows), label_set)
 
     def _check_label_set(self, label_set: str | None) -> None:
         if label_set is not None and label_set not in self.bundle.label_sets:
@@ -335,15 +382,24 @@ class Classifier:
         flat, by = self.scores_from_probs(sw.probs.mean(axis=0), label_set)
         windows = WindowScores(self, sw.probs, label_set)
         notes = list(sw.notes)
-        if self.routing_note:
-            notes.insert(0, self.routing_note)
-        if not self.bundle.trained:
+        by_path = {str(c.bundle.path): c for c in (self, self._companion) if c is not None}
+        counts: dict[str, int] = {}
+        for r in sw.routes:
+            counts[r.bundle] = counts.get(r.bundle, 0) + r.n_windows
+        main = max(counts, key=lambda b: counts[b]) if counts else str(self.bundle.path)
+        scorers = [by_path.get(b, self) for b in counts] or [self]
+        total = sum(counts.values())
+        for b, n in counts.items():
+            clf = by_path.get(b, self)
+            if clf.routing_note:
+                notes.insert(0, clf.routing_note if n == total else f"{n} of {total} windows {clf.routing_note}")
+        if any(not c.bundle.trained for c in scorers):
             notes.insert(0, "randomly initialised test bundle: scores are meaningless")
-        gate = self.bundle.quality_gate_failed
-        if gate:
+        gates = [g for g in dict.fromkeys(c.bundle.quality_gate_failed for c in scorers) if g]
+        for gate in gates:
             notes.insert(0, f"QUALITY GATE FAILED — held-out AUC not clearly above chance ({gate}): scores are unreliable")
-        if sw.quality.dropped_leads:
-            notes.append(f"dropped unusable leads: {', '.join(sw.quality.dropped_leads)}")
+        if sw.dropped:
+            notes.append("dropped unusable leads: " + ", ".join(f"{k} ({v})" for k, v in sw.dropped.items()))
         return Prediction(
             scores=flat,
             by_label_set=by,
@@ -351,20 +407,26 @@ class Classifier:
             leads=sw.leads,
             window_starts_s=sw.starts_s,
             window_scores=windows,
-            backend=self.backend.name,
+            backend=by_path.get(main, self).backend.name,
             latency_ms=sw.latency_ms,
-            trained_model=self.bundle.trained,
+            trained_model=all(c.bundle.trained for c in scorers),
             notes=tuple(notes),
             coverage=sw.coverage,
             rhythm=sw.rhythm,
             window_rhythm=sw.window_rhythm,
-            bundle=str(self.bundle.path),
+            bundle=main,
+            leads_given=sw.leads_given,
+            dropped=dict(sw.dropped),
+            routes=sw.routes,
         )
 
     def stream(self, *, fs: float, leads: Sequence[str], hop_s: float | None = None, **kwargs: Any) -> StreamSession:
         """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module).
         ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``.
-        The session's lead set picks the classifier (:meth:`for_leads`): ``session.classifier`` says which."""
+        The session's lead set picks the classifier that scores while every lead is usable
+        (:meth:`for_leads`): ``session.classifier``. Each window is routed again by the leads that pass
+        its quality check (a 12-lead session whose other nine leads go off is scored by the ≤3-lead
+        student meanwhile), as :meth:`predict` routes each piece; ``WindowResult.bundle`` says which."""
         from .stream import StreamSession
 
         return StreamSession(self.for_leads(leads), fs=fs, leads=leads, hop_s=hop_s, **kwargs)
@@ -402,6 +464,13 @@ class WindowScores(Sequence[dict[str, float]]):
         return f"WindowScores({len(self)} windows)"
 
 
+def _bundle_serves(bundle: Bundle, names: tuple[str, ...]) -> bool:
+    if not names or len(names) > bundle.max_leads:
+        return False
+    sets = bundle.spec.supported_lead_sets if bundle.spec is not None else None
+    return sets is None or tuple(sorted(names)) in {tuple(sorted(s)) for s in sets}
+
+
 def _as_2d(signal: Any, n_leads: int) -> np.ndarray:
     """Check the documented (n_leads, n_samples) numeric layout; NaN (missing) allowed, ±Inf not."""
     from ._errors import NonFiniteSignalError
@@ -432,9 +501,11 @@ def load(
     ``public_key`` pins the Ed25519 key the bundle must be signed with (PEM path, PEM bytes, raw 32
     bytes); ``digest`` pins its bundle digest (``kmerl-edge info`` prints it). See :mod:`kmerl_edge._bundle`.
 
-    ``companion``: a second bundle that scores lead sets larger than the first one's ``max_leads``
-    (verified now, with the same ``verify``/``public_key``; its backend, of the same ``backend`` request,
-    starts on first use). ``None``: the default bundle gets the package's ``default_bundle_12`` companion
+    ``companion``: a second bundle that scores the lead sets the first one does not serve (more than its
+    ``max_leads`` or outside its ``supported_lead_sets``; verified now, with the same
+    ``verify``/``public_key``; its backend, of the same ``backend`` request, starts on first use). Both
+    must share the preprocessing and the classes (one recording's windows may be scored by both). Which
+    one scores is decided by the leads that pass the quality checks (see :class:`Prediction`). ``None``: the default bundle gets the package's ``default_bundle_12`` companion
     (the ≤3-lead student scores 1–3 leads, the companion 4–12), an explicit ``bundle`` none; ``False``: none.
     """
     if threads is not None:
@@ -456,6 +527,12 @@ def load(
             raise InvalidArgumentError(
                 f"companion {comp.path.name} serves at most {comp.max_leads} leads, no more than "
                 f"{b.path.name}'s {b.max_leads}: it would never score"
+            )
+        if comp.preprocess_config != b.preprocess_config or comp.all_queries()[1] != b.all_queries()[1]:
+            raise InvalidArgumentError(
+                f"companion {comp.path.name} does not share {b.path.name}'s preprocessing and classes: "
+                "the windows of one recording may be scored by either, so both must score the same classes "
+                "on the same input"
             )
     be, choice = choose_backend(b, backend, threads)
     return Classifier(b, be, choice, companion=comp, backend_request=(backend, threads))

@@ -10,6 +10,11 @@ core plus context, with the shared :func:`kmerl_edge.preprocess`; windows go to 
 - A longer stretch is cut into pieces whose cores are whole numbers of hops; each piece carries one hop of
   context on each side so the zero-phase filters see real signal around every window it keeps. Windows
   keep the record's own grid (a window every ``hop_s`` from the stretch start).
+- Each piece goes to the bundle that serves the leads that *survive its quality check* (flat, saturated,
+  out-of-range and missing leads left out), not the leads given: a classifier with a companion
+  (:func:`kmerl_edge.load`) scores a 12-lead piece whose other nine leads are off with its ≤3-lead student.
+  :attr:`ScoredWindows.routes` says which bundle scored which windows on which leads; a piece whose
+  remaining lead set no bundle serves (``supported_lead_sets``) is left unscored with a note.
 - Windows never overlap a gap (a time where no lead has a sample): a stretch shorter than
   ``min_duration_s`` is not scored; a 5–10-s stretch gives one padded window (flag ``padded``), as a short
   recording does. A lead missing while others are recorded sits out every piece that holds its missing
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from ._errors import NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
+from ._errors import LeadError, NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
 from ._preprocess import LeadQuality, QualityReport, preprocess
 from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
 
@@ -35,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._classifier import Classifier
     from ._io import RecordReader
 
-__all__ = ["Coverage", "ScoredWindows", "score_reader"]
+__all__ = ["Coverage", "Route", "ScoredWindows", "score_reader"]
 
 _MAX_GAPS_LISTED = 1000
 
@@ -73,6 +78,21 @@ class Coverage:
         }
 
 
+@dataclass(frozen=True)
+class Route:
+    """``n_windows`` consecutive windows, the first starting at ``start_s``, scored by ``bundle`` (its
+    directory) on ``leads``: the leads that passed the quality checks of their piece."""
+
+    bundle: str
+    leads: tuple[str, ...]
+    start_s: float
+    n_windows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "leads": list(self.leads), "start_s": round(self.start_s, 4),
+                "n_windows": self.n_windows}
+
+
 @dataclass
 class ScoredWindows:
     """What :func:`score_reader` found: per-window probabilities (Q in bundle query order) and the rest."""
@@ -86,6 +106,13 @@ class ScoredWindows:
     latency_ms: float
     rhythm: RhythmResult | None = None
     window_rhythm: Sequence[RhythmResult] = ()
+    #: which bundle scored which windows, on which leads (in window order)
+    routes: tuple[Route, ...] = ()
+    #: the leads of the reader (what was given)
+    leads_given: tuple[str, ...] = ()
+    #: {lead: why} for every given lead left out of at least one scored piece (``flat``, ``saturated``,
+    #: ``out_of_range``, ``missing samples``)
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 _RHYTHM_SCALARS = ("hr_bpm", "sdnn_ms", "rmssd_ms", "pnn50", "nrmssd", "rr_irregularity", "max_rr_ms", "snr")
@@ -249,6 +276,9 @@ class _Piecer:
         self.starts: list[float] = []
         self.qualities: list[QualityReport] = []
         self.used: list[tuple[str, ...]] = []
+        self.routes: list[Route] = []
+        self.unserved_pieces = 0
+        self.unserved_error: LeadError | None = None
         self.rhythm_lead = choose_rhythm_lead(leads)
         self.rhythm_row = leads.index(self.rhythm_lead)
         order: list[str] = []  # leads in the order rhythm analysis prefers them
@@ -328,11 +358,23 @@ class _Piecer:
         keep = [i for i, s in enumerate(pre.window_starts_s) if lo <= t_off + s < hi]
         if not keep:
             return
+        target = self.clf.route(pre.leads)  # the bundle serving the leads that passed this piece's checks
+        if target is None:
+            self.unserved_pieces += 1
+            self.unserved_error = self.clf.unserved_error(pre.leads, pre.quality.dropped_leads)
+            self.unscored_n += (keep_to if keep_to is not None else offset + data.shape[1]) - keep_from
+            return
         t0 = time.perf_counter()
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
-            self.probs.append(self.clf.run_windows(pre.windows[rows], pre.lead_ids))
+            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids))
         self.infer_s += time.perf_counter() - t0
+        bundle = str(target.bundle.path)
+        last = self.routes[-1] if self.routes else None
+        if last is not None and (last.bundle, last.leads) == (bundle, pre.leads):
+            self.routes[-1] = Route(bundle, pre.leads, last.start_s, last.n_windows + len(keep))
+        else:
+            self.routes.append(Route(bundle, pre.leads, t_off + pre.window_starts_s[keep[0]], len(keep)))
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
         for w in keep:
             self.window_rhythm.append(self._window_rhythm(raw, pre.window_starts_s[w], t_off))
@@ -455,6 +497,8 @@ def score_reader(
         lead_missing_s={lead: int(k) / fs for lead, k in zip(leads, lead_missing) if k},
     )
     if not piecer.probs:
+        if piecer.unserved_error is not None:
+            raise piecer.unserved_error
         if piecer.no_lead_error is not None:
             raise piecer.no_lead_error
         cfg = clf.bundle.preprocess_config
@@ -487,6 +531,14 @@ def score_reader(
                      f"were recorded; left out of the {k} piece(s) of up to {piece_s:g} s that hold those samples")
     if piecer.no_lead_pieces:
         notes.append(f"{piecer.no_lead_pieces} stretch(es) with no usable lead left unscored")
+    if piecer.unserved_pieces:
+        notes.append(f"{piecer.unserved_pieces} piece(s) left unscored: {piecer.unserved_error}")
+    dropped: dict[str, str] = {}
+    for lead in quality.dropped_leads:
+        why = [f for f in ("flat", "saturated", "out_of_range") if any(getattr(q, f) for q in quality.leads if q.lead == lead)]
+        if lead in piecer.left_out_missing:
+            why.append("missing samples")
+        dropped[lead] = "/".join(why) or "unusable"
     return ScoredWindows(
         probs=probs,
         starts_s=tuple(piecer.starts),
@@ -497,4 +549,7 @@ def score_reader(
         latency_ms=(time.perf_counter() - t_start) * 1e3,
         rhythm=beats.result(),
         window_rhythm=piecer.window_rhythm,
+        routes=tuple(piecer.routes),
+        leads_given=leads,
+        dropped=dropped,
     )

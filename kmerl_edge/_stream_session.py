@@ -576,6 +576,7 @@ class StreamSession:
                 device_id=self.device_id,
                 flags=info.flags,
                 rhythm=info.rhythm,
+                bundle=out.bundle,
             )
             for det in self._detectors:
                 ev = det.update(index, info.t_start, info.t_end, sm)

@@ -19,6 +19,7 @@ __all__ = [
     "SKIP_GAP",
     "SKIP_FRAGMENTED",
     "SKIP_NO_USABLE_LEADS",
+    "SKIP_UNSERVED_LEADS",
     "SKIP_BACKLOG",
     "SKIP_ERROR",
     "SKIP_REASONS",
@@ -30,11 +31,14 @@ SKIP_GAP = "gap"
 SKIP_FRAGMENTED = "fragmented"
 #: Every lead was left out (lead off, flat, saturated, out of range).
 SKIP_NO_USABLE_LEADS = "no_usable_leads"
+#: The leads that passed the quality check form a set no bundle of the classifier serves
+#: (``max_leads`` / ``supported_lead_sets``; the message is in ``detail``).
+SKIP_UNSERVED_LEADS = "unserved_lead_set"
 #: Inference fell behind and this window was the oldest pending one when the queue was full.
 SKIP_BACKLOG = "dropped_backlog"
 #: The inference worker raised while scoring this window (the message is in ``detail``).
 SKIP_ERROR = "inference_error"
-SKIP_REASONS = (SKIP_GAP, SKIP_FRAGMENTED, SKIP_NO_USABLE_LEADS, SKIP_BACKLOG, SKIP_ERROR)
+SKIP_REASONS = (SKIP_GAP, SKIP_FRAGMENTED, SKIP_NO_USABLE_LEADS, SKIP_UNSERVED_LEADS, SKIP_BACKLOG, SKIP_ERROR)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ class WindowResult:
       was skipped before it was assessed); its ``dropped_leads`` and ``flags`` (``gap``)
       describe this window.
     - ``leads_used``: the leads the model saw; ``excluded_leads``: {lead: why} for the others
-      (``lead_off``, ``missing``, ``flat``, ``saturated``, ``out_of_range``).
+      (``lead_off``, ``missing``, ``flat``, ``saturated``, ``out_of_range``); ``bundle``: the bundle
+      directory that scored the window, chosen by ``leads_used`` (a session re-routes when leads go off
+      or come back: see :meth:`kmerl_edge.Classifier.stream`); empty when skipped.
     - ``missing_fraction``: share of the window lost in source gaps.
     - ``latency_ms``: from the moment the window's last sample was pushed to the moment its result
       existed (queueing + preprocessing + inference).
@@ -170,6 +176,7 @@ class WindowResult:
     device_id: str | None = None
     flags: tuple[str, ...] = ()
     rhythm: RhythmResult | None = None
+    bundle: str = ""
 
     def top(self, k: int = 3, label_set: str | None = None, smoothed: bool = False) -> list[tuple[str, float]]:
         """The ``k`` most probable classes (of one label set, or over all)."""
@@ -193,6 +200,7 @@ class WindowResult:
             "smoothed": {c: round(p, 5) for c, p in self.smoothed.items()},
             "quality": self.quality.to_dict() if self.quality is not None else None,
             "leads_used": list(self.leads_used),
+            "bundle": self.bundle,
             "excluded_leads": dict(self.excluded_leads),
             "missing_fraction": round(self.missing_fraction, 4),
             "flags": list(self.flags),

@@ -30,7 +30,7 @@ from ._preprocess import (
 )
 from ._preprocess import _quality as _quality_of_rows
 from ._stream_errors import StreamClosedError, StreamConfigError
-from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS
+from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS, SKIP_UNSERVED_LEADS
 
 __all__ = ["InferenceWorker", "WindowJob", "Outcome", "WorkerStats", "warmup"]
 
@@ -69,6 +69,7 @@ class Outcome:
     t_done: float
     reason: str | None = None
     detail: str = ""
+    bundle: str = ""
 
 
 @dataclass
@@ -310,21 +311,42 @@ class InferenceWorker:
             for k, p in enumerate(members):
                 model_in[p] = w[k]
 
-        # inference, batched by identical lead set (lead embeddings are indexed by lead id)
+        # inference, batched by identical lead set (lead embeddings are indexed by lead id); each lead set
+        # goes to the bundle that serves it (a window whose other leads went off is the student's)
         by_leads: dict[tuple[str, ...], list[int]] = {}
         for p, (j, keep, _, _) in enumerate(plans):
             names = tuple(jobs[j].leads[r] for r in keep)
             by_leads.setdefault(names, []).append(p)
         for names, members in by_leads.items():
             ids = lead_ids(names)
+            target = self._route(names)
+            if target is None:
+                err = str(clf.unserved_error(names, tuple(plans[members[0]][3])))
+                now = time.perf_counter()
+                for p in members:
+                    j, keep, report, excluded = plans[p]
+                    jobs[j].sink._complete(jobs[j], Outcome(None, report, (), excluded, now, SKIP_UNSERVED_LEADS, err))
+                    done.add(j)
+                continue
+            bundle = str(target.bundle.path)
             for k in range(0, len(members), self.max_batch):
                 part = members[k : k + self.max_batch]
-                probs = clf.run_windows(np.stack([model_in[p] for p in part]), ids)
+                probs = target.run_windows(np.stack([model_in[p] for p in part]), ids)
                 now = time.perf_counter()
                 for p, pr in zip(part, probs):
                     j, keep, report, excluded = plans[p]
-                    jobs[j].sink._complete(jobs[j], Outcome(pr, report, names, excluded, now))
+                    jobs[j].sink._complete(jobs[j], Outcome(pr, report, names, excluded, now, bundle=bundle))
                     done.add(j)
+
+    def _route(self, names: tuple[str, ...]) -> Any:
+        """The classifier for this lead set (``Classifier.route``): the session's own one when it is the
+        same bundle (so a wrapper around it keeps scoring), ``None`` when no bundle serves the set."""
+        clf = self.classifier
+        route = getattr(clf, "route", None)
+        target = route(names) if route is not None else clf
+        if target is not None and target.bundle is clf.bundle:
+            return clf
+        return target
 
 
 class _Discard:

@@ -38,7 +38,7 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         raise KmerlError(
             f"{name} has {len(rec_leads)} leads but the bundle serves at most {clf.max_leads}; pick some with --leads"
         )
-    clf = clf.for_leads(rec_leads)  # the companion bundle scores more leads than the default student serves
+    # each piece is scored by the bundle that serves the leads passing its quality checks (pred.routes)
     pred = clf.predict_record(
         a.record, fs=a.fs, leads=leads, lead_map=lead_map, label_set=a.label_set, units=units, gain=gain
     )
@@ -58,6 +58,11 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         return 0
     print(f"record   {name}: {len(rec_leads)} lead(s) {','.join(rec_leads)}, {fs:g} Hz, {duration:.1f} s")
     print(f"bundle   {pred.bundle}  (backend {pred.backend}, {pred.latency_ms:.1f} ms)")
+    dropped = "; dropped: " + ", ".join(f"{k} {v}" for k, v in pred.dropped.items()) if pred.dropped else ""
+    print(f"scored   {', '.join(pred.leads)} ({len(pred.leads)} of {len(pred.leads_given)} given){dropped}")
+    if len(pred.routes) > 1:
+        for r in pred.routes:
+            print(f"route    from {r.start_s:.1f} s: {Path(r.bundle).name} on {'+'.join(r.leads)} ({r.n_windows} windows)")
     q = pred.quality
     flagged = [f"{lq.lead}:{'/'.join(lq.flags)}" for lq in q.leads if lq.flags]
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))

@@ -1,0 +1,151 @@
+"""Routing by the leads that survive quality checks, not the leads given (issue 15).
+
+A 12-lead file whose other leads are flat is scored by the ≤3-lead student on the leads that are left;
+the prediction says which leads were scored, which were dropped and why, and which bundle scored.
+Real PTB-XL records (``tests/fixtures/records``) with leads zeroed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kmerl_edge as ke
+from kmerl_edge._bundle import seal_bundle
+from kmerl_edge._io import ArrayReader
+from kmerl_edge._scoring import score_reader
+from kmerl_edge.cli import main
+
+PKG = Path(ke.__file__).resolve().parent
+STUDENT, COMPANION = PKG / "default_bundle", PKG / "default_bundle_12"
+KEEP = ("I", "II", "V2")
+
+
+@pytest.fixture(scope="module")
+def clf() -> ke.Classifier:
+    return ke.load(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def rec12(records_dir: Path) -> ke.Record:
+    return ke.read_record(records_dir / "00001_hr")
+
+
+def _zeroed(rec: ke.Record, keep: tuple[str, ...] = KEEP, from_s: float = 0.0) -> np.ndarray:
+    """The record with every lead but ``keep`` set to 0 mV (a lead off) from ``from_s`` on."""
+    x = np.array(rec.signal, dtype=np.float64)
+    a = int(round(from_s * rec.fs))
+    for i, lead in enumerate(rec.leads):
+        if lead not in keep:
+            x[i, a:] = 0.0
+    return x
+
+
+def test_12_leads_with_9_flat_are_scored_by_the_student_on_the_3_left(clf: ke.Classifier, rec12: ke.Record) -> None:
+    p = clf.predict(_zeroed(rec12), fs=rec12.fs, leads=rec12.leads)
+    assert Path(p.bundle) == STUDENT and p.leads == KEEP
+    assert p.leads_given == tuple(rec12.leads)
+    assert p.dropped == {lead: "flat" for lead in rec12.leads if lead not in KEEP}
+    assert [(r.bundle, r.leads, r.n_windows) for r in p.routes] == [(str(STUDENT), KEEP, len(p.window_starts_s))]
+    rows = [rec12.leads.index(x) for x in KEEP]
+    alone = clf.predict(rec12.signal[rows], fs=rec12.fs, leads=list(KEEP))  # the same 3 leads given alone
+    assert Path(alone.bundle) == STUDENT
+    for k, v in alone.scores.items():
+        assert p.scores[k] == pytest.approx(v, abs=1e-5)
+    d = p.to_dict()
+    assert d["bundle"] == str(STUDENT) and d["leads"] == list(KEEP) and d["leads_given"] == list(rec12.leads)
+    assert d["dropped_leads"] == p.dropped and d["routes"][0]["bundle"] == str(STUDENT)
+    assert not any("companion" in n for n in p.notes)
+
+
+def test_all_12_good_leads_still_go_to_the_companion(clf: ke.Classifier, rec12: ke.Record) -> None:
+    p = clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
+    assert Path(p.bundle) == COMPANION and p.dropped == {} and p.leads == tuple(rec12.leads)
+    assert any("companion bundle default_bundle_12" in n for n in p.notes)
+
+
+def test_routing_is_per_piece_of_a_long_recording(clf: ke.Classifier, records_dir: Path) -> None:
+    """Four real PTB-XL records end to end (40 s); nine leads go off at 15 s. With 20-s pieces (each with
+    one 5-s hop of context before its core), the first piece still has every lead (companion), the
+    second only I, II, V2 (student)."""
+    recs = [ke.read_record(records_dir / n) for n in ("00001_hr", "00008_hr", "00017_hr", "00001_hr")]
+    x = np.concatenate([r.signal for r in recs], axis=1).astype(np.float64)
+    leads = recs[0].leads
+    x[[i for i, lead in enumerate(leads) if lead not in KEEP], int(15 * 500):] = 0.0
+    sw = score_reader(clf, ArrayReader(x, fs=500.0, leads=leads), piece_s=20.0)
+    assert [(Path(r.bundle), r.leads) for r in sw.routes] == [(COMPANION, tuple(leads)), (STUDENT, KEEP)]
+    assert sum(r.n_windows for r in sw.routes) == len(sw.starts_s)
+    assert sw.routes[1].start_s == 20.0 and sw.dropped == {lead: "flat" for lead in leads if lead not in KEEP}
+
+
+def test_a_file_with_flat_leads_is_classified_by_the_student_in_the_cli(
+    rec12: ke.Record, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wfdb
+
+    x = _zeroed(rec12)
+    wfdb.wrsamp("flat9", fs=rec12.fs, units=["mV"] * 12, sig_name=list(rec12.leads), p_signal=x.T,
+                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    rec = str(tmp_path / "flat9.hea")
+    assert main(["classify", rec, "--json", "--backend", "torch"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["bundle"] == str(STUDENT) and doc["leads"] == list(KEEP) and len(doc["leads_given"]) == 12
+    assert doc["dropped_leads"] == {lead: "flat" for lead in rec12.leads if lead not in KEEP}
+    assert main(["classify", rec, "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert f"bundle   {STUDENT}" in out
+    assert "scored   I, II, V2 (3 of 12 given); dropped: III flat" in out
+
+
+def _student_serving(tmp_path: Path, lead_sets: list[list[str]]) -> Path:
+    out = tmp_path / "student"
+    shutil.copytree(STUDENT, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["supported_lead_sets"] = lead_sets
+    (out / "manifest.json").write_text(json.dumps(m, indent=2))
+    seal_bundle(out)
+    return out
+
+
+def test_supported_lead_sets_are_enforced_on_the_leads_that_survive(tmp_path: Path, rec12: ke.Record) -> None:
+    student = _student_serving(tmp_path, [["I", "II"]])
+    rows = [rec12.leads.index("I"), rec12.leads.index("II")]
+    x = np.array(rec12.signal[rows], dtype=np.float64)
+    x[1] = 0.0  # lead II off: only I is left, a set the student does not serve
+    alone = ke.load(student, backend="torch", companion=False)
+    with pytest.raises(ke.LeadError, match=r"lead set I .*serves only the lead sets I\+II"):
+        alone.predict(x, fs=rec12.fs, leads=["I", "II"])
+    both = ke.load(student, backend="torch", companion=COMPANION)  # the companion serves any set: it scores
+    p = both.predict(x, fs=rec12.fs, leads=["I", "II"])
+    assert Path(p.bundle) == COMPANION and p.leads == ("I",) and p.dropped == {"II": "flat"}
+    good = both.predict(rec12.signal[rows], fs=rec12.fs, leads=["I", "II"])
+    assert Path(good.bundle) == student
+
+
+def test_a_stream_reroutes_when_leads_go_off(clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
+    """A 12-lead stream keeps scoring when nine leads go off: those windows are the student's, with the
+    same scores as ``predict`` gives the same window."""
+    recs = [rec12, ke.read_record(records_dir / "00008_hr"), ke.read_record(records_dir / "00017_hr")]
+    x = np.concatenate([r.signal for r in recs], axis=1).astype(np.float64)
+    x[[i for i, lead in enumerate(rec12.leads) if lead not in KEEP], 15000 - 5000 :] = 0.0  # off from 20 s
+    s = clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=10.0, synchronous=True)
+    res = [r for r in s.push(x, t0=0.0) + s.close() if not r.skipped]
+    assert [Path(r.bundle) for r in res] == [COMPANION, COMPANION, STUDENT]
+    assert res[0].leads_used == tuple(rec12.leads) and res[2].leads_used == KEEP
+    assert res[2].to_dict()["bundle"] == str(STUDENT)
+    last = x[:, 10000:15000]
+    p = clf.predict(last, fs=rec12.fs, leads=rec12.leads)
+    for k, v in p.scores.items():
+        assert res[2].scores[k] == pytest.approx(v, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_every_lead_count_scores_without_flags(clf: ke.Classifier, rec12: ke.Record, n: int) -> None:
+    leads = list(rec12.leads[:n])
+    p = clf.predict(rec12.signal[:n], fs=rec12.fs, leads=leads)
+    assert p.leads == tuple(leads) and p.quality.overall == "good" and not p.quality.flags and not p.dropped
+    assert Path(p.bundle) == (STUDENT if n <= 3 else COMPANION)
+    assert all(0.0 <= v <= 1.0 for v in p.scores.values())
