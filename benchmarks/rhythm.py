@@ -259,8 +259,11 @@ def _af_windows(recs: list[_Rec]) -> list[tuple[str, str, np.ndarray, float]]:
     return out
 
 
-def _twelve_lead(data: Path) -> list[tuple[str, str, np.ndarray, float]]:
-    import wfdb
+def _twelve_lead(data: Path, unread: dict[str, str] | None = None) -> list[tuple[str, str, np.ndarray, float]]:
+    """Lead I (first 10 s) of every 12-lead CinC record, read with :func:`kmerl_edge.read_record` (which
+    reads the Georgia headers whose record name carries the ``.mat`` suffix: wfdb alone refuses them).
+    Records that cannot be read are listed in ``unread`` (name → reason), never dropped silently."""
+    from kmerl_edge import KmerlError, read_record
 
     seen: set[str] = set()
     out = []
@@ -276,13 +279,15 @@ def _twelve_lead(data: Path) -> list[tuple[str, str, np.ndarray, float]]:
             codes = {c.strip() for c in dx.split(",")}
             label = "AF" if (AF_CODE in codes or "AF" in codes) else "AFL" if AFL_CODE in codes else "non-AF"
             try:
-                rec = wfdb.rdrecord(str(h.with_suffix("")))
-            except Exception:  # noqa: BLE001 - unreadable record: left out (counted by its absence)
+                rec = read_record(h.with_suffix(""))
+            except (KmerlError, OSError) as exc:
+                if unread is not None:
+                    unread[f"{folder}/{h.stem}"] = f"{type(exc).__name__}: {exc}"
                 continue
-            if "I" not in rec.sig_name:
+            if "I" not in rec.leads:
                 continue
             fs = float(rec.fs)
-            x = rec.p_signal[: int(round(10 * fs)), rec.sig_name.index("I")].astype(np.float64)
+            x = rec.signal[rec.leads.index("I"), : int(round(10 * fs))].astype(np.float64)
             if x.size < int(round(10 * fs)) or not np.isfinite(x).all():
                 continue
             out.append((h.stem, label, x, fs))
@@ -388,11 +393,13 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
         "CPSC-2021 lead I": _beats_part(c21["I"], detectors),
         "CPSC-2021 lead II": _beats_part(c21["II"], detectors),
     }
+    unread: dict[str, str] = {}
     res["af_evidence"] = {
         "CPSC-2021 lead I (10-s windows)": _af_part(_af_windows(c21["I"]), "I"),
         "CPSC-2021 lead II (10-s windows)": _af_part(_af_windows(c21["II"]), "II"),
-        "12-lead recordings, lead I (first 10 s)": _af_part(_twelve_lead(data), "I"),
+        "12-lead recordings, lead I (first 10 s)": _af_part(_twelve_lead(data, unread), "I"),
     }
+    res["af_evidence_unreadable"] = unread
     five = [_Rec(f"CPSC-2019, {len(c19)} clips", np.concatenate([r.x for r in c19]), 500.0, np.zeros(0))]
     short = _Rec(mit[0].name, mit[0].x[: int(300 * mit[0].fs)], mit[0].fs, mit[0].ref)
     res["latency_per_10s_window"] = _latency(

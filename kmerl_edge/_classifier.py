@@ -423,10 +423,15 @@ class Classifier:
     def stream(self, *, fs: float, leads: Sequence[str], hop_s: float | None = None, **kwargs: Any) -> StreamSession:
         """A live :class:`kmerl_edge.stream.StreamSession` over this classifier (see that module).
         ``hop_s`` (default: ``config.hop_s``, 2 s) overrides the hop of a ``config=StreamConfig(...)``.
-        The session's lead set picks the classifier that scores while every lead is usable
-        (:meth:`for_leads`): ``session.classifier``. Each window is routed again by the leads that pass
-        its quality check (a 12-lead session whose other nine leads go off is scored by the ≤3-lead
-        student meanwhile), as :meth:`predict` routes each piece; ``WindowResult.bundle`` says which."""
+        The session's lead set picks its classifier (:meth:`for_leads`): ``session.classifier``. Unlike
+        :meth:`predict`, which routes every piece of a file by the leads that pass its quality checks, a
+        session *keeps its bundle* while that bundle serves the leads that pass (a 12-lead session whose
+        other nine leads go off stays with the companion): on held-out windows the two shipped bundles'
+        AF calls differ on about a third of the same windows with no accuracy difference either way
+        (``python -m benchmarks.routing``), so a mid-session switch would step the smoothed probability
+        and the event hysteresis for nothing. Only a window whose remaining leads the session's bundle
+        does not serve (``supported_lead_sets``) goes to the other bundle, or is skipped
+        (``unserved_lead_set``); ``WindowResult.bundle`` says which bundle scored each window."""
         from .stream import StreamSession
 
         return StreamSession(self.for_leads(leads), fs=fs, leads=leads, hop_s=hop_s, **kwargs)

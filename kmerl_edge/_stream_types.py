@@ -147,8 +147,8 @@ class WindowResult:
       describe this window.
     - ``leads_used``: the leads the model saw; ``excluded_leads``: {lead: why} for the others
       (``lead_off``, ``missing``, ``flat``, ``saturated``, ``out_of_range``); ``bundle``: the bundle
-      directory that scored the window, chosen by ``leads_used`` (a session re-routes when leads go off
-      or come back: see :meth:`kmerl_edge.Classifier.stream`); empty when skipped.
+      directory that scored the window (the session's own unless it does not serve ``leads_used``: see
+      :meth:`kmerl_edge.Classifier.stream`); empty when skipped.
     - ``missing_fraction``: share of the window lost in source gaps.
     - ``latency_ms``: from the moment the window's last sample was pushed to the moment its result
       existed (queueing + preprocessing + inference).

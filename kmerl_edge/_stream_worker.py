@@ -311,8 +311,8 @@ class InferenceWorker:
             for k, p in enumerate(members):
                 model_in[p] = w[k]
 
-        # inference, batched by identical lead set (lead embeddings are indexed by lead id); each lead set
-        # goes to the bundle that serves it (a window whose other leads went off is the student's)
+        # inference, batched by identical lead set (lead embeddings are indexed by lead id); a lead set the
+        # session's bundle does not serve (supported_lead_sets) goes to the bundle that serves it
         by_leads: dict[tuple[str, ...], list[int]] = {}
         for p, (j, keep, _, _) in enumerate(plans):
             names = tuple(jobs[j].leads[r] for r in keep)
@@ -339,14 +339,15 @@ class InferenceWorker:
                     done.add(j)
 
     def _route(self, names: tuple[str, ...]) -> Any:
-        """The classifier for this lead set (``Classifier.route``): the session's own one when it is the
-        same bundle (so a wrapper around it keeps scoring), ``None`` when no bundle serves the set."""
+        """The classifier for this lead set: the session's own one while its bundle serves the leads that
+        passed the quality check (a session keeps its bundle: its smoothing and event hysteresis see one
+        model's probabilities; see :meth:`kmerl_edge.Classifier.stream`), else the bundle that serves
+        them (``Classifier.route``); ``None`` when none does."""
         clf = self.classifier
-        route = getattr(clf, "route", None)
-        target = route(names) if route is not None else clf
-        if target is not None and target.bundle is clf.bundle:
+        serves = getattr(clf, "serves", None)
+        if serves is None or serves(names):
             return clf
-        return target
+        return clf.route(names)
 
 
 class _Discard:

@@ -125,21 +125,42 @@ def test_supported_lead_sets_are_enforced_on_the_leads_that_survive(tmp_path: Pa
     assert Path(good.bundle) == student
 
 
-def test_a_stream_reroutes_when_leads_go_off(clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
-    """A 12-lead stream keeps scoring when nine leads go off: those windows are the student's, with the
-    same scores as ``predict`` gives the same window."""
+def test_a_stream_keeps_its_bundle_when_leads_go_off(clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
+    """A 12-lead stream keeps scoring with the companion when nine leads go off (a session keeps its
+    bundle: benchmarks/routing.py), on the three leads left, as the companion alone scores them."""
     recs = [rec12, ke.read_record(records_dir / "00008_hr"), ke.read_record(records_dir / "00017_hr")]
     x = np.concatenate([r.signal for r in recs], axis=1).astype(np.float64)
-    x[[i for i, lead in enumerate(rec12.leads) if lead not in KEEP], 15000 - 5000 :] = 0.0  # off from 20 s
+    x[[i for i, lead in enumerate(rec12.leads) if lead not in KEEP], 10000:] = 0.0  # off from 20 s
     s = clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=10.0, synchronous=True)
     res = [r for r in s.push(x, t0=0.0) + s.close() if not r.skipped]
-    assert [Path(r.bundle) for r in res] == [COMPANION, COMPANION, STUDENT]
+    assert [Path(r.bundle) for r in res] == [COMPANION] * 3
     assert res[0].leads_used == tuple(rec12.leads) and res[2].leads_used == KEEP
-    assert res[2].to_dict()["bundle"] == str(STUDENT)
-    last = x[:, 10000:15000]
-    p = clf.predict(last, fs=rec12.fs, leads=rec12.leads)
+    assert res[2].excluded_leads == {lead: "flat" for lead in rec12.leads if lead not in KEEP}
+    assert res[2].to_dict()["bundle"] == str(COMPANION)
+    rows = [rec12.leads.index(x) for x in KEEP]
+    alone = ke.load(COMPANION, backend="torch", companion=False)
+    p = alone.predict(x[rows, 10000:15000], fs=rec12.fs, leads=list(KEEP))
     for k, v in p.scores.items():
         assert res[2].scores[k] == pytest.approx(v, abs=1e-4)
+
+
+def test_a_stream_goes_to_the_other_bundle_only_when_its_own_cannot_serve(tmp_path: Path, rec12: ke.Record) -> None:
+    from kmerl_edge.stream import SKIP_UNSERVED_LEADS
+
+    student = _student_serving(tmp_path, [["I", "II"]])
+    rows = [rec12.leads.index("I"), rec12.leads.index("II")]
+    x = np.concatenate([rec12.signal[rows]] * 2, axis=1).astype(np.float64)
+    x[1, 5000:] = 0.0  # lead II off for the second window
+    both = ke.load(student, backend="torch", companion=COMPANION)
+    s = both.stream(fs=rec12.fs, leads=["I", "II"], hop_s=10.0, synchronous=True)
+    assert s.classifier is both
+    res = s.push(x, t0=0.0) + s.close()
+    assert [(Path(r.bundle), r.leads_used) for r in res] == [(student, ("I", "II")), (COMPANION, ("I",))]
+    alone = ke.load(student, backend="torch", companion=False)
+    s = alone.stream(fs=rec12.fs, leads=["I", "II"], hop_s=10.0, synchronous=True)
+    res = s.push(x, t0=0.0) + s.close()
+    assert not res[0].skipped and res[1].skipped and res[1].reason == SKIP_UNSERVED_LEADS
+    assert "serves only the lead sets I+II" in res[1].detail and res[1].bundle == ""
 
 
 @pytest.mark.parametrize("n", range(1, 13))
