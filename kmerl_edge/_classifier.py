@@ -447,6 +447,14 @@ class WindowScores(Sequence[dict[str, float]]):
     def __len__(self) -> int:
         return int(self._probs.shape[0])
 
+    def column(self, label_set: str, class_name: str) -> np.ndarray:
+        """The probability of one class in every window, (n_windows,) float64."""
+        try:
+            col = self._clf._index.index((label_set, class_name))
+        except ValueError:
+            raise UnknownLabelSetError(f"no class {class_name!r} in label set {label_set!r}") from None
+        return self._probs[:, col].copy()
+
     @overload
     def __getitem__(self, i: int) -> dict[str, float]: ...
 

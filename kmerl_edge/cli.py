@@ -68,6 +68,9 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     print(f"quality  {q.overall}" + (f"  [{', '.join(flagged + list(q.flags))}]" if flagged or q.flags else ""))
     if pred.rhythm is not None:
         print(f"rhythm   {pred.rhythm.lead}: {pred.rhythm.summary()}")
+    af = _af_line(pred)
+    if af:
+        print(f"AF       {af}")
     for note in pred.notes:
         print(f"note     {note}")
     for ls, scores in pred.by_label_set.items():
@@ -79,6 +82,26 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     if getattr(a, "plot", None):
         print(f"\nplot     {a.plot}")
     return 0
+
+
+def _af_line(pred: object) -> str:
+    """The atrial fibrillation probability of the recording (mean of its windows), its largest window
+    and the bundle that scored it; empty when the bundle has no such class."""
+    import numpy as np
+
+    from ._classifier import Prediction, WindowScores
+
+    assert isinstance(pred, Prediction)
+    key = next((ls for ls, scores in pred.by_label_set.items() if "atrial fibrillation" in scores), None)
+    if key is None:
+        return ""
+    ws = pred.window_scores
+    col = (ws.column(key, "atrial fibrillation") if isinstance(ws, WindowScores)
+           else np.array([w["atrial fibrillation"] for w in ws]))
+    i = int(col.argmax())
+    names = ", ".join(dict.fromkeys(Path(r.bundle).name for r in pred.routes)) or Path(pred.bundle).name
+    return (f"{pred.by_label_set[key]['atrial fibrillation']:.3f} mean of {len(col)} window(s), max {col[i]:.3f} "
+            f"in the window at {pred.window_starts_s[i]:.1f} s (bundle {names})")
 
 
 def _window_rows(clf: object, pred: object, duration_s: float) -> list[dict[str, object]]:

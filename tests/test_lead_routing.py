@@ -170,3 +170,33 @@ def test_every_lead_count_scores_without_flags(clf: ke.Classifier, rec12: ke.Rec
     assert p.leads == tuple(leads) and p.quality.overall == "good" and not p.quality.flags and not p.dropped
     assert Path(p.bundle) == (STUDENT if n <= 3 else COMPANION)
     assert all(0.0 <= v <= 1.0 for v in p.scores.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "leads", "bundle"),
+    [("data_101_6", ("I", "II"), STUDENT), ("limb6", ("I", "II", "III", "aVR", "aVL", "aVF"), COMPANION)],
+)
+def test_classify_shows_the_bundle_and_the_af_probability(
+    records_dir: Path, rec12: ke.Record, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    name: str, leads: tuple[str, ...], bundle: Path,
+) -> None:
+    """The first 30 s of a 2-lead Holter (CPSC-2021 data_101_6, 200 Hz) and a 6-limb-lead file (PTB-XL
+    00001, limb leads only), written as WFDB files."""
+    import wfdb
+
+    rec = ke.read_record(records_dir / name) if name == "data_101_6" else rec12
+    rows = [rec.leads.index(x) for x in leads]
+    x = rec.signal[rows, : int(30 * rec.fs)]
+    wfdb.wrsamp(name, fs=rec.fs, units=["mV"] * len(leads), sig_name=list(leads), p_signal=x.T,
+                fmt=["16"] * len(leads), adc_gain=[1000.0] * len(leads), baseline=[0] * len(leads),
+                write_dir=str(tmp_path))
+    path = tmp_path / f"{name}.hea"
+    assert main(["classify", str(path), "--json", "--backend", "torch"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["bundle"] == str(bundle) and tuple(doc["leads"]) == leads and doc["quality"]["overall"] == "good"
+    af = doc["scores"]["rhythm"]["atrial fibrillation"]
+    assert main(["classify", str(path), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert f"bundle   {bundle}" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("AF       ")]
+    assert line.startswith(f"AF       {af:.3f} mean of {len(doc['window_starts_s'])} window(s)")
