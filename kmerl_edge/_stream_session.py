@@ -119,6 +119,11 @@ class StreamSession:
                 f"a stream session takes device rates up to {MAX_STREAM_FS:g} Hz, got {self.fs:g} Hz"
             )
         self.leads: tuple[str, ...] = classifier.check_leads(leads)
+        #: the classifier whose bundle scores this session's windows while it serves the leads that pass
+        #: (the one its lead set picks: :meth:`kmerl_edge.Classifier.for_leads`; also on a shared worker)
+        pick = getattr(classifier, "for_leads", None)
+        own = pick(self.leads) if pick is not None else classifier
+        self.bundle_classifier: Any = classifier if own.bundle is classifier.bundle else own
         self._lead_index = {name: i for i, name in enumerate(self.leads)}
         pc = classifier.bundle.preprocess_config
         self.window_s = float(pc.window_s)

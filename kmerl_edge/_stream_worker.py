@@ -313,13 +313,16 @@ class InferenceWorker:
 
         # inference, batched by identical lead set (lead embeddings are indexed by lead id); a lead set the
         # session's bundle does not serve (supported_lead_sets) goes to the bundle that serves it
-        by_leads: dict[tuple[str, ...], list[int]] = {}
+        by_leads: dict[tuple[tuple[str, ...], int], list[int]] = {}
+        owners: dict[int, Any] = {}
         for p, (j, keep, _, _) in enumerate(plans):
             names = tuple(jobs[j].leads[r] for r in keep)
-            by_leads.setdefault(names, []).append(p)
-        for names, members in by_leads.items():
+            own = getattr(jobs[j].sink, "bundle_classifier", None) or clf  # the session's own bundle
+            owners[id(own)] = own
+            by_leads.setdefault((names, id(own)), []).append(p)
+        for (names, key), members in by_leads.items():
             ids = lead_ids(names)
-            target = self._route(names)
+            target = self._route(owners[key], names)
             if target is None:
                 err = str(clf.unserved_error(names, tuple(plans[members[0]][3])))
                 now = time.perf_counter()
@@ -338,16 +341,16 @@ class InferenceWorker:
                     jobs[j].sink._complete(jobs[j], Outcome(pr, report, names, excluded, now, bundle=bundle))
                     done.add(j)
 
-    def _route(self, names: tuple[str, ...]) -> Any:
-        """The classifier for this lead set: the session's own one while its bundle serves the leads that
-        passed the quality check (a session keeps its bundle: its smoothing and event hysteresis see one
-        model's probabilities; see :meth:`kmerl_edge.Classifier.stream`), else the bundle that serves
-        them (``Classifier.route``); ``None`` when none does."""
-        clf = self.classifier
-        serves = getattr(clf, "serves", None)
+    @staticmethod
+    def _route(own: Any, names: tuple[str, ...]) -> Any:
+        """The classifier for this lead set: the session's own bundle while it serves the leads that passed
+        the quality check (a session keeps its bundle: its smoothing and event hysteresis see one model's
+        probabilities; see :meth:`kmerl_edge.Classifier.stream`), else the bundle that serves them
+        (``Classifier.route``); ``None`` when none does."""
+        serves = getattr(own, "serves", None)
         if serves is None or serves(names):
-            return clf
-        return clf.route(names)
+            return own
+        return own.route(names)
 
 
 class _Discard:

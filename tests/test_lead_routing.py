@@ -144,6 +144,24 @@ def test_a_stream_keeps_its_bundle_when_leads_go_off(clf: ke.Classifier, rec12: 
         assert res[2].scores[k] == pytest.approx(v, abs=1e-4)
 
 
+def test_gateway_sessions_keep_the_bundle_their_lead_set_picks(clf: ke.Classifier, rec12: ke.Record) -> None:
+    """One shared worker, two devices: a 12-lead patch (nine leads off in its second window) stays with
+    the companion, a 2-lead one with the student."""
+    from kmerl_edge.stream import Gateway
+
+    gw = Gateway(clf)
+    twelve = gw.open("twelve", fs=rec12.fs, leads=rec12.leads, hop_s=10.0)
+    two = gw.open("two", fs=rec12.fs, leads=["I", "II"], hop_s=10.0)
+    x = np.concatenate([rec12.signal] * 2, axis=1).astype(np.float64)
+    x[[i for i, lead in enumerate(rec12.leads) if lead not in KEEP], 5000:] = 0.0
+    twelve.push(x, t0=0.0)
+    two.push(rec12.signal[:2], t0=0.0)
+    a, b = gw.close_session("twelve"), gw.close_session("two")
+    gw.close()
+    assert [(Path(r.bundle), len(r.leads_used)) for r in a] == [(COMPANION, 12), (COMPANION, 3)]
+    assert [Path(r.bundle) for r in b] == [STUDENT]
+
+
 def test_a_stream_goes_to_the_other_bundle_only_when_its_own_cannot_serve(tmp_path: Path, rec12: ke.Record) -> None:
     from kmerl_edge.stream import SKIP_UNSERVED_LEADS
 
