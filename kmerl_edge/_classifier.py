@@ -185,9 +185,11 @@ class Classifier:
             self._companion = Classifier(comp, be, choice)
             self._companion._parent = self
             self._companion.batch_windows = self.batch_windows
+            serves = f"at most {self._max_leads} leads" + (
+                f", the lead sets {', '.join('+'.join(s) for s in self._lead_sets)}" if self._lead_sets else "")
             self._companion.routing_note = (
-                f"scored by the companion bundle {comp.path.name} ({self.bundle.path.name} serves at most "
-                f"{self._max_leads} leads; {comp.path.name} serves {self._max_leads + 1}–{comp.max_leads})"
+                f"scored by the companion bundle {comp.path.name} on the leads that passed the quality checks "
+                f"({self.bundle.path.name} serves {serves}; {comp.path.name} up to {comp.max_leads})"
             )
         return self._companion
 
