@@ -10,6 +10,8 @@ leads I and II, with source, split and patient per row. For each lead set (I, I+
 - ``loso_fusion``: for each source S, the fusion (model AF logit + rhythm features) refitted on the
   training-split rows of every *other* source and scored on the held-out rows of S — the network saw
   other patients of S, the fusion never saw S;
+- ``loso_fusion_unseen``: the fusion refitted on every row of the other sources and scored on every row
+  of S whose patient the network never trained on — a device or hospital neither part saw;
 - ``loso_rhythm``: rhythm evidence alone (no network), fitted on every row of the other sources and
   scored on *every* row of S — nothing was fitted on S at all, so this is external validation in full.
 
@@ -83,10 +85,11 @@ def run_af_loso(
         logit, feats = af_features(clf, data, leads)
         model_p = 1.0 / (1.0 + np.exp(-logit))
         shipped = model_p if clf.af_fusion is None else clf.af_fusion.probability(logit, feats)
-        res: dict[str, Any] = {"bundle": {}, "model": {}, "loso_fusion": {}, "loso_rhythm_heldout": {},
-                               "loso_rhythm": {}}
+        res: dict[str, Any] = {"bundle": {}, "model": {}, "loso_fusion": {}, "loso_fusion_unseen": {},
+                               "loso_rhythm_heldout": {}, "loso_rhythm": {}}
         pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
-            "loso_fusion": ([], []), "loso_rhythm_heldout": ([], []), "loso_rhythm": ([], [])}
+            "loso_fusion": ([], []), "loso_fusion_unseen": ([], []), "loso_rhythm_heldout": ([], []),
+            "loso_rhythm": ([], [])}
         for name in [*sources, "all"]:
             m = test if name == "all" else test & (data.source == name)
             res["bundle"][name] = _auc_ci(data.af[m], shipped[m])
@@ -97,10 +100,11 @@ def run_af_loso(
             if data.af[fit_rows].sum() == 0:
                 continue
             fus = fit_af_fusion(logit[fit_rows], feats[fit_rows], data.af[fit_rows])
+            fus_all = fit_af_fusion(logit[~src], feats[~src], data.af[~src])
             rhy = fit_af_fusion(logit[~src], feats[~src], data.af[~src], use_model=False)
             m = test & src
-            for part, model, rows in (("loso_fusion", fus, m), ("loso_rhythm_heldout", rhy, m),
-                                      ("loso_rhythm", rhy, src)):
+            for part, model, rows in (("loso_fusion", fus, m), ("loso_fusion_unseen", fus_all, src & ~train),
+                                      ("loso_rhythm_heldout", rhy, m), ("loso_rhythm", rhy, src)):
                 p = model.probability(logit[rows], feats[rows])
                 res[part][s] = _auc_ci(data.af[rows], p)
                 pooled[part][0].append(data.af[rows])
@@ -128,6 +132,8 @@ def af_loso_markdown(report: Mapping[str, Any]) -> str:
                   "| --- |" + " --- |" * (len(sources) + 1)]
         for part, label in (("bundle", "bundle (held-out rows)"), ("model", "model only (held-out rows)"),
                             ("loso_fusion", "fusion refitted without the source (held-out rows)"),
+                            ("loso_fusion_unseen", "fusion refitted without the source (rows of patients the "
+                             "network never saw)"),
                             ("loso_rhythm_heldout", "rhythm only, fitted without the source (held-out rows)"),
                             ("loso_rhythm", "rhythm only, fitted without the source (all rows)")):
             row = [cell(res[part].get(s)) for s in sources]

@@ -308,7 +308,7 @@ def _accuracy(a: argparse.Namespace) -> dict[str, Any]:
 
             res["af_events"] = {",".join(leads): run_af_events(
                 bundle=_bundle_path(a.bundle), data_root=data, heldout=a.heldout, leads=leads, threads=a.threads)
-                for leads in (("I",), ("I", "II"))}
+                for leads in (("I",), ("I", "II"), ("II",))}
     except TrainingPatientError as exc:
         raise CliError(str(exc)) from None
     return res

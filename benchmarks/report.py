@@ -192,12 +192,18 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
         lines += ["### AF events on Holter records (rule tuned on training patients)", "",
                   "| leads | rule | | false events/h | non-AF hours | episodes detected |", "| --- | --- | --- | --- | --- | --- |"]
         for leads, ev in report["af_events"].items():
-            for name in ("chosen", "default"):
+            for name in ("bundle", "chosen", "default"):
+                if f"{name}_rule" not in ev:
+                    continue
                 rule = ev[f"{name}_rule"]
                 for part in ("train", "test"):
                     r = ev[f"{name}_on_{part}"]
                     lines.append(f"| {leads} | {name} {rule} | {part} | {r['false_per_hour']} | {r['non_af_hours']} | "
                                  f"{int(r['detected'])}/{int(r['episodes'])} |")
+                ext = ev.get("external_normal", {}).get(name)
+                if ext:
+                    lines.append(f"| {leads} | {name} | external normal rhythm ({', '.join(ev['external_normal']['records'])}) "
+                                 f"| {ext['false_per_hour']} | {ext['non_af_hours']} | – |")
         lines.append("")
     return "\n".join(lines)
 

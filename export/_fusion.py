@@ -10,14 +10,15 @@ a leave-one-source-out fold) only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from kmerl_edge._af_fusion import RHYTHM_FEATURES, AfFusion, window_rhythm_features
 
-__all__ = ["AF_LEAD_SETS", "AfWindows", "af_features", "fit_af_fusion", "load_af_windows"]
+__all__ = ["AF_LEAD_SETS", "AfWindows", "add_af_fusion", "af_features", "fit_af_fusion", "load_af_windows",
+           "tune_event_rule"]
 
 #: the lead sets the AF fusion is fitted and measured on
 AF_LEAD_SETS: dict[str, tuple[str, ...]] = {"I": ("I",), "I+II": ("I", "II"), "II": ("II",)}
@@ -112,10 +113,15 @@ def fit_af_fusion(
                     float(lr.intercept_[0]), dict(meta or {}))
 
 
-def add_af_fusion(bundle: Any, shared: Any, *, corpus_config: Any = None, C: float = 1.0) -> dict[str, Any]:
+def add_af_fusion(
+    bundle: Any, shared: Any, *, corpus_config: Any = None, C: float = 1.0, signing_key: Any = None,
+    tune_events: bool = True,
+) -> dict[str, Any]:
     """Fit the AF fusion on the training split of the corpus (the bundle's own training patients) with the
     bundle's torch student on leads I, II and I+II (rows pooled), and add it to the bundle as
-    ``af_fusion.json``. Returns what was fitted (also stored in the fusion's ``meta``)."""
+    ``af_fusion.json``, with the AF event rule tuned on the training patients' Holter records
+    (:func:`tune_event_rule`; ``tune_events=False`` leaves the session's default rule). Returns what was
+    fitted (also stored in the fusion's ``meta``)."""
     import json
     import tempfile
     from pathlib import Path
@@ -141,13 +147,42 @@ def add_af_fusion(bundle: Any, shared: Any, *, corpus_config: Any = None, C: flo
         ys.append(data.af)
     meta = {
         "fitted_on": "training split of the corpus (export._corpus), leads I, II and I+II pooled",
+        "features": ["model_logit", *RHYTHM_FEATURES],
         "rows": int(len(data.ids)),
         "af_rows": int(data.af.sum()),
         "sources": sorted(set(data.source)),
         "C": C,
     }
     fus = fit_af_fusion(np.concatenate(logits), np.concatenate(feats), np.concatenate(ys), C=C, meta=meta)
+    if tune_events:
+        rule, on_train = tune_event_rule(clf, fus, shared, {r.patient for r in recs})
+        fus = replace(fus, event_rule=rule,
+                      meta={**fus.meta, "event_rule_tuning": on_train})
+    summary = {**fus.meta, "coef": dict(zip(fus.features, [round(float(c), 4) for c in fus.coef])),
+               "event_rule": fus.event_rule}
     with tempfile.TemporaryDirectory() as tmp:
         src = fus.save(Path(tmp) / AF_FUSION_FILE)
-        add_artifacts(bundle, {AF_FUSION_FILE: (src, {"kind": "fusion", "backend": "none", "precision": "fp64"})})
-    return {**meta, "coef": dict(zip(fus.features, [round(float(c), 4) for c in fus.coef]))}
+        add_artifacts(bundle, {AF_FUSION_FILE: (src, {"kind": "fusion", "backend": "none", "precision": "fp64"})},
+                      metrics={"af_fusion": summary}, signing_key=signing_key)
+    return summary
+
+
+def tune_event_rule(
+    clf: Any, fusion: AfFusion, shared: Any, train_patients: set[str], *, hop_s: float = 2.0,
+    min_sensitivity: float = 0.8,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The AF event rule (:func:`export._events.choose_event_rule`) for ``fusion`` on the Holter records
+    of the training patients only, scored at the session's default hop from lead I and from leads I+II
+    (both pooled: the rule must hold for a one-lead wearable and a two-lead Holter)."""
+    from ._events import choose_event_rule, holter_records, score_holter_record
+
+    clf.af_fusion = fusion
+    _, index = clf.bundle.all_queries()
+    clf._fusion_col = index.index((fusion.label_set, fusion.class_name))
+    bases = [b for b in holter_records(shared) if f"cpsc2021:{b.name.split('_')[1]}" in train_patients]
+    if not bases:
+        raise ValueError("no Holter record of a training patient to tune the AF event rule on")
+    scored = [score_holter_record(clf, b, leads, hop_s) for b in bases for leads in (("I",), ("I", "II"))]
+    rule, summary = choose_event_rule(scored, min_sensitivity=min_sensitivity)
+    return rule, {"records": sorted(b.name for b in bases), "leads": ["I", "I+II"], "hop_s": hop_s,
+                  "selection": f"fewest false events/h with episode sensitivity >= {min_sensitivity}", **summary}

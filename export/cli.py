@@ -184,13 +184,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--key", default=None, help="Ed25519 private key (PEM) to sign with")
     s.add_argument("--upgrade", action="store_true", help="rewrite a schema-1 manifest as schema 2 first")
+    f = sub.add_parser("af-fusion", help="fit the AF fusion (model AF logit + rhythm evidence) on the training "
+                       "split of the corpus in --data and add it to a bundle as af_fusion.json")
+    f.add_argument("--bundle", required=True)
+    f.add_argument("--data", required=True, help="the shared data root (../shared/data)")
+    f.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic fit")
+    f.add_argument("--no-event-rule", action="store_true",
+                   help="do not tune an AF event rule on the training Holter patients (sessions keep the default)")
     g = sub.add_parser("keygen", help="write an Ed25519 key pair PREFIX.pem / PREFIX.pub.pem")
     g.add_argument("prefix")
-    for p in (b, q, t):
+    for p in (b, q, t, f):
         p.add_argument("--sign-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
     from kmerl_edge._cli_common import add_common_args
 
-    add_common_args(ap, prog="kmerl-export", subparsers=[b, q, t])
+    add_common_args(ap, prog="kmerl-export", subparsers=[b, q, t, f])
     return ap
 
 
@@ -218,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(add_label_set(a.bundle, a.label_set, _csv(a.classes), text_encoder=a.text_encoder,
                                 signing_key=a.sign_key))
+        elif a.cmd == "af-fusion":
+            import json
+
+            from ._fusion import add_af_fusion
+
+            print(json.dumps(add_af_fusion(a.bundle, Path(a.data), C=a.C, signing_key=a.sign_key,
+                                           tune_events=not a.no_event_rule), indent=1))
         elif a.cmd == "seal":
             from kmerl_edge._bundle import seal_bundle
 

@@ -6,9 +6,15 @@ only implicitly, so a bundle may carry ``af_fusion.json``: a small logistic mode
 - the model's logit for the fused class (``atrial fibrillation`` of the ``rhythm`` label set) and
 - rhythm features of the window from :func:`kmerl_edge.rhythm.analyse` on the rhythm lead
   (:func:`kmerl_edge.rhythm.choose_rhythm_lead` among the leads scored): RR irregularity, pNN50,
-  normalised RMSSD, coefficient of variation of RR, share of ectopic beats, heart rate, and whether the
+  normalised RMSSD, coefficient of variation of RR, share of ectopic beats, heart rate, whether the
   beats could be found at all (``rhythm_ok``; when not, the RR features take their training mean so the
-  fusion falls back on the model).
+  fusion falls back on the model), and the *atrial coherence*: how much of the signal 250–60 ms before
+  each R peak repeats from beat to beat (a P wave does; fibrillatory waves do not), the share of that
+  segment's power its beat-averaged template keeps (0–1).
+
+The RR features alone are fooled by false beats on a weak lead (a low-amplitude Holter lead I) and by
+sinus arrhythmia; the atrial coherence is independent of the beat timing, so together they carry over
+to sources the fusion never saw (``kmerl-bench accuracy --loso``).
 
 It is fitted at export on the training split only (``export._fusion``), stored as JSON (no pickle,
 hashed in the manifest like every artifact) and applied by :meth:`kmerl_edge.Classifier.run_windows`,
@@ -19,6 +25,7 @@ the same fused probability for the same window.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +36,32 @@ import numpy as np
 from ._errors import BundleError
 from ._leads import LEADS
 
-__all__ = ["AF_FUSION_FILE", "RHYTHM_FEATURES", "AfFusion", "rhythm_features", "window_rhythm_features"]
+__all__ = ["AF_FUSION_FILE", "RHYTHM_FEATURES", "AfFusion", "atrial_coherence", "event_rule_from_seconds",
+           "rhythm_features", "window_rhythm_features"]
 
 AF_FUSION_FILE = "af_fusion.json"
 #: rhythm features, in the order of the fusion's coefficients after the model logit
-RHYTHM_FEATURES = ("rr_irregularity", "pnn50", "nrmssd", "cv_rr", "ectopic_share", "hr_100bpm", "rhythm_ok")
+RHYTHM_FEATURES = ("rr_irregularity", "pnn50", "nrmssd", "cv_rr", "ectopic_share", "hr_100bpm", "rhythm_ok",
+                   "atrial_coherence")
+#: the segment before each R peak that holds the P wave (seconds before the peak: from, to)
+ATRIAL_SEGMENT_S = (0.25, 0.06)
+
+
+def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int], *, fs: float) -> float:
+    """Share of the power of the segments 250–60 ms before each R peak that their average keeps (0–1):
+    high when every beat has the same P wave, low for fibrillatory waves; NaN with fewer than 3 segments."""
+    a, b = round(ATRIAL_SEGMENT_S[0] * fs), round(ATRIAL_SEGMENT_S[1] * fs)
+    x = np.asarray(signal, dtype=np.float64)
+    starts = [int(p) - a for p in r_peaks if int(p) - a >= 0]
+    if len(starts) < 3 or a <= b:
+        return float("nan")
+    segs = x[np.asarray(starts)[:, None] + np.arange(a - b)[None, :]]
+    segs = segs - segs.mean(axis=1, keepdims=True)
+    power = float((segs * segs).sum(axis=1).mean())
+    if power <= 0.0:
+        return float("nan")
+    tmpl = segs.mean(axis=0)
+    return float((tmpl * tmpl).sum() / power)
 
 
 def rhythm_features(signal: np.ndarray, *, fs: float, lead: str) -> np.ndarray:
@@ -41,13 +69,19 @@ def rhythm_features(signal: np.ndarray, *, fs: float, lead: str) -> np.ndarray:
     from .rhythm import analyse
 
     r = analyse(signal, fs=fs, lead=lead)
+    out = np.full(len(RHYTHM_FEATURES), np.nan)
+    ok = RHYTHM_FEATURES.index("rhythm_ok")
     if not r.usable or r.hr_bpm is None:
-        return np.array([np.nan] * (len(RHYTHM_FEATURES) - 1) + [0.0])
+        out[ok] = 0.0
+        return out
     rr = np.asarray(r.rr_ms, dtype=np.float64)
     cv = float(rr.std() / rr.mean()) if rr.size > 1 and rr.mean() > 0 else np.nan
-    vals = [r.rr_irregularity, r.pnn50, r.nrmssd, cv, r.ectopic_beats / max(r.n_beats, 1), r.hr_bpm / 100.0]
-    out = np.array([np.nan if v is None else float(v) for v in vals] + [1.0])
-    out[:-1] = np.clip(out[:-1], 0.0, 3.0)
+    vals = {"rr_irregularity": r.rr_irregularity, "pnn50": r.pnn50, "nrmssd": r.nrmssd, "cv_rr": cv,
+            "ectopic_share": r.ectopic_beats / max(r.n_beats, 1), "hr_100bpm": r.hr_bpm / 100.0,
+            "atrial_coherence": atrial_coherence(signal, r.r_peaks, fs=fs)}
+    for name, v in vals.items():
+        out[RHYTHM_FEATURES.index(name)] = np.nan if v is None else min(max(float(v), 0.0), 3.0)
+    out[ok] = 1.0
     return out
 
 
@@ -62,9 +96,36 @@ def window_rhythm_features(windows: np.ndarray, lead_ids: Sequence[int] | np.nda
         (0, len(RHYTHM_FEATURES)))
 
 
+def event_rule_from_seconds(
+    rule: dict[str, Any], hop_s: float, *, label: str = "atrial fibrillation", label_set: str | None = None
+) -> Any:
+    """An event rule written in seconds (``on_threshold``, ``off_threshold``, ``min_on_s``, ``min_off_s``,
+    ``smooth_s``, ``quality_gating``) as a :class:`kmerl_edge.stream.EventRule` for a session with hop
+    ``hop_s``: each duration becomes whole windows, at least one."""
+    from ._stream_errors import StreamConfigError
+    from ._stream_types import EventRule
+
+    try:
+        def windows(key: str) -> int:
+            v = float(rule[key])
+            if not (math.isfinite(v) and 0.0 <= v <= 3600.0):
+                raise ValueError(f"{key}={v}")
+            return max(1, round(v / float(hop_s)))
+
+        return EventRule(label=label, label_set=label_set, on_threshold=float(rule["on_threshold"]),
+                         off_threshold=float(rule["off_threshold"]), min_on_windows=windows("min_on_s"),
+                         min_off_windows=windows("min_off_s"), smooth_windows=windows("smooth_s"),
+                         quality_gating=bool(rule["quality_gating"]))
+    except (KeyError, TypeError, ValueError, StreamConfigError) as exc:
+        raise BundleError(f"af_fusion event_rule is malformed: {exc}") from None
+
+
 @dataclass(frozen=True)
 class AfFusion:
-    """Logistic fusion: p = sigmoid(intercept + coef · standardised [model logit, rhythm features])."""
+    """Logistic fusion: p = sigmoid(intercept + coef · standardised [model logit, rhythm features]).
+
+    ``features`` is ``model_logit`` followed by any of :data:`RHYTHM_FEATURES` in that order (a fusion
+    fitted before a feature was added keeps working on the features it names)."""
 
     label_set: str
     class_name: str
@@ -74,19 +135,34 @@ class AfFusion:
     coef: np.ndarray
     intercept: float
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the AF event rule tuned on the training patients with this fusion, in seconds (see :meth:`stream_rule`)
+    event_rule: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
-        if self.features != ("model_logit",) + RHYTHM_FEATURES:
-            raise BundleError(f"af_fusion features {self.features} are not the ones this runtime computes "
-                              f"{('model_logit',) + RHYTHM_FEATURES}")
+        rhythm = self.features[1:]
+        if (self.features[:1] != ("model_logit",) or any(f not in RHYTHM_FEATURES for f in rhythm)
+                or list(rhythm) != sorted(rhythm, key=RHYTHM_FEATURES.index) or len(set(rhythm)) != len(rhythm)):
+            raise BundleError(f"af_fusion features {self.features} are not 'model_logit' followed by features "
+                              f"this runtime computes, in its order {RHYTHM_FEATURES}")
         for name in ("mean", "std", "coef"):
             if np.asarray(getattr(self, name)).shape != (n,):
                 raise BundleError(f"af_fusion {name} must have {n} values")
+        if self.event_rule is not None:
+            self.stream_rule(2.0)  # validates every field now, not when a session starts
+
+    def stream_rule(self, hop_s: float) -> Any:
+        """The tuned event rule as a :class:`kmerl_edge.stream.EventRule` for a session with this hop;
+        ``None`` without a tuned rule (see :func:`event_rule_from_seconds`)."""
+        if self.event_rule is None:
+            return None
+        return event_rule_from_seconds(self.event_rule, hop_s, label=self.class_name, label_set=self.label_set)
 
     def probability(self, model_logit: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
         """Fused probability (N,) from the model's logits (N,) and :func:`window_rhythm_features` (N, F)."""
-        x = np.concatenate([np.asarray(model_logit, np.float64)[:, None], np.asarray(rhythm, np.float64)], axis=1)
+        cols = [RHYTHM_FEATURES.index(f) for f in self.features[1:]]
+        x = np.concatenate([np.asarray(model_logit, np.float64)[:, None], np.asarray(rhythm, np.float64)[:, cols]],
+                           axis=1)
         x = np.where(np.isnan(x), self.mean, x)
         z = ((x - self.mean) / self.std) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
@@ -102,6 +178,7 @@ class AfFusion:
             "coef": [float(v) for v in self.coef],
             "intercept": float(self.intercept),
             "meta": self.meta,
+            **({"event_rule": self.event_rule} if self.event_rule is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -116,7 +193,8 @@ class AfFusion:
         try:
             return cls(str(d["label_set"]), str(d["class"]), tuple(d["features"]),
                        np.asarray(d["mean"], np.float64), np.maximum(np.asarray(d["std"], np.float64), 1e-6),
-                       np.asarray(d["coef"], np.float64), float(d["intercept"]), dict(d.get("meta", {})))
+                       np.asarray(d["coef"], np.float64), float(d["intercept"]), dict(d.get("meta", {})),
+                       dict(d["event_rule"]) if d.get("event_rule") is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"af_fusion.json is malformed: {exc}") from None
 

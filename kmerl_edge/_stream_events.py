@@ -42,14 +42,23 @@ class EventDetector:
         self.query_index = int(query_index)
         self.device_id = device_id
         self._h = Hysteresis()
+        self._recent: deque[float] = deque(maxlen=rule.smooth_windows)
 
     @property
     def active(self) -> bool:
         return self._h.active
 
-    def update(self, index: int, t_start: float, t_end: float, probs: np.ndarray) -> RhythmEvent | None:
-        p = float(probs[self.query_index])
+    def update(
+        self, index: int, t_start: float, t_end: float, probs: np.ndarray, *, rhythm_ok: bool = True
+    ) -> RhythmEvent | None:
+        """``rhythm_ok``: whether the window's rhythm analysis found usable beats (``quality_gating``)."""
         r = self.rule
+        if r.quality_gating and not rhythm_ok:
+            return None
+        p = float(probs[self.query_index])
+        if r.smooth_windows > 1:
+            self._recent.append(p)
+            p = float(np.mean(self._recent))
         if self.active:
             t = self._h.step(p <= r.off_threshold, r.min_off_windows, t_start, t_end)
         else:

@@ -190,7 +190,9 @@ class StreamSession:
     def _make_detectors(self, rules: tuple[EventRule, ...] | None) -> list[EventDetector]:
         queries = self.classifier.bundle.all_queries()[1]
         if rules is None:
-            rules = (EventRule(),) if any(c == EventRule.label for _, c in queries) else ()
+            fusion = getattr(self.classifier, "af_fusion", None)
+            tuned = fusion.stream_rule(self.config.hop_s) if fusion is not None else None
+            rules = (tuned or EventRule(),) if any(c == EventRule.label for _, c in queries) else ()
         out = []
         for rule in rules:
             hits = [i for i, (ls, c) in enumerate(queries) if c == rule.label and rule.label_set in (None, ls)]
@@ -584,7 +586,8 @@ class StreamSession:
                 bundle=out.bundle,
             )
             for det in self._detectors:
-                ev = det.update(index, info.t_start, info.t_end, sm)
+                ev = det.update(index, info.t_start, info.t_end, sm,
+                                rhythm_ok=info.rhythm is not None and info.rhythm.usable)
                 if ev is not None:
                     self._n_events += 1
                     self._events_out.append(ev)

@@ -50,6 +50,13 @@ class EventRule:
     (``off_threshold < on_threshold``: probabilities between the two keep the current state and reset a
     pending run). Skipped windows neither confirm nor break a run. ``label_set`` ``None`` means the first
     label set of the bundle that has the class.
+
+    ``smooth_windows``: the rule looks at the mean of the class's probability over its last this many
+    windows it counted (on top of the session's ``smoothing_windows``). ``quality_gating``: a window whose
+    rhythm analysis found no usable beats (``WindowResult.rhythm`` not usable: flat, noisy, too few
+    beats) neither confirms nor breaks a run, like a skipped window. A bundle whose AF fusion carries an
+    event rule tuned on its training patients (``af_fusion.json``) gives the session that rule when
+    ``StreamConfig.events`` is ``None``.
     """
 
     label: str = "atrial fibrillation"
@@ -58,6 +65,8 @@ class EventRule:
     off_threshold: float = 0.4
     min_on_windows: int = 2
     min_off_windows: int = 2
+    smooth_windows: int = 1
+    quality_gating: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_threshold < self.on_threshold <= 1.0:
@@ -65,8 +74,10 @@ class EventRule:
                 f"EventRule({self.label!r}) needs 0 <= off_threshold < on_threshold <= 1, got "
                 f"{self.off_threshold} / {self.on_threshold}"
             )
-        if self.min_on_windows < 1 or self.min_off_windows < 1:
-            raise StreamConfigError("EventRule min_on_windows and min_off_windows must be >= 1")
+        for name in ("min_on_windows", "min_off_windows", "smooth_windows"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise StreamConfigError(f"EventRule {name} must be an integer >= 1, got {v!r}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,13 @@ import pytest
 
 import kmerl_edge
 from kmerl_edge import BundleError, TamperedArtifactError, preprocess
-from kmerl_edge._af_fusion import AF_FUSION_FILE, RHYTHM_FEATURES, AfFusion, window_rhythm_features
+from kmerl_edge._af_fusion import (
+    AF_FUSION_FILE,
+    RHYTHM_FEATURES,
+    AfFusion,
+    atrial_coherence,
+    window_rhythm_features,
+)
 from kmerl_edge._bundle import add_artifacts
 from kmerl_edge.stream import demo_record_path
 
@@ -23,7 +29,7 @@ FEATURES = ("model_logit",) + RHYTHM_FEATURES
 def _fusion(**kw) -> AfFusion:
     n = len(FEATURES)
     d = dict(label_set="rhythm", class_name="atrial fibrillation", features=FEATURES, mean=np.zeros(n),
-             std=np.ones(n), coef=np.array([0.5, 4.0, 1.0, 1.0, 1.0, -0.5, 0.2, -1.0]), intercept=-2.0)
+             std=np.ones(n), coef=np.array([0.5, 4.0, 1.0, 1.0, 1.0, -0.5, 0.2, -1.0, -2.0]), intercept=-2.0)
     d.update(kw)
     return AfFusion(**d)  # type: ignore[arg-type]
 
@@ -47,8 +53,10 @@ def test_json_round_trip_and_refusals(tmp_path):
     f = _fusion()
     back = AfFusion.load(f.save(tmp_path / "f.json"))
     assert back.features == f.features and np.allclose(back.coef, f.coef)
-    with pytest.raises(BundleError, match="features"):
-        _fusion(features=("model_logit", "rr_irregularity"))
+    for bad in (("model_logit", "bogus"), ("model_logit", "pnn50", "rr_irregularity"),
+                ("rr_irregularity", "model_logit"), ("model_logit", "pnn50", "pnn50")):
+        with pytest.raises(BundleError, match="features"):
+            _fusion(features=bad, mean=np.zeros(len(bad)), std=np.ones(len(bad)), coef=np.ones(len(bad)))
     d = f.to_dict()
     d["format"] = "pickle"
     with pytest.raises(BundleError, match="format"):
@@ -69,7 +77,7 @@ def test_predict_reports_the_fused_af_probability(fused_bundle, ecg):
     logits = clf.backend.run(pre.windows, pre.lead_ids)
     col = clf.bundle.all_queries()[1].index(("rhythm", "atrial fibrillation"))
     feats = window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0)
-    assert feats[:, -1].max() == 1.0  # beats found on the real record
+    assert feats[:, RHYTHM_FEATURES.index("rhythm_ok")].max() == 1.0  # beats found on the real record
     want = clf.af_fusion.probability(logits[:, col].astype(np.float64), feats).mean()
     assert p.scores["atrial fibrillation"] == pytest.approx(want, abs=1e-9)
     assert p.scores["atrial fibrillation"] != pytest.approx(q.scores["atrial fibrillation"], abs=1e-3)
@@ -100,3 +108,44 @@ def test_tampered_fusion_is_refused(fused_bundle, tmp_path):
     (out / AF_FUSION_FILE).write_text(json.dumps(d))
     with pytest.raises(TamperedArtifactError):
         kmerl_edge.load(out, backend="torch")
+
+
+def test_a_fusion_fitted_before_a_feature_was_added_uses_only_its_own_features():
+    # the 7-feature fusion of earlier bundles (no atrial coherence) keeps loading and ignores the new column
+    old = RHYTHM_FEATURES[:7]
+    f = _fusion(features=("model_logit",) + old, mean=np.zeros(8), std=np.ones(8), coef=np.arange(8.0))
+    rhythm = np.array([[0.1, 0.2, 0.3, 0.4, 0.0, 0.8, 1.0, 0.9]])
+    z = -2.0 + np.dot(np.arange(8.0), [0.5, 0.1, 0.2, 0.3, 0.4, 0.0, 0.8, 1.0])
+    assert f.probability(np.array([0.5]), rhythm)[0] == pytest.approx(1 / (1 + np.exp(-z)))
+    changed = rhythm.copy()
+    changed[0, RHYTHM_FEATURES.index("atrial_coherence")] = 0.0
+    assert f.probability(np.array([0.5]), changed)[0] == f.probability(np.array([0.5]), rhythm)[0]
+
+
+def test_atrial_coherence_separates_a_real_af_window_whose_rr_looks_regular():
+    # data_101_6 (CPSC-2021, annotated): sinus rhythm 28-42 s, AF 55.6-80.3 s. In the AF window the RR
+    # irregularity is as low as in the sinus window (fast, fairly even AF), the P-wave coherence is not.
+    rec = kmerl_edge.read_record(Path(__file__).parent / "fixtures" / "records" / "data_101_6")
+    assert rec.fs == 200.0 and rec.leads == ("I", "II")
+    ecg = rec.signal
+    feats = {}
+    for name, (a, b) in {"sinus": (30, 40), "af": (60, 70)}.items():
+        pre = preprocess(ecg[:, a * 200 : b * 200], fs=200.0, leads=["I", "II"])
+        feats[name] = window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0)[0]
+    irr, coh = RHYTHM_FEATURES.index("rr_irregularity"), RHYTHM_FEATURES.index("atrial_coherence")
+    assert abs(feats["af"][irr] - feats["sinus"][irr]) < 0.05
+    assert feats["sinus"][coh] > 0.6 > 0.3 > feats["af"][coh]
+
+
+def test_atrial_coherence_needs_three_beats_and_a_signal():
+    x = np.zeros(5000)
+    assert np.isnan(atrial_coherence(x, [1000, 2000], fs=500.0))  # two segments: not measured
+    assert np.isnan(atrial_coherence(x, [1000, 2000, 3000], fs=500.0))  # flat: no power, not 0 or 1
+    rng = np.random.default_rng(0)
+    p_wave = np.hanning(60)
+    y = rng.normal(0, 0.05, 5000)
+    beats = [600, 1000, 1450, 1900, 2300, 2800, 3200]
+    for r in beats:
+        y[r - 100 : r - 40] += p_wave
+    assert atrial_coherence(y, beats, fs=500.0) > 0.8
+    assert atrial_coherence(rng.normal(0, 1, 5000), beats, fs=500.0) < 0.3

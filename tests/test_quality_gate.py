@@ -52,13 +52,33 @@ def test_af_event_counting_on_a_scripted_record():
     t = np.arange(0, 290, 5.0)
     p = np.where((t >= 100) & (t < 200), 0.9, 0.1)
     p[(t >= 30) & (t < 40)] = 0.95  # two windows of a false alarm
-    s = _Scored("data_1_1", "1", t, t + 10, p, np.ones(len(t), bool), [(100.0, 200.0)], 300.0)
+    s = _Scored("data_1_1", "1", t, t + 10, p, np.ones(len(t), bool), [(100.0, 200.0)], 300.0, 5.0)
     loose = count_events(s, RuleCandidate(0.6, 0.4, 1, 1, 1, False))
     assert loose["false_events"] == 1 and loose["detected"] == 1 and loose["non_af_s"] == 200.0
     strict = count_events(s, RuleCandidate(0.6, 0.4, 3, 1, 1, False))
     assert strict["false_events"] == 0 and strict["detected"] == 1
     gated = np.ones(len(t), bool)
     gated[(t >= 30) & (t < 40)] = False  # beats not found in the noisy stretch: skipped, no alarm
-    assert count_events(_Scored("d", "1", t, t + 10, p, gated, [(100.0, 200.0)], 300.0),
+    assert count_events(_Scored("d", "1", t, t + 10, p, gated, [(100.0, 200.0)], 300.0, 5.0),
                         RuleCandidate(0.6, 0.4, 1, 1, 1, True))["false_events"] == 0
 
+
+
+def test_the_event_rule_is_chosen_on_training_records_for_few_false_alarms():
+    """A scripted training record: one 300-s AF episode and a 20-s burst of false AF; the chosen rule
+    (seconds, as a bundle stores it) ignores the burst, still finds the episode, and means the same at
+    any hop."""
+    from export._events import Scored, choose_event_rule, count_events
+
+    def record(hop: float) -> Scored:
+        t = np.arange(0, 1200, hop)
+        p = np.where((t >= 600) & (t < 900), 1.0, 0.0)
+        p[(t >= 100) & (t < 120)] = 1.0
+        return Scored("data_1_1", "1", t, t + 10, p, np.ones(len(t), bool), [(600.0, 900.0)], 1210.0, hop)
+
+    rule, on_train = choose_event_rule([record(2.0)])
+    assert on_train["false_events"] == 0 and on_train["detected"] == 1
+    assert rule["min_on_s"] >= 30.0 or rule["smooth_s"] >= 20.0  # the 20-s burst cannot confirm
+    for hop in (1.0, 5.0):
+        got = count_events(record(hop), rule)
+        assert got["false_events"] == 0 and got["detected"] == 1

@@ -596,3 +596,58 @@ def test_any_timestamps_keep_the_session_consistent_and_cheap(clf: Any, ecg: np.
     assert st.samples + st.late_samples == pushed
     assert [r.index for r in res] == list(range(len(res))) and st.windows == len(res)
     assert all(0.0 <= r.missing_fraction < 1.0 for r in res)  # no result without a sample in it
+
+
+def test_an_event_rule_smooths_and_gates_on_rhythm_quality() -> None:
+    from kmerl_edge.stream import StreamConfigError
+
+    def run(rule: EventRule, ps: list[float], ok: list[bool]) -> list[tuple[str, int]]:
+        det = EventDetector(rule, "rhythm", 0)
+        out = []
+        for i, (p, good) in enumerate(zip(ps, ok)):
+            ev = det.update(i, 2.0 * i, 2.0 * i + 10, np.array([p]), rhythm_ok=good)
+            if ev is not None:
+                out.append((ev.kind, i))
+        return out
+
+    spike = [0.1, 0.95, 0.95, 0.1, 0.1, 0.1, 0.1]
+    assert run(EventRule(), spike, [True] * 7) == [("started", 2), ("ended", 4)]
+    # a 4-window mean keeps a 2-window spike from two windows in a row at or above 0.6 (.1 .53 .67 .53 .53)
+    assert run(EventRule(smooth_windows=4), spike, [True] * 7) == []
+    # windows without usable beats neither start nor end an event
+    assert run(EventRule(quality_gating=True), spike, [True, False, False, True, True, True, True]) == []
+    assert run(EventRule(quality_gating=True, min_off_windows=2), [0.9, 0.9, 0.1, 0.1, 0.1],
+               [True, True, True, False, True]) == [("started", 1), ("ended", 4)]
+    with pytest.raises(StreamConfigError):
+        EventRule(smooth_windows=0)
+
+
+def test_a_session_uses_the_event_rule_its_bundle_was_tuned_with(tmp_path: Any) -> None:
+    import shutil
+
+    from kmerl_edge import BundleError
+    from kmerl_edge._af_fusion import AF_FUSION_FILE, RHYTHM_FEATURES, AfFusion
+    from kmerl_edge._bundle import add_artifacts
+
+    n = len(RHYTHM_FEATURES) + 1
+    tuned = {"on_threshold": 0.7, "off_threshold": 0.5, "min_on_s": 20.0, "min_off_s": 4.0, "smooth_s": 10.0,
+             "quality_gating": True}
+    fus = AfFusion("rhythm", "atrial fibrillation", ("model_logit",) + RHYTHM_FEATURES, np.zeros(n), np.ones(n),
+                   np.ones(n), 0.0, event_rule=tuned)
+    out = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "test_bundle", out)
+    add_artifacts(out, {AF_FUSION_FILE: (fus.save(tmp_path / AF_FUSION_FILE),
+                                         {"kind": "fusion", "backend": "none", "precision": "fp64"})})
+    c = kmerl_edge.load(out, backend="torch")
+    s = StreamSession(c, fs=FS, leads=["I"], hop_s=2.0, synchronous=True)
+    r = s._detectors[0].rule
+    assert (r.on_threshold, r.off_threshold, r.min_on_windows, r.min_off_windows, r.smooth_windows,
+            r.quality_gating) == (0.7, 0.5, 10, 2, 5, True)
+    r5 = StreamSession(c, fs=FS, leads=["I"], hop_s=5.0, synchronous=True)._detectors[0].rule
+    assert (r5.min_on_windows, r5.min_off_windows, r5.smooth_windows) == (4, 1, 2)  # seconds, not windows
+    mine = EventRule(on_threshold=0.9, off_threshold=0.1)
+    assert StreamSession(c, fs=FS, leads=["I"], synchronous=True, events=(mine,))._detectors[0].rule == mine
+    bad = AfFusion.from_dict({**fus.to_dict(), "event_rule": None}).to_dict()
+    for broken in ({**tuned, "min_on_s": -1.0}, {**tuned, "on_threshold": 0.2}, {"on_threshold": 0.7}):
+        with pytest.raises(BundleError, match="event_rule"):
+            AfFusion.from_dict({**bad, "event_rule": broken})
