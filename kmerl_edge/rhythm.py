@@ -294,6 +294,8 @@ def _moving_sum(x: np.ndarray, w: int) -> np.ndarray:
 
 
 _DEFAULT_DETECTOR = DetectorConfig()
+_EMPTY = np.zeros(0)
+_EMPTY.setflags(write=False)
 
 
 def _cached_plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
@@ -328,15 +330,15 @@ def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     delay_i = 1.0 + (w - 1) / 2.0 + 0.025 * fs_i + (0.5 * (dk - 1) / k if despike else 0.0)
     for arr in (b, a, zi0):
         arr.setflags(write=False)
-    consts = (np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs)
+    consts = (np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs, np.zeros(w - 1))
     for arr in consts:
         arr.setflags(write=False)
-    roffs, woffs_i, woffs, boffs = consts
+    roffs, woffs_i, woffs, boffs, etail0 = consts
     from scipy.ndimage import maximum_filter1d
     from scipy.signal import lfilter
 
     return (k, fs_i, b, a, zi0, w, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
-            base_half, mk, woffs, boffs, despike, dk, delay_i, lfilter, maximum_filter1d)
+            base_half, mk, woffs, boffs, despike, dk, delay_i, lfilter, maximum_filter1d, etail0)
 
 
 _plan_lru = lru_cache(maxsize=32)(_plan)
@@ -378,6 +380,7 @@ class BeatDetector:
             self._delay_i,
             self._lfilter,
             self._maxfilt,
+            self._etail0,
         ) = _cached_plan(self.fs, cfg)
         self._cap = float(cfg.level_cap)
         self._n = 0  # native samples consumed (absolute)
@@ -388,20 +391,21 @@ class BeatDetector:
     def reset(self) -> None:
         """Start a new record at the current sample count (filters, levels and RR history cleared)."""
         self._seg0 = self._n  # absolute native index where this record starts
-        self._rem = np.zeros(0)  # native samples not yet forming a block
+        # (the empty and zero arrays are shared and read-only: every stage replaces, never writes, them)
+        self._rem = _EMPTY  # native samples not yet forming a block
         self._stail: np.ndarray | None = None  # last 2 or 4 native samples (despiking median)
         self._ni = 0  # internal samples produced in this record
         self._ytail: np.ndarray | None = None  # last 2 block means (median3)
         self._zi: np.ndarray | None = None
         self._bptail: np.ndarray | None = None  # last 2 band-passed samples
-        self._etail = np.zeros(self.w - 1)
-        self._env = np.zeros(0)  # envelope from internal index _env0
-        self._ad = np.zeros(0)  # |derivative|, same indices as the envelope
-        self._dtail = np.zeros(self.w - 1)
+        self._etail = self._etail0
+        self._env = _EMPTY  # envelope from internal index _env0
+        self._ad = _EMPTY  # |derivative|, same indices as the envelope
+        self._dtail = self._etail0
         self._env0 = 0
         self._next_cand = 0  # first internal index not yet examined as a candidate
         self._last_cand = -(10**9)
-        self._raw = np.zeros(0)  # native samples from absolute index _raw0
+        self._raw = _EMPTY  # native samples from absolute index _raw0
         self._raw0 = self._n
         self._init = False
         self._spk = 0.0
@@ -900,21 +904,22 @@ def analyse(
     (``beat_times_s``). A flat or noisy signal gives ``hr_bpm=None`` with the reason in ``quality``.
     """
     name = canonical_lead(lead)
-    fs = _check_fs(fs)
+    det = BeatDetector(fs=fs, config=detector)  # checks the rate
+    fs = det.fs
     x, ptp = _one_lead(signal)
-    det = BeatDetector(fs=fs, config=detector)
     beats = det._push(x, True)
     info = det.take_beat_info()
+    heights, confident, amplitudes, prominences = zip(*info) if info else ((), (), (), ())
     return summarise_beats(
         beats,
         fs=fs,
         lead=name,
         t0=t0,
-        confident=[i[1] for i in info],
-        heights=[i[0] for i in info],
+        confident=confident,
+        heights=heights,
         noise_heights=[h for _, h in det.take_noise()],
-        amplitudes=[i[2] for i in info],
-        prominences=[i[3] for i in info],
+        amplitudes=amplitudes,
+        prominences=prominences,
         signal_ptp_mv=ptp,
         config=config,
     )
