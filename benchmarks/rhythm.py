@@ -323,7 +323,7 @@ def _af_part(windows: list[tuple[str, str, np.ndarray, float]], lead: str) -> di
 
 
 # ----------------------------------------------------------------------------------------------- latency
-def _latency(recs: list[_Rec], *, repeats: int = 3) -> dict[str, Any]:
+def _latency(recs: list[_Rec], *, repeats: int = 10) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in recs:
         n = int(round(10 * r.fs))

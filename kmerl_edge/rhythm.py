@@ -27,6 +27,7 @@ levels (mV) are used only to call a window flat.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -939,6 +940,10 @@ def choose_rhythm_lead(leads: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------------------------------
 # the stream side: beats across windows, rate events
 # ------------------------------------------------------------------------------------------------------
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
 class RhythmTracker:
     """Beats of one lead of a live stream, kept across windows (a :class:`StreamSession` owns one).
 
@@ -1041,19 +1046,21 @@ class RhythmTracker:
         self._run()
         end = self._det.n_samples
         start = end - int(n)
-        bs = [b for b in self._beats if start <= b[0] < end]
-        noise = [h for i, h in self._noise if start <= i < end]
+        # beats and non-beat candidates are kept in index order, all before ``end``
+        bs = self._beats[bisect_left(self._beats, start, key=_first) :]
+        noise = [h for _, h in self._noise[bisect_left(self._noise, start, key=_first) :]]
+        idx, seg, heights, conf, amps, proms = zip(*bs) if bs else ((), (), (), (), (), ())
         return summarise_beats(
-            [b[0] - start for b in bs],
+            [i - start for i in idx],
             fs=self.fs,
             lead=self.lead,
             t0=t_end - n / self.fs,
-            segments=[b[1] for b in bs],
-            confident=[b[3] for b in bs],
-            heights=[b[2] for b in bs],
+            segments=seg,
+            confident=conf,
+            heights=heights,
             noise_heights=noise,
-            amplitudes=[b[4] for b in bs],
-            prominences=[b[5] for b in bs],
+            amplitudes=amps,
+            prominences=proms,
             config=self.config,
         )
 
