@@ -27,6 +27,7 @@ levels (mV) are used only to call a window flat.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -254,12 +255,48 @@ def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
-def _median5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Element-wise median of five arrays (10 min/max operations, no sort)."""
-    return _median3(e, np.maximum(np.minimum(a, b), np.minimum(c, d)), np.minimum(np.maximum(a, b), np.maximum(c, d)))
+def _running_median(aa: np.ndarray, width: int) -> np.ndarray:
+    """Median of every ``width`` (3 or 5) consecutive samples along the last axis (``width - 1`` fewer
+    values): exactly the textbook min/max networks of the shifted slices, with the pairwise minima and
+    maxima shared between neighbouring windows (4 or 8 passes instead of 4 or 10, fewer temporaries)."""
+    mn = np.minimum(aa[..., :-1], aa[..., 1:])
+    mx = np.maximum(aa[..., :-1], aa[..., 1:])
+    if width == 3:  # max(min(a, b), min(max(a, b), c))
+        np.minimum(mx[..., :-1], aa[..., 2:], out=mx[..., :-1])
+        return np.maximum(mn[..., :-1], mx[..., :-1], out=mn[..., :-1])
+    m = aa.shape[-1] - 4
+    lo = np.maximum(mn[..., :m], mn[..., 2 : m + 2])  # max(min(a, b), min(c, d))
+    hi = np.minimum(mx[..., :m], mx[..., 2 : m + 2])  # min(max(a, b), max(c, d))
+    e = aa[..., 4:]
+    t = np.maximum(e, lo)  # median3(e, lo, hi)
+    np.minimum(t, hi, out=t)
+    np.minimum(e, lo, out=lo)
+    return np.maximum(lo, t, out=lo)
+
+
+def _moving_sum(x: np.ndarray, w: int) -> np.ndarray:
+    """Sums of ``w`` consecutive samples (``x.size - w + 1`` of them) from sums over 1, 2, 4, … samples:
+    about log2(w) element-wise additions, each sum from the same samples in the same order wherever it
+    lies in the array (so the result does not depend on how a stream was cut)."""
+    n = x.size - w + 1
+    out: np.ndarray | None = None
+    p, size, off = x, 1, 0
+    while True:
+        if w & size:
+            seg = p[off : off + n]
+            out = seg.copy() if out is None else np.add(out, seg, out=out)
+            off += size
+        if 2 * size > w:
+            break
+        p = p[:-size] + p[size:]
+        size *= 2
+    assert out is not None
+    return out
 
 
 _DEFAULT_DETECTOR = DetectorConfig()
+_EMPTY = np.zeros(0)
+_EMPTY.setflags(write=False)
 
 
 def _cached_plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
@@ -294,12 +331,15 @@ def _plan(fs: float, cfg: DetectorConfig) -> tuple[Any, ...]:
     delay_i = 1.0 + (w - 1) / 2.0 + 0.025 * fs_i + (0.5 * (dk - 1) / k if despike else 0.0)
     for arr in (b, a, zi0):
         arr.setflags(write=False)
-    consts = (np.full(w, 1.0 / w), np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs)
+    consts = (np.arange(-r, r + 1), np.arange(1 - w, 1), woffs, boffs, np.zeros(w - 1))
     for arr in consts:
         arr.setflags(write=False)
-    kernel, roffs, woffs_i, woffs, boffs = consts
-    return (k, fs_i, b, a, zi0, w, kernel, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
-            base_half, mk, woffs, boffs, despike, dk, delay_i)
+    roffs, woffs_i, woffs, boffs, etail0 = consts
+    from scipy.ndimage import maximum_filter1d
+    from scipy.signal import lfilter
+
+    return (k, fs_i, b, a, zi0, w, r, learn, roffs, woffs_i, twave, loc_before, loc_after,
+            base_half, mk, woffs, boffs, despike, dk, delay_i, lfilter, maximum_filter1d, etail0)
 
 
 _plan_lru = lru_cache(maxsize=32)(_plan)
@@ -325,7 +365,6 @@ class BeatDetector:
             self._a,
             self._zi0,
             self.w,
-            self._kernel,
             self.r,
             self.learn,
             self._roffs,
@@ -340,6 +379,9 @@ class BeatDetector:
             self._despike,
             self._dk,
             self._delay_i,
+            self._lfilter,
+            self._maxfilt,
+            self._etail0,
         ) = _cached_plan(self.fs, cfg)
         self._cap = float(cfg.level_cap)
         self._n = 0  # native samples consumed (absolute)
@@ -350,33 +392,33 @@ class BeatDetector:
     def reset(self) -> None:
         """Start a new record at the current sample count (filters, levels and RR history cleared)."""
         self._seg0 = self._n  # absolute native index where this record starts
-        self._rem = np.zeros(0)  # native samples not yet forming a block
+        # (the empty and zero arrays are shared and read-only: every stage replaces, never writes, them)
+        self._rem = _EMPTY  # native samples not yet forming a block
         self._stail: np.ndarray | None = None  # last 2 or 4 native samples (despiking median)
         self._ni = 0  # internal samples produced in this record
         self._ytail: np.ndarray | None = None  # last 2 block means (median3)
         self._zi: np.ndarray | None = None
         self._bptail: np.ndarray | None = None  # last 2 band-passed samples
-        self._etail = np.zeros(self.w - 1)
-        self._env = np.zeros(0)  # envelope from internal index _env0
-        self._ad = np.zeros(0)  # |derivative|, same indices as the envelope
-        self._dtail = np.zeros(self.w - 1)
+        self._etail = self._etail0
+        self._env = _EMPTY  # envelope from internal index _env0
+        self._ad = _EMPTY  # |derivative|, same indices as the envelope
+        self._dtail = self._etail0
         self._env0 = 0
         self._next_cand = 0  # first internal index not yet examined as a candidate
         self._last_cand = -(10**9)
-        self._raw = np.zeros(0)  # native samples from absolute index _raw0
+        self._raw = _EMPTY  # native samples from absolute index _raw0
         self._raw0 = self._n
         self._init = False
         self._spk = 0.0
         self._npk = 0.0
         self._beats_i: list[int] = []  # internal indices of beats (this record; last few kept)
-        self._beat_h: list[float] = []
         self._beat_s: list[float] = []
         self._rr: list[int] = []
         self._rrm = 1.0 * self.fs_i  # mean of the last 8 RR intervals (1 s before there are any)
         self._ref = 0  # search-back reference (last beat or last failed search)
-        self._noise: list[tuple[int, float, float]] = []  # non-beat candidates after the last beat
-        self._pending: list[tuple[int, float, bool]] = []  # accepted, not yet located
-        self._floor: dict[int, float] = {}  # envelope floor around each candidate not yet reported
+        # non-beat candidates after the last beat: (internal index, height, slope, envelope floor)
+        self._noise: list[tuple[int, float, float, float]] = []
+        self._pending: list[tuple[int, float, bool, float]] = []  # accepted, not yet located (+ floor)
         if not hasattr(self, "_info"):
             # (envelope height, confident, mV, height / envelope floor) per reported beat
             self._info: list[tuple[float, bool, float, float]] = []
@@ -445,11 +487,7 @@ class BeatDetector:
                 self._stail = np.full(t, a[0])
             aa = np.concatenate((self._stail, a))
             self._stail = aa[-t:].copy()
-            m = aa.size - t
-            if t == 2:
-                a = _median3(aa[:m], aa[1 : m + 1], aa[2:])
-            else:
-                a = _median5(aa[:m], aa[1 : m + 1], aa[2 : m + 2], aa[3 : m + 3], aa[4:])
+            a = _running_median(aa, self._dk)
         if self._rem.size:
             a = np.concatenate((self._rem, a))
         nb = a.size // k
@@ -457,9 +495,16 @@ class BeatDetector:
         if nb == 0:
             return
         if k > 1:  # element-wise sums (not a BLAS product: its summation order may depend on the position
-            y = a[0 : nb * k : k].copy()  # of a block in the call, and the beats must not depend on chunking)
-            for i in range(1, k):
-                y += a[i : nb * k : k]
+            # of a block in the call, and the beats must not depend on chunking): pairs while k is even
+            y, kk = a[: nb * k], k
+            while kk % 2 == 0:
+                y = y[0::2] + y[1::2]
+                kk //= 2
+            if kk > 1:
+                z = y[0::kk].copy()
+                for i in range(1, kk):
+                    z += y[i::kk]
+                y = z
             y *= 1.0 / k
         else:
             y = a[:nb].copy()
@@ -469,9 +514,7 @@ class BeatDetector:
         yy = np.concatenate((self._ytail, y))
         self._ytail = yy[-2:].copy()
         m = _median3(yy[:-2], yy[1:-1], yy[2:]) if self.config.median else yy[1:-1]
-        from scipy.signal import lfilter
-
-        bp, self._zi = lfilter(self._b, self._a, m, zi=self._zi)
+        bp, self._zi = self._lfilter(self._b, self._a, m, zi=self._zi)
         if self._bptail is None:
             self._bptail = np.array([bp[0], bp[0]])
         bb = np.concatenate((self._bptail, bp))
@@ -484,7 +527,8 @@ class BeatDetector:
         if self.w > 1:
             self._etail = ee[-(self.w - 1) :].copy()
             self._dtail = self._etail if pw == 1.0 else ad[-(self.w - 1) :].copy()
-            env = np.convolve(ee, self._kernel, mode="valid")
+            env = _moving_sum(ee, self.w)
+            env *= 1.0 / self.w
         else:
             env = ee
         ad = ad[self.w - 1 :]
@@ -492,7 +536,7 @@ class BeatDetector:
         self._ad = np.concatenate((self._ad, ad)) if self._ad.size else ad
         self._ni += nb
 
-    def _candidates(self, final: bool) -> list[tuple[int, float, float]]:
+    def _candidates(self, final: bool) -> list[tuple[int, float, float, float]]:
         """Local maxima (±r) of the envelope not yet examined, with their full right context."""
         env, e0, r = self._env, self._env0, self.r
         end = self._ni if final else self._ni - r  # examine internal indices < end
@@ -511,9 +555,7 @@ class BeatDetector:
         if not idx.size:
             return []
         # the largest envelope within ±r of each sample (edges held), O(n) in C
-        from scipy.ndimage import maximum_filter1d
-
-        top = seg[idx] >= maximum_filter1d(seg, 2 * r + 1, mode="nearest")[idx]
+        top = seg[idx] >= self._maxfilt(seg, 2 * r + 1, mode="nearest")[idx]
         idx = idx[top]
         if not idx.size:
             return []
@@ -525,20 +567,19 @@ class BeatDetector:
         around = seg[np.minimum(np.maximum(idx[:, None] + self._roffs[None, :], 0), seg.size - 1)]
         floor = around.min(axis=1).tolist()
         out = []
-        for j, h, sl, fl in zip(idx.tolist(), heights, slopes, floor):
-            p = j + a
-            if p - self._last_cand <= r:
-                continue
-            self._last_cand = p
-            self._floor[p] = fl
-            out.append((p, h, sl))
+        last = self._last_cand
+        for j, h, sl, fl in zip((idx + a).tolist(), heights, slopes, floor):
+            if j - last > r:
+                last = j
+                out.append((j, h, sl, fl))
+        self._last_cand = last
         return out
 
     def _initialise(self) -> None:
         e0 = self._env0
         first = self._env[: max(1, min(self.learn, self._ni) - e0)]
         self._spk = 0.5 * float(first.max()) if first.size else 0.0
-        self._npk = 0.5 * float(first.mean()) if first.size else 0.0
+        self._npk = 0.5 * float(first.sum() / first.size) if first.size else 0.0  # == first.mean()
         self._init = True
 
     def _rr_mean(self) -> float:
@@ -554,23 +595,24 @@ class BeatDetector:
         window = min(self.twave, self.config.twave_rr * self._rr_mean()) if self._rr else self.twave
         return p - self._beats_i[-1] < window and sl < self.config.twave_ratio * self._beat_s[-1]
 
-    def _accept(self, p: int, h: float, sl: float, confident: bool) -> None:
-        if self._beats_i:
-            self._rr.append(p - self._beats_i[-1])
-            if len(self._rr) > 16:
-                del self._rr[:-8]
-            rr = self._rr[-8:]
-            self._rrm = sum(rr) / len(rr)
-        self._beats_i.append(p)
-        self._beat_h.append(h)
+    def _accept(self, p: int, h: float, sl: float, confident: bool, floor: float) -> None:
+        bi = self._beats_i
+        if bi:
+            rr = self._rr
+            rr.append(p - bi[-1])
+            if len(rr) > 16:
+                del rr[:-8]
+            last8 = rr[-8:]
+            self._rrm = sum(last8) / len(last8)
+        bi.append(p)
         self._beat_s.append(sl)
-        if len(self._beats_i) > 4:
-            del self._beats_i[:-2]
-            del self._beat_h[:-2]
+        if len(bi) > 4:
+            del bi[:-2]
             del self._beat_s[:-2]
         self._ref = p
-        self._noise = [c for c in self._noise if c[0] > p]
-        self._pending.append((p, h, confident))
+        if self._noise:
+            self._noise = [c for c in self._noise if c[0] > p]
+        self._pending.append((p, h, confident, floor))
 
     def _deadline(self) -> int:
         return self._ref + int(self.config.searchback_rr * self._rr_mean())
@@ -578,14 +620,15 @@ class BeatDetector:
     def _searchback(self) -> None:
         dl = self._deadline()
         thr2 = self.config.searchback_threshold * self._thr()
-        best: tuple[int, float, float] | None = None
-        for q, g, sl in self._noise:
+        best: tuple[int, float, float, float] | None = None
+        for cand in self._noise:
+            q, g, sl, _ = cand
             if q >= dl:
                 break
             if g > thr2 and not self._is_twave(q, sl) and (best is None or g > best[1]):
-                best = (q, g, sl)
+                best = cand
         if best is not None:
-            self._accept(best[0], best[1], best[2], False)
+            self._accept(best[0], best[1], best[2], False, best[3])
             self._spk = 0.25 * min(best[1], self._cap * self._spk) + 0.75 * self._spk
         else:
             self._ref = dl
@@ -603,17 +646,27 @@ class BeatDetector:
         avail = self._ni if final else self._ni - self.r
         c = self.config
         frac, sb_rr, cap = c.threshold, c.searchback_rr, self._cap
-        for p, h, sl in cands:  # the same tests as _deadline / _thr / _is_twave, inlined (hot loop)
+        tw_ratio, tw_rr, tw_s = c.twave_ratio, c.twave_rr, self.twave
+        for cand in cands:  # the same tests as _deadline / _thr / _is_twave, inlined (hot loop)
+            p, h, sl, fl = cand
             while p >= self._ref + int(sb_rr * self._rrm):
                 self._searchback()
             spk, npk = self._spk, self._npk
-            if h > npk + frac * (spk - npk) and not self._is_twave(p, sl):
-                self._accept(p, h, sl, True)
-                self._spk = 0.125 * min(h, cap * spk) + 0.875 * spk
+            if h > npk + frac * (spk - npk):
+                bi = self._beats_i
+                twave = bool(bi) and (
+                    p - bi[-1] < (min(tw_s, tw_rr * self._rrm) if self._rr else tw_s)
+                    and sl < tw_ratio * self._beat_s[-1]
+                )
             else:
-                self._noise.append((p, h, sl))
+                twave = True
+            if not twave:
+                self._accept(p, h, sl, True, fl)
+                self._spk = 0.125 * (h if h < cap * spk else cap * spk) + 0.875 * spk
+            else:
+                self._noise.append(cand)
                 self._record_noise(p, h)
-                self._npk = 0.125 * min(h, spk) + 0.875 * npk
+                self._npk = 0.125 * (h if h < spk else spk) + 0.875 * npk
         while self._deadline() <= avail:
             self._searchback()
         # trim the envelope: keep what the next candidates' left context needs
@@ -630,57 +683,58 @@ class BeatDetector:
 
     def _locate(self) -> np.ndarray:
         """Place the pending beats on the largest deflection of the raw signal; trim the raw buffer."""
-        out = np.zeros(0, dtype=np.int64)
-        if self._pending:
-            k = self.k
-            est = np.array(
-                [self._seg0 + (p - self._delay_i) * k + (k - 1) / 2.0 for p, _, _ in self._pending]
-            )
-            est = np.round(est).astype(np.int64)
+        pending = self._pending
+        if pending:
+            k, s0, dl, half = self.k, self._seg0, self._delay_i, (self.k - 1) / 2.0
+            est_l = [round(s0 + (p - dl) * k + half) for p, _, _, _ in pending]
+            est = np.array(est_l, dtype=np.int64)
             raw, r0, n = self._raw, self._raw0, self._n
             lo_i, hi_i = max(r0, self._seg0), n - 1
+            e_lo, e_hi = min(est_l), max(est_l)
+            boffs, woffs = self._boffs, self._woffs
             # baseline: the median of ±150 ms around the estimate (every 4 ms)
-            bidx = np.minimum(np.maximum(est[:, None] + self._boffs[None, :], lo_i), hi_i) - r0
+            er = (est - r0)[:, None]
+            if e_lo + int(boffs[0]) >= lo_i and e_hi + int(boffs[-1]) <= hi_i:
+                bidx = er + boffs
+            else:
+                bidx = np.minimum(np.maximum(est[:, None] + boffs, lo_i), hi_i) - r0
             bseg = raw[bidx]
             hm = bseg.shape[1] // 2
             base = np.partition(bseg, hm, axis=1)[:, hm : hm + 1]
             # the search window (with the median's half width on both sides), baseline removed
             mk = self._mk
-            pad = (mk - 1) // 2
-            idx = np.minimum(np.maximum(est[:, None] + self._woffs[None, :], lo_i), hi_i) - r0
-            s = raw[idx] - base
-            if mk > 1:
-                L = s.shape[1] - (mk - 1)
-                sh = [s[:, i : L + i] for i in range(mk)]
-                win = _median3(*sh) if mk == 3 else _median5(*sh)
-            else:
-                win = s
-            j = np.argmax(np.abs(win), axis=1) + pad
-            out = idx[np.arange(len(j)), j] + r0
+            inside = e_lo + int(woffs[0]) >= lo_i and e_hi + int(woffs[-1]) <= hi_i
+            idx = er + woffs if inside else np.minimum(np.maximum(est[:, None] + woffs, lo_i), hi_i) - r0
+            s = raw[idx]
+            s -= base
+            win = _running_median(s, mk) if mk > 1 else s
+            j = np.abs(win).argmax(axis=1)
+            j += (mk - 1) // 2
+            loc = (est + woffs[j] if inside else idx[np.arange(len(j)), j] + r0).tolist()
             amp = (win.max(axis=1) - win.min(axis=1)).tolist()
             # keep order and spacing
             last = self._last_out
             min_gap = int(0.5 * self.config.refractory_s * self.fs)
             kept = []
-            for i, b in enumerate(out.tolist()):
+            info = self._info
+            for b, (_, h, conf, fl), am in zip(loc, pending, amp):
                 if b - last >= min_gap:
                     last = b
                     kept.append(b)
-                    p, h, conf = self._pending[i]
-                    fl = self._floor.get(p, 0.0)
-                    self._info.append((h, conf, amp[i], h / fl if fl > 0 else 999.0))
+                    info.append((h, conf, am, h / fl if fl > 0 else 999.0))
             self._last_out = last
-            if len(self._info) > 8192:
-                del self._info[:-4096]
+            if len(info) > 8192:
+                del info[:-4096]
             out = np.array(kept, dtype=np.int64)
             self._pending = []
-        if self._floor:
-            lo = min([self._ref] + [c[0] for c in self._noise])
-            self._floor = {q: f for q, f in self._floor.items() if q >= lo}
+        else:
+            out = np.zeros(0, dtype=np.int64)
         # raw samples still needed: from the earliest beat that can still be accepted (search back)
         if not self._init:
             return out
-        oldest = min([self._ref, self._next_cand - self.r] + [c[0] for c in self._noise])
+        oldest = min(self._ref, self._next_cand - self.r)
+        if self._noise:  # in index order
+            oldest = min(oldest, self._noise[0][0])
         need = self._seg0 + int((oldest - self._delay_i) * self.k) - self._base_half - self._loc_before - self.k
         need = min(need, self._n)
         if need > self._raw0:
@@ -721,14 +775,16 @@ def summarise_beats(
     candidates), ``amplitudes`` (mV around each beat) and ``signal_ptp_mv`` feed the quality flag.
     """
     cfg = config or _DEFAULT_RHYTHM
-    rp = np.asarray(r_peaks, dtype=np.int64)
-    n = int(rp.size)
-    conf = tuple(bool(c) for c in confident) if confident is not None else (True,) * n
-    times = tuple((t0 + rp / fs).tolist())
-    rr = np.diff(rp) * (1000.0 / fs) if n > 1 else np.zeros(0)
+    pl: list[int] = np.asarray(r_peaks, dtype=np.int64).tolist()
+    n = len(pl)
+    conf = tuple(map(bool, confident)) if confident is not None else (True,) * n
+    times = tuple([t0 + i / fs for i in pl])
+    scale = 1000.0 / fs
     if segments is not None and n > 1:
-        sg = np.asarray(segments)
-        rr = rr[sg[1:] == sg[:-1]]
+        sg = list(segments)
+        rl = [(b - a) * scale for a, b, sa, sb in zip(pl, pl[1:], sg, sg[1:]) if sa == sb]
+    else:
+        rl = [(b - a) * scale for a, b in zip(pl, pl[1:])]
     quality = QUALITY_OK
     snr: float | None = None
     notes_l = list(notes)
@@ -742,9 +798,10 @@ def summarise_beats(
     flat = signal_ptp_mv is not None and signal_ptp_mv < cfg.flat_mv
     if amplitudes is not None and n and _median(amplitudes) < cfg.flat_mv:
         flat = True
+    n_sb = conf.count(False)
     if flat:
         quality = QUALITY_FLAT
-    elif n < cfg.min_beats or rr.size < cfg.min_beats - 1:
+    elif n < cfg.min_beats or len(rl) < cfg.min_beats - 1:
         quality = QUALITY_TOO_FEW_BEATS
     elif prominences is not None and n and _median(prominences) < cfg.min_prominence:
         quality = QUALITY_NOISY
@@ -752,47 +809,48 @@ def summarise_beats(
     elif snr is not None and snr < cfg.min_snr:
         quality = QUALITY_NOISY
         notes_l.append(f"beats stand {snr:.1f}x over the other peaks (< {cfg.min_snr})")
-    elif rr.size and float(rr.min()) < cfg.min_rr_s * 1000.0:
+    elif rl and min(rl) < cfg.min_rr_s * 1000.0:
         quality = QUALITY_NOISY
-        notes_l.append(f"an RR interval of {float(rr.min()):.0f} ms")
-    elif n and conf.count(False) > cfg.max_searchback_share * n:
+        notes_l.append(f"an RR interval of {min(rl):.0f} ms")
+    elif n and n_sb > cfg.max_searchback_share * n:
         quality = QUALITY_NOISY
-        notes_l.append(f"{conf.count(False)} of {n} beats found only by search back")
+        notes_l.append(f"{n_sb} of {n} beats found only by search back")
     ok = quality == QUALITY_OK
     hr = sdnn = rmssd = pnn50 = nrmssd = irr = mx = None
     ectopic = 0
     inst: tuple[float, ...] = ()
-    if ok and rr.size:
-        rl = rr.tolist()
-        mean_rr = sum(rl) / len(rl)
+    if ok and rl:
+        nr = len(rl)
+        mean_rr = sum(rl) / nr
         hr = 60000.0 / mean_rr
-        inst = tuple(60000.0 / v for v in rl)
+        inst = tuple([60000.0 / v for v in rl])
         mx = max(rl)
-        sdnn = math.sqrt(sum((v - mean_rr) ** 2 for v in rl) / (len(rl) - 1)) if len(rl) > 1 else None
-        if rr.size > 1:
+        sdnn = math.sqrt(sum([(v - mean_rr) ** 2 for v in rl]) / (nr - 1)) if nr > 1 else None
+        if nr > 1:
             dl = [b - a for a, b in zip(rl, rl[1:])]
-            rmssd = math.sqrt(sum(v * v for v in dl) / len(dl))
-            pnn50 = sum(1 for v in dl if abs(v) > 50.0) / len(dl)
+            rmssd = math.sqrt(sum([v * v for v in dl]) / len(dl))
+            pnn50 = sum([1 for v in dl if abs(v) > 50.0]) / len(dl)
             nrmssd = rmssd / mean_rr
             med = _median(rl)
             # irregularly irregular: successive differences large at every lag (1–3), so a regular
             # alternation (bigeminy, trigeminy) or an isolated ectopic beat stays low
+            lag1 = _median([abs(v) for v in dl])
             irr = (
                 min(
-                    _median([abs(b - a) for a, b in zip(rl, rl[lag:])])
-                    for lag in range(1, min(3, len(rl) - 1) + 1)
+                    [lag1]
+                    + [_median([abs(b - a) for a, b in zip(rl, rl[lag:])]) for lag in range(2, min(3, nr - 1) + 1)]
                 )
                 / med
             )
             lo_, hi_ = cfg.ectopic_early * med, cfg.ectopic_late * med
-            ectopic = sum(1 for a, b in zip(rl, rl[1:]) if a < lo_ and b > hi_)
+            ectopic = sum([1 for a, b in zip(rl, rl[1:]) if a < lo_ and b > hi_])
     return RhythmResult(
         lead=lead,
         fs=float(fs),
-        r_peaks=tuple(rp.tolist()),
+        r_peaks=tuple(pl),
         beat_times_s=times,
         beat_confident=conf,
-        rr_ms=tuple(rr.tolist()),
+        rr_ms=tuple(rl),
         hr_instant_bpm=inst,
         hr_bpm=hr,
         sdnn_ms=sdnn,
@@ -847,21 +905,22 @@ def analyse(
     (``beat_times_s``). A flat or noisy signal gives ``hr_bpm=None`` with the reason in ``quality``.
     """
     name = canonical_lead(lead)
-    fs = _check_fs(fs)
+    det = BeatDetector(fs=fs, config=detector)  # checks the rate
+    fs = det.fs
     x, ptp = _one_lead(signal)
-    det = BeatDetector(fs=fs, config=detector)
     beats = det._push(x, True)
     info = det.take_beat_info()
+    heights, confident, amplitudes, prominences = zip(*info) if info else ((), (), (), ())
     return summarise_beats(
         beats,
         fs=fs,
         lead=name,
         t0=t0,
-        confident=[i[1] for i in info],
-        heights=[i[0] for i in info],
+        confident=confident,
+        heights=heights,
         noise_heights=[h for _, h in det.take_noise()],
-        amplitudes=[i[2] for i in info],
-        prominences=[i[3] for i in info],
+        amplitudes=amplitudes,
+        prominences=prominences,
         signal_ptp_mv=ptp,
         config=config,
     )
@@ -881,6 +940,10 @@ def choose_rhythm_lead(leads: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------------------------------
 # the stream side: beats across windows, rate events
 # ------------------------------------------------------------------------------------------------------
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
 class RhythmTracker:
     """Beats of one lead of a live stream, kept across windows (a :class:`StreamSession` owns one).
 
@@ -983,19 +1046,21 @@ class RhythmTracker:
         self._run()
         end = self._det.n_samples
         start = end - int(n)
-        bs = [b for b in self._beats if start <= b[0] < end]
-        noise = [h for i, h in self._noise if start <= i < end]
+        # beats and non-beat candidates are kept in index order, all before ``end``
+        bs = self._beats[bisect_left(self._beats, start, key=_first) :]
+        noise = [h for _, h in self._noise[bisect_left(self._noise, start, key=_first) :]]
+        idx, seg, heights, conf, amps, proms = zip(*bs) if bs else ((), (), (), (), (), ())
         return summarise_beats(
-            [b[0] - start for b in bs],
+            [i - start for i in idx],
             fs=self.fs,
             lead=self.lead,
             t0=t_end - n / self.fs,
-            segments=[b[1] for b in bs],
-            confident=[b[3] for b in bs],
-            heights=[b[2] for b in bs],
+            segments=seg,
+            confident=conf,
+            heights=heights,
             noise_heights=noise,
-            amplitudes=[b[4] for b in bs],
-            prominences=[b[5] for b in bs],
+            amplitudes=amps,
+            prominences=proms,
             config=self.config,
         )
 

@@ -115,6 +115,45 @@ def test_stream_chunks_give_whole_record_beats(cpsc: Any, seed: int, max_chunk: 
     assert np.all(np.diff(beats) > 0)  # each beat once, in order
 
 
+@pytest.mark.parametrize("fs_new", [360, 500, 1000])
+def test_stream_chunks_give_whole_record_beats_at_high_rates(mit: Any, fs_new: int) -> None:
+    """Block means of 3, 4 and 8 samples (pairwise sums) and the 3- / 5-sample device median carry their
+    state across chunks: the same beats as the whole record."""
+    from scipy.signal import resample_poly
+
+    x, fs, _ = mit
+    y = resample_poly(x[: int(40 * fs)], fs_new, int(fs)) if fs_new != int(fs) else x[: int(40 * fs)]
+    whole = detect_beats(y, fs=float(fs_new))
+    rng = np.random.default_rng(fs_new)
+    det = BeatDetector(fs=float(fs_new))
+    got, i = [], 0
+    while i < y.size:
+        n = int(rng.integers(1, 3 * fs_new))
+        got.append(det.push(y[i : i + n]))
+        i += n
+    got.append(det.finish())
+    np.testing.assert_array_equal(np.concatenate(got), whole)
+    assert whole.size > 40
+
+
+def test_running_median_and_moving_sum_match_their_definitions() -> None:
+    from kmerl_edge.rhythm import _moving_sum, _running_median
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(301)
+    x[100:110] = 0.5  # ties
+    for width in (3, 5):
+        want = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
+        np.testing.assert_array_equal(_running_median(x, width), want)
+        two = np.stack([x, -x])
+        np.testing.assert_array_equal(_running_median(two, width), np.stack([want, -want]))
+        np.testing.assert_array_equal(_running_median(x[:width], width), want[:1])
+    for w in (1, 2, 3, 5, 10, 12, 13, 25):
+        np.testing.assert_allclose(_moving_sum(x, w), np.convolve(x, np.ones(w), mode="valid"), rtol=0, atol=1e-12)
+        # the same samples give the same sum wherever they lie in the array (stream cut anywhere)
+        np.testing.assert_array_equal(_moving_sum(x, w)[7:], _moving_sum(x[7:], w))
+
+
 def test_gap_splits_the_record_and_no_interval_spans_it(cpsc: Any) -> None:
     x, fs, _ = cpsc
     n = int(30 * fs)

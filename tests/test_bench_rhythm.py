@@ -1,0 +1,27 @@
+"""Beat scoring of ``kmerl-bench rhythm``: references and detections outside the scored range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("wfdb")
+
+from benchmarks.rhythm import _compare  # noqa: E402
+
+
+def test_detection_of_a_reference_just_outside_the_range_is_no_false_positive() -> None:
+    """CPSC-2019 scores [0.5 s, 9.5 s): a beat at 0.494 s detected at 0.528 s is the same beat, not a
+    false positive (nor a true positive); an unmatched detection inside the range still counts."""
+    fs = 500.0
+    ref = np.array([247, 596, 949, 4758])
+    det = np.array([264, 596, 949, 2000, 4748])
+    assert _compare(ref, det, fs, lo=250, hi=4750) == (2, 0, 1)
+
+
+def test_misses_and_false_positives_inside_the_range_count() -> None:
+    fs = 500.0
+    ref = np.array([300, 600, 900])
+    assert _compare(ref, np.array([300, 1200]), fs, lo=0, hi=5000) == (1, 2, 1)
+    assert _compare(ref, np.zeros(0, dtype=np.int64), fs, lo=0, hi=5000) == (0, 3, 0)
+    assert _compare(np.zeros(0, dtype=np.int64), np.array([5, 7000]), fs, lo=0, hi=5000) == (0, 0, 1)
