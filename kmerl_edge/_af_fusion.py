@@ -9,7 +9,7 @@ only implicitly, so a bundle may carry ``af_fusion.json``: a small logistic mode
   normalised RMSSD, coefficient of variation of RR, share of ectopic beats, heart rate, whether the
   beats could be found at all (``rhythm_ok``; when not, the RR features take their training mean so the
   fusion falls back on the model), and the *atrial coherence*: how much of the signal 250–60 ms before
-  each R peak repeats from beat to beat (a P wave does; fibrillatory waves do not), the share of that
+  each R peak (less at fast rates, :func:`atrial_coherence`) repeats from beat to beat (a P wave does; fibrillatory waves do not), the share of that
   segment's power its beat-averaged template keeps (0–1).
 
 The RR features alone are fooled by false beats on a weak lead (a low-amplitude Holter lead I) and by
@@ -43,14 +43,22 @@ AF_FUSION_FILE = "af_fusion.json"
 #: rhythm features, in the order of the fusion's coefficients after the model logit
 RHYTHM_FEATURES = ("rr_irregularity", "pnn50", "nrmssd", "cv_rr", "ectopic_share", "hr_100bpm", "rhythm_ok",
                    "atrial_coherence")
-#: the segment before each R peak that holds the P wave (seconds before the peak: from, to)
+#: the segment before each R peak that holds the P wave (seconds before the peak: from, to); at fast rates
+#: it starts at most :data:`ATRIAL_SEGMENT_RR` of the median RR interval before the peak, so that it does
+#: not reach back into the previous beat's T wave
 ATRIAL_SEGMENT_S = (0.25, 0.06)
+ATRIAL_SEGMENT_RR = 0.35
 
 
 def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int], *, fs: float) -> float:
-    """Share of the power of the segments 250–60 ms before each R peak that their average keeps (0–1):
-    high when every beat has the same P wave, low for fibrillatory waves; NaN with fewer than 3 segments."""
-    a, b = round(ATRIAL_SEGMENT_S[0] * fs), round(ATRIAL_SEGMENT_S[1] * fs)
+    """Share of the power of the segments from min(250 ms, 0.35 × median RR) to 60 ms before each R peak
+    that their average keeps (0–1): high when every beat has the same P wave, low for fibrillatory waves;
+    NaN with fewer than 3 segments."""
+    rp = np.asarray(r_peaks, dtype=np.int64)
+    start_s = ATRIAL_SEGMENT_S[0]
+    if rp.size > 1:
+        start_s = min(start_s, ATRIAL_SEGMENT_RR * float(np.median(np.diff(rp))) / fs)
+    a, b = round(start_s * fs), round(ATRIAL_SEGMENT_S[1] * fs)
     x = np.asarray(signal, dtype=np.float64)
     starts = [int(p) - a for p in r_peaks if int(p) - a >= 0]
     if len(starts) < 3 or a <= b:

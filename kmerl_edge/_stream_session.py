@@ -190,7 +190,7 @@ class StreamSession:
     def _make_detectors(self, rules: tuple[EventRule, ...] | None) -> list[EventDetector]:
         queries = self.classifier.bundle.all_queries()[1]
         if rules is None:
-            fusion = getattr(self.classifier, "af_fusion", None)
+            fusion = getattr(self.bundle_classifier, "af_fusion", None)  # the rule of the bundle that scores
             tuned = fusion.stream_rule(self.config.hop_s) if fusion is not None else None
             rules = (tuned or EventRule(),) if any(c == EventRule.label for _, c in queries) else ()
         out = []

@@ -144,3 +144,13 @@ def test_an_explicit_companion_with_fixed_lead_sets_refuses_others(tmp_path: Pat
         clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
     x = rec12.signal[[rec12.leads.index(x) for x in LIMB]]
     assert np.isfinite(list(clf.predict(x, fs=rec12.fs, leads=LIMB).scores.values())).all()
+
+
+def test_each_default_bundle_ships_a_tuned_af_event_rule_its_sessions_use(clf: ke.Classifier, rec12: ke.Record) -> None:
+    for leads, path in ((rec12.leads, COMPANION), (["I"], STUDENT), (["I", "II"], STUDENT)):
+        s = clf.stream(fs=rec12.fs, leads=leads, synchronous=True)
+        fusion = s.bundle_classifier.af_fusion
+        assert s.bundle_classifier.bundle.path == path and fusion is not None
+        assert "atrial_coherence" in fusion.features and fusion.event_rule is not None
+        assert s._detectors[0].rule == fusion.stream_rule(s.config.hop_s)
+        assert s._detectors[0].rule.min_on_windows * s.config.hop_s >= 10.0  # not a 2-window hair trigger
