@@ -440,15 +440,21 @@ def score_reader(
     chunk_s: float = 60.0,
     piece_s: float = 300.0,
     batch_windows: int = 32,
+    reuse_window_rhythm: bool = True,
 ) -> ScoredWindows:
     """Score every gap-free stretch of ``reader`` (see the module docstring); raises a named error when
-    nothing could be scored."""
+    nothing could be scored.
+
+    A recording of exactly one window (a 10-s strip) whose one window's rhythm was measured on the rhythm
+    lead takes that as the whole recording's rhythm (the same detector on the same samples) instead of
+    detecting its beats twice; ``reuse_window_rhythm=False`` always runs the whole-recording detector."""
     fs, leads, n = float(reader.fs), tuple(reader.leads), int(reader.n_samples)
     clf.check_leads(leads)
     t_start = time.perf_counter()
     piecer = _Piecer(clf, fs, leads, piece_s, batch_windows)
     beats = _Beats(fs, piecer.rhythm_lead)
     chunk = max(piecer.win_n, int(round(chunk_s * fs)))
+    one_window = reuse_window_rhythm and n == piecer.win_n  # the whole-recording beats wait (see below)
     gaps: list[tuple[int, int]] = []
     n_gaps = 0
     missing_n = 0
@@ -468,7 +474,8 @@ def score_reader(
         for s, e, missing in _all_runs(miss):
             if missing:
                 piecer.end()
-                beats.gap(e - s)
+                if not one_window:
+                    beats.gap(e - s)
                 missing_n += e - s
                 if gap_open is None:
                     gap_open = a + s
@@ -481,7 +488,8 @@ def score_reader(
                     gap_open = None
                 piecer.start(a + s)
             piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
-            beats.push(x[piecer.rhythm_row, s:e])
+            if not one_window:
+                beats.push(x[piecer.rhythm_row, s:e])
     if gap_open is not None:
         n_gaps += 1
         if len(gaps) < _MAX_GAPS_LISTED:
@@ -511,6 +519,16 @@ def score_reader(
             f"({coverage.missing_fraction:.0%} of {n / fs:.1f} s missing in {n_gaps} gap(s)); nothing was scored"
         )
     probs = np.concatenate(piecer.probs, axis=0)
+    if one_window:
+        wr = piecer.window_rhythm
+        if not n_gaps and len(wr) == 1 and wr[0].lead == beats.lead \
+                and not np.isnan(reader.read(0, n)[piecer.rhythm_row]).any():
+            record_rhythm = wr[0]
+        else:  # a gap, or the window's rhythm came from another lead: detect on the whole recording
+            beats.push(reader.read(0, n)[piecer.rhythm_row])
+            record_rhythm = beats.result()
+    else:
+        record_rhythm = beats.result()
     used = tuple(lead for lead in leads if any(lead in u for u in piecer.used))
     extra = ("gap",) if n_gaps or lead_missing.any() else ()
     quality = _merge_quality(piecer.qualities, leads, extra)
@@ -547,7 +565,7 @@ def score_reader(
         coverage=coverage,
         notes=tuple(notes),
         latency_ms=(time.perf_counter() - t_start) * 1e3,
-        rhythm=beats.result(),
+        rhythm=record_rhythm,
         window_rhythm=piecer.window_rhythm,
         routes=tuple(piecer.routes),
         leads_given=leads,

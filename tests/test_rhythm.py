@@ -390,3 +390,30 @@ def test_sinus_arrest_is_a_pause_not_invented_beats(mit: Any) -> None:
     det = RateEventDetector(RateEventRule("pause", "max_rr_s", above=True, on=2.5, off=2.0, min_on_windows=1))
     ev = det.update(0, 15.0, 25.0, r)
     assert ev is not None and ev.label == "pause" and ev.value is not None and ev.value > 3.0
+
+
+@pytest.mark.parametrize("name,leads,span", [("00001_hr", ("I",), (0, 5000)), ("00008_hr", ("II", "V2"), (0, 5000)),
+                                             ("data_101_6", ("I", "II"), (2000, 4000)),
+                                             ("mitdb100_120s", ("II",), (0, 3600))])
+def test_a_ten_second_strip_detects_its_beats_once_with_the_same_rhythm(
+    name: str, leads: tuple, span: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-window recording reuses its window's rhythm as the recording's: identical to running the
+    whole-recording detector as well (the shortcut only saves the second pass)."""
+    from kmerl_edge import _scoring
+    from kmerl_edge._io import ArrayReader
+    from kmerl_edge._scoring import score_reader
+
+    pushed: list[int] = []
+    real_push = _scoring._Beats.push
+    monkeypatch.setattr(_scoring._Beats, "push", lambda self, x: (pushed.append(x.size), real_push(self, x))[1])
+    rec = kmerl_edge.read_record(FIX / name)
+    x = rec.signal[[rec.leads.index(lead) for lead in leads], span[0] : span[1]]
+    clf = kmerl_edge.load(companion=False, backend="onnxruntime")
+    fast = score_reader(clf, ArrayReader(x, fs=rec.fs, leads=leads))
+    assert pushed == []  # no second detector pass
+    slow = score_reader(clf, ArrayReader(x, fs=rec.fs, leads=leads), reuse_window_rhythm=False)
+    assert sum(pushed) == x.shape[1]
+    assert x.shape[1] == int(round(10 * rec.fs)) and len(fast.window_rhythm) == 1
+    assert fast.rhythm.to_dict() == slow.rhythm.to_dict() and fast.rhythm.hr_bpm is not None
+    np.testing.assert_array_equal(fast.probs, slow.probs)
