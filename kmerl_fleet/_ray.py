@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from firmware_bridge._mqtt import BrokerConfig
 from kmerl_edge._stream_types import StreamConfig
 
 from ._errors import FleetConfigError
@@ -38,7 +39,7 @@ def ray_module() -> Any:
 class _ShardWorker:
     """What runs inside a shard actor."""
 
-    def __init__(self, url: str, shard: int, n_shards: int, bundle: str | None, backend: str,
+    def __init__(self, url: str | BrokerConfig, shard: int, n_shards: int, bundle: str | None, backend: str,
                  stream: dict[str, Any]) -> None:
         import kmerl_edge
 
@@ -69,7 +70,7 @@ class RayFleet:
     """``n_shards`` shard actors on the Ray cluster at ``address`` (``None``: a local one; ``"auto"``: the
     running cluster). ``start()`` waits until every shard is connected to the broker."""
 
-    def __init__(self, url: str, n_shards: int, *, bundle: str | None = None, backend: str = "auto",
+    def __init__(self, url: str | BrokerConfig, n_shards: int, *, bundle: str | None = None, backend: str = "auto",
                  stream: StreamConfig | None = None, address: str | None = None, num_cpus: float = 1.0) -> None:
         if n_shards < 1:
             raise FleetConfigError(f"a fleet needs at least one shard, got {n_shards}")
