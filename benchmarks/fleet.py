@@ -162,10 +162,32 @@ def _ascending(run: Any, patches: Sequence[int]) -> tuple[int, list[dict[str, An
     return best, runs
 
 
+def _cluster(k: int, cpus_per_node: float) -> Any:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(k):
+        cluster.add_node(num_cpus=cpus_per_node)
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster
+
+
+def _serve_config(k: int) -> Any:
+    from kmerl_fleet._serve import ServeConfig
+
+    # one scorer replica per node at most; as many shards' calls as arrive within 5 ms batched together
+    return ServeConfig(min_replicas=1, max_replicas=k, target_ongoing_requests=2.0, max_batch_size=16,
+                       batch_wait_timeout_s=0.005, num_cpus=1.0)
+
+
 def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int], duration_s: float,
-              nodes: Sequence[int] = (1, 2)) -> dict[str, Any]:
+              nodes: Sequence[int] = (1, 2), inference: Sequence[str] = ("actors", "serve"),
+              gateway: bool = True, autoscale: bool = False, autoscale_patches: int = 200) -> dict[str, Any]:
     """The in-process gateway, then the MQTT + Ray fleet on a local cluster of 1 and 2 worker nodes (one
-    CPU and one shard each)."""
+    shard each), for each way of running the model: ``actors`` (in the shard actor) and ``serve`` (a Ray Serve
+    deployment with ``@serve.batch``, at most one replica per node). With ``autoscale``: the Serve scorer's
+    replica count over time, idle → ``autoscale_patches`` patches → idle."""
     import kmerl_edge
     from kmerl_edge.stream import demo_record_path
 
@@ -175,13 +197,13 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
     out: dict[str, Any] = {"kind": "fleet", "machine": machine_info(threads), "bundle": str(bundle),
                            "load_average_at_start": list(os.getloadavg()), "niceness": os.nice(0),
                            "criterion": "all windows arrived, none dropped, window latency p99 <= 250 ms"}
-    clf = kmerl_edge.load(bundle, backend=backend, threads=threads)
-    best, runs = _ascending(lambda n: bench_gateway(clf, n, duration_s), patches)
-    out["gateway"] = {"max_sustained": best, "runs": runs}
+    if gateway:
+        clf = kmerl_edge.load(bundle, backend=backend, threads=threads)
+        best, runs = _ascending(lambda n: bench_gateway(clf, n, duration_s), patches)
+        out["gateway"] = {"max_sustained": best, "runs": runs, "load_average_after": list(os.getloadavg())}
 
     try:
         import ray
-        from ray.cluster_utils import Cluster
     except ImportError:
         out["status"] = "partial"
         out["reason"] = "Ray is not installed (pip install 'kmerl-edge[fleet]')"
@@ -192,38 +214,117 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
     record = str(demo_record_path())
     proc, url, tmp = _broker()
     try:
-        for k in nodes:
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-            for _ in range(k):
-                cluster.add_node(num_cpus=1)
-            ray.init(address=cluster.address, log_to_driver=False)
-            rf = RayFleet(url, k, bundle=str(bundle), backend=backend,
-                          stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
-            try:
-                best, runs = _ascending(lambda n: bench_fleet_run(url, n, duration_s, record), patches)
-                shard_stats = rf.stats()
-            finally:
-                rf.close()
-                ray.shutdown()
-                cluster.shutdown()
-            out[f"ray_{k}_node"] = {"max_sustained": best, "runs": runs,
-                                    "shards": [{k2: s[k2] for k2 in ("shard", "devices", "mean_batch", "frames",
-                                                                      "ingest_dropped", "worker_busy_s")}
-                                               for s in shard_stats]}
+        for mode in inference:
+            for k in nodes:
+                cluster = _cluster(k, 2.0)  # logical CPUs: a shard and a scorer replica per node
+                rf = RayFleet(url, k, bundle=str(bundle), backend=backend, inference=mode,
+                              serve=_serve_config(k),
+                              stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
+                try:
+                    best, runs = _ascending(lambda n: bench_fleet_run(url, n, duration_s, record), patches)
+                    shard_stats = rf.stats()
+                    scorer = rf.scorer_stats()
+                    replicas = rf.replicas()
+                finally:
+                    rf.close()
+                    ray.shutdown()
+                    cluster.shutdown()
+                key = f"ray_{k}_node" + ("" if mode == "actors" else f"_{mode}")
+                out[key] = {"inference": mode, "nodes": k, "max_sustained": best, "runs": runs,
+                            "load_average_after": list(os.getloadavg()),
+                            "shards": [{k2: s[k2] for k2 in ("shard", "devices", "mean_batch", "frames",
+                                                              "ingest_dropped", "worker_busy_s")}
+                                       for s in shard_stats]}
+                if mode == "serve":
+                    out[key]["scorer"] = scorer
+                    out[key]["replicas_at_end"] = replicas
+        if autoscale:
+            out["autoscale"] = autoscale_timeline(url, bundle, backend, record, autoscale_patches, duration_s)
     finally:
         proc.terminate()
         proc.wait(10)
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    g = out["gateway"]["max_sustained"]
-    one = out.get("ray_1_node", {}).get("max_sustained", 0)
-    two = out.get("ray_2_node", {}).get("max_sustained", 0)
-    out["ratios"] = {"ray_1_node_over_gateway": round(one / g, 3) if g else None,
-                     "scaling_2_over_1_node": round(two / one, 3) if one else None}
+    g = out.get("gateway", {}).get("max_sustained", 0)
+    ratios: dict[str, float | None] = {}
+    for mode in inference:
+        suffix = "" if mode == "actors" else f"_{mode}"
+        one = out.get(f"ray_1_node{suffix}", {}).get("max_sustained", 0)
+        two = out.get(f"ray_2_node{suffix}", {}).get("max_sustained", 0)
+        ratios[f"ray_1_node{suffix}_over_gateway"] = round(one / g, 3) if g and one else None
+        ratios[f"scaling_2_over_1_node{suffix}"] = round(two / one, 3) if one and two else None
+    out["ratios"] = ratios
     out["load_average_at_end"] = list(os.getloadavg())
     out["status"] = "ok"
     return out
+
+
+def autoscale_timeline(url: str, bundle: Path, backend: str, record: str, n_patches: int, load_s: float,
+                       idle_s: float = 25.0, n_shards: int = 4, max_replicas: int = 3) -> dict[str, Any]:
+    """The Serve scorer's replicas, sampled every 0.5 s: idle, then ``n_patches`` patches for ``load_s`` wall
+    seconds (plus the 8-s burst), then idle for ``idle_s``. ``n_shards`` shards (each at most one request in
+    flight) and a low ``target_ongoing_requests`` so that one machine's load is enough to ask for replicas."""
+    import threading
+
+    import ray
+
+    from kmerl_edge._stream_types import StreamConfig
+    from kmerl_fleet._ray import RayFleet
+    from kmerl_fleet._serve import ServeConfig
+
+    cfg = ServeConfig(min_replicas=1, max_replicas=max_replicas, target_ongoing_requests=0.25, max_batch_size=16,
+                      batch_wait_timeout_s=0.005, num_cpus=1.0, upscale_delay_s=2.0, downscale_delay_s=8.0,
+                      metrics_interval_s=0.5, look_back_period_s=2.0)
+    cluster = _cluster(1, float(max_replicas + 1))
+    rf = RayFleet(url, n_shards, bundle=str(bundle), backend=backend, inference="serve", serve=cfg,
+                  num_cpus=1.0 / n_shards, stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
+    timeline: list[dict[str, Any]] = []
+    phase = {"now": "idle"}
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            try:
+                reps = rf.replicas()
+            except Exception as exc:  # noqa: BLE001 - a failed sample is recorded, not fatal
+                reps = {"error": 1}
+                _ = exc
+            timeline.append({"t": round(time.monotonic() - t0, 1), "phase": phase["now"],
+                             "running": reps.get("RUNNING", 0), "states": reps})
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    run: dict[str, Any] = {}
+    try:
+        time.sleep(3.0)
+        phase["now"] = "load"
+        run = bench_fleet_run(url, n_patches, load_s, record)
+        phase["now"] = "idle after"
+        time.sleep(idle_s)
+    finally:
+        stop.set()
+        th.join(5)
+        scorer = rf.scorer_stats()
+        rf.close()
+        ray.shutdown()
+        cluster.shutdown()
+
+    def running(ph: str) -> list[int]:
+        return [int(r["running"]) for r in timeline if r["phase"] == ph]
+
+    peak = max(timeline, key=lambda r: int(r["running"])) if timeline else {"t": None, "phase": None, "running": 0}
+    load_t = [r["t"] for r in timeline if r["phase"] == "load"]
+    return {"config": {**cfg.autoscaling(), "shards": n_shards, "patches": n_patches, "load_s": load_s,
+                       "idle_s": idle_s},
+            "replicas_idle_before": max(running("idle") or [0]),
+            "replicas_max_under_load": max(running("load") or [0]),
+            "replicas_at_end": (running("idle after") or [0])[-1],
+            "replicas_peak": int(peak["running"]), "peak_at_s": peak["t"], "peak_phase": peak["phase"],
+            "load_from_s": load_t[0] if load_t else None, "load_to_s": load_t[-1] if load_t else None,
+            "run": run, "scorer": scorer, "timeline": timeline,
+            "load_average_after": list(os.getloadavg())}
 
 
 def fleet_markdown(res: dict[str, Any]) -> str:
@@ -233,7 +334,8 @@ def fleet_markdown(res: dict[str, Any]) -> str:
              f"{res.get('load_average_at_start')}, niceness {res.get('niceness')}", "",
              "| configuration | patches | real time | latency median ms | p99 ms | windows | dropped/missing |",
              "| --- | ---: | :---: | ---: | ---: | ---: | ---: |"]
-    for key in ("gateway", "ray_1_node", "ray_2_node"):
+    keys = ["gateway"] + sorted(k for k in res if k.startswith("ray_") and isinstance(res[k], dict))
+    for key in keys:
         part = res.get(key)
         if not part:
             continue
@@ -244,8 +346,21 @@ def fleet_markdown(res: dict[str, Any]) -> str:
                          f"{r.get('latency_ms_median', r.get('error', ''))} | {r.get('latency_ms_p99', '')} | "
                          f"{windows} | {lost} |")
         lines.append(f"| **{key} max sustained** | **{part['max_sustained']}** | | | | | |")
+    for key in keys:
+        if res.get(key, {}).get("scorer"):
+            lines += ["", f"{key}: Serve scorer {res[key]['scorer']}, replicas at end {res[key].get('replicas_at_end')}"]
     if "ratios" in res:
         lines += ["", f"ratios: {res['ratios']}"]
+    a = res.get("autoscale")
+    if a:
+        lines += ["", "### Serve autoscaling (replicas sampled every 0.5 s)", "",
+                  f"config: {a['config']}", "",
+                  f"replicas idle before: {a['replicas_idle_before']}, max under load: "
+                  f"{a['replicas_max_under_load']}, peak {a.get('replicas_peak')} at {a.get('peak_at_s')} s "
+                  f"(load from {a.get('load_from_s')} to {a.get('load_to_s')} s), at the end of the idle period after: {a['replicas_at_end']}; "
+                  f"the load run: real time {a['run'].get('real_time')}, p99 {a['run'].get('latency_ms_p99')} ms", "",
+                  "timeline (s: phase running): " + ", ".join(
+                      f"{r['t']}: {r['phase']} {r['running']}" for r in a["timeline"][::4])]
     if res.get("reason"):
         lines += ["", f"note: {res['reason']}"]
     return "\n".join(lines) + "\n"

@@ -65,3 +65,42 @@ def test_ray_fleet_survives_a_worker_node_killed_midstream() -> None:
         assert not lis.events(d, "gap")
         res = lis.results(d)
         assert [r["index"] for r in res] == list(range(len(res)))
+
+
+@pytest.mark.slow
+def test_ray_fleet_scores_through_a_serve_deployment() -> None:
+    """``inference="serve"``: shards preprocess, the autoscaled KmerlScorer deployment (``@serve.batch``)
+    runs the model; results are the same windows, scored, as with in-actor inference."""
+    pytest.importorskip("ray.serve")
+    from ray.cluster_utils import Cluster
+
+    from kmerl_fleet._serve import ServeConfig
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=4)
+    ray.init(address=cluster.address, log_to_driver=False)
+    broker = Broker().start()
+    fleet = rf = lis = None
+    try:
+        rf = RayFleet(broker.url, 2, bundle=BUNDLE, backend="onnxruntime", inference="serve",
+                      serve=ServeConfig(min_replicas=1, max_replicas=2, num_cpus=1)).start()
+        assert rf.replicas().get("RUNNING", 0) >= 1
+        lis = Listener(broker.url)
+        fleet = _fleet(broker.url, devices=4, seconds=30.0, speed=10.0).start()
+        assert fleet.wait(30)
+        assert _wait(lambda: all(any(r["t_end"] >= 30.0 for r in lis.results(d)) for d in fleet.device_ids), 30)
+        assert rf.scorer_stats()["batches"] > 0, "the windows were scored by the Serve deployment"
+    finally:
+        if fleet is not None:
+            fleet.close()
+        if rf is not None:
+            rf.close()
+        if lis is not None:
+            lis.close()
+        broker.close()
+        ray.shutdown()
+        cluster.shutdown()
+    for d in fleet.device_ids:
+        res = lis.results(d)
+        assert [r["t_end"] for r in res] == [10.0 + 2.0 * k for k in range(11)]
+        assert all(not r["skipped"] and r["scores"] for r in res), [r["reason"] for r in res if r["skipped"]]
