@@ -95,11 +95,22 @@ class _Listener:
         self.client.loop_stop()
 
 
-def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) -> dict[str, Any]:
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str,
+                    cpu: Any = None) -> dict[str, Any]:
     """N patches publishing for ``duration_s`` wall seconds (after an 8-s burst) to fleet shards already
     serving ``url``; returns latency and completeness."""
     from firmware_bridge._mqtt import MqttFleetConfig, MqttPatchFleet
 
+    cpu0 = cpu() if cpu is not None else None
     lis = _Listener(url)
     burst = 10.0 - HOP_S
     seconds = burst + duration_s
@@ -114,6 +125,15 @@ def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) ->
     wall = time.monotonic() - t0
     fleet.close()
     lis.close()
+    cpu_use: dict[str, Any] = {}
+    if cpu is not None and cpu0 is not None:  # CPU seconds used by each part during the run, not wall shares
+        cpu1 = cpu()
+        cpu_use = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
+        shard_s = cpu_use.get("shards", 0.0)
+        cpu_use["wall_s"] = round(wall, 2)
+        # what one core fully given to shards would carry at this per-patch cost (the load generator, broker
+        # and listener excluded: they are measured apart)
+        cpu_use["patches_per_shard_core"] = round(n_patches * wall / shard_s, 1) if shard_s > 0 else None
     lat: list[float] = []
     missing = 0
     skipped: dict[str, int] = defaultdict(int)
@@ -145,6 +165,7 @@ def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str) ->
         "frames_published": fleet.stats["published"],
         "frames_not_sent": fleet.stats["not_sent"],
         "real_time": bool(ok),
+        **({"cpu_s": cpu_use} if cpu_use else {}),
     }
 
 
@@ -162,13 +183,31 @@ def _ascending(run: Any, patches: Sequence[int]) -> tuple[int, list[dict[str, An
     return best, runs
 
 
-def _cluster(k: int, cpus_per_node: float) -> Any:
+def pin_plan(n_cpus: int | None = None) -> tuple[set[int], list[int]] | None:
+    """``--pin``: the load side (patch simulator, listener, broker, Ray head) on core 0, worker nodes on the
+    other cores in turn (on a 2-core machine every node shares core 1). ``None`` with fewer than 2 cores."""
+    cores = sorted(os.sched_getaffinity(0)) if n_cpus is None else list(range(n_cpus))
+    if len(cores) < 2:
+        return None
+    return {cores[0]}, cores[1:]
+
+
+def _cluster(k: int, cpus_per_node: float, node_cores: list[int] | None = None) -> Any:
+    """A head (no CPUs) and ``k`` worker nodes; with ``node_cores`` node ``i`` (its raylet and every worker it
+    starts: they inherit the affinity of the process that spawned them) runs on core
+    ``node_cores[i % len(node_cores)]`` only."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(k):
-        cluster.add_node(num_cpus=cpus_per_node)
+    mine = os.sched_getaffinity(0)
+    try:
+        for i in range(k):
+            if node_cores:
+                os.sched_setaffinity(0, {node_cores[i % len(node_cores)]})
+            cluster.add_node(num_cpus=cpus_per_node)
+    finally:
+        os.sched_setaffinity(0, mine)
     ray.init(address=cluster.address, log_to_driver=False)
     return cluster
 
@@ -183,11 +222,13 @@ def _serve_config(k: int) -> Any:
 
 def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int], duration_s: float,
               nodes: Sequence[int] = (1, 2), inference: Sequence[str] = ("actors", "serve"),
-              gateway: bool = True, autoscale: bool = False, autoscale_patches: int = 200) -> dict[str, Any]:
+              gateway: bool = True, autoscale: bool = False, autoscale_patches: int = 200,
+              pin: bool = False) -> dict[str, Any]:
     """The in-process gateway, then the MQTT + Ray fleet on a local cluster of 1 and 2 worker nodes (one
     shard each), for each way of running the model: ``actors`` (in the shard actor) and ``serve`` (a Ray Serve
     deployment with ``@serve.batch``, at most one replica per node). With ``autoscale``: the Serve scorer's
-    replica count over time, idle → ``autoscale_patches`` patches → idle."""
+    replica count over time, idle → ``autoscale_patches`` patches → idle. With ``pin`` (:func:`pin_plan`): the
+    load side on core 0, the nodes (and the in-process gateway) on the other cores."""
     import kmerl_edge
     from kmerl_edge.stream import demo_record_path
 
@@ -197,10 +238,22 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
     out: dict[str, Any] = {"kind": "fleet", "machine": machine_info(threads), "bundle": str(bundle),
                            "load_average_at_start": list(os.getloadavg()), "niceness": os.nice(0),
                            "criterion": "all windows arrived, none dropped, window latency p99 <= 250 ms"}
+    plan = pin_plan() if pin else None
+    if pin:
+        out["pinning"] = ({"load_cores": sorted(plan[0]), "node_cores": plan[1]} if plan
+                          else "not pinned: fewer than 2 cores")
+    mine = os.sched_getaffinity(0)
     if gateway:
         clf = kmerl_edge.load(bundle, backend=backend, threads=threads)
-        best, runs = _ascending(lambda n: bench_gateway(clf, n, duration_s), patches)
+        if plan:  # the gateway process on the nodes' cores: the same compute as one node
+            os.sched_setaffinity(0, set(plan[1]))
+        try:
+            best, runs = _ascending(lambda n: bench_gateway(clf, n, duration_s), patches)
+        finally:
+            os.sched_setaffinity(0, mine)
         out["gateway"] = {"max_sustained": best, "runs": runs, "load_average_after": list(os.getloadavg())}
+    if plan:
+        os.sched_setaffinity(0, plan[0])  # this process is the load side: simulator and listener
 
     try:
         import ray
@@ -213,15 +266,25 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
 
     record = str(demo_record_path())
     proc, url, tmp = _broker()
+    if plan:
+        os.sched_setaffinity(proc.pid, plan[0])
     try:
         for mode in inference:
             for k in nodes:
-                cluster = _cluster(k, 2.0)  # logical CPUs: a shard and a scorer replica per node
+                # logical CPUs: a shard and a scorer replica per node
+                cluster = _cluster(k, 2.0, plan[1] if plan else None)
                 rf = RayFleet(url, k, bundle=str(bundle), backend=backend, inference=mode,
                               serve=_serve_config(k),
                               stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
+
+                def cpu(rf: Any = rf) -> dict[str, float]:
+                    return {"shards": sum(rf.cpu_seconds()), "broker": _proc_cpu_s(proc.pid),
+                            "simulator_and_listener": time.process_time()}
+
                 try:
-                    best, runs = _ascending(lambda n: bench_fleet_run(url, n, duration_s, record), patches)
+                    # a short run first, discarded: the shards' first windows pay imports and backend warm-up
+                    out.setdefault("warmups", {})[f"{mode}_{k}"] = bench_fleet_run(url, 10, 2.0, record)["real_time"]
+                    best, runs = _ascending(lambda n: bench_fleet_run(url, n, duration_s, record, cpu), patches)
                     shard_stats = rf.stats()
                     scorer = rf.scorer_stats()
                     replicas = rf.replicas()
@@ -241,6 +304,7 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
         if autoscale:
             out["autoscale"] = autoscale_timeline(url, bundle, backend, record, autoscale_patches, duration_s)
     finally:
+        os.sched_setaffinity(0, mine)
         proc.terminate()
         proc.wait(10)
         import shutil
@@ -314,7 +378,8 @@ def autoscale_timeline(url: str, bundle: Path, backend: str, record: str, n_patc
     def running(ph: str) -> list[int]:
         return [int(r["running"]) for r in timeline if r["phase"] == ph]
 
-    peak = max(timeline, key=lambda r: int(r["running"])) if timeline else {"t": None, "phase": None, "running": 0}
+    peak: dict[str, Any] = (max(timeline, key=lambda r: int(r["running"])) if timeline
+                            else {"t": None, "phase": None, "running": 0})
     load_t = [r["t"] for r in timeline if r["phase"] == "load"]
     return {"config": {**cfg.autoscaling(), "shards": n_shards, "patches": n_patches, "load_s": load_s,
                        "idle_s": idle_s},

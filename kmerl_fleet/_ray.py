@@ -63,6 +63,10 @@ class _ShardWorker:
         ctx = ray.get_runtime_context()
         return {"node_id": ctx.get_node_id(), "shard": self.shard.config.shard, "started": self.started}
 
+    def cpu_s(self) -> float:
+        """CPU seconds this shard's process has used (all its threads: MQTT, decoding, inference)."""
+        return time.process_time()
+
     def scorer_stats(self) -> dict[str, Any]:
         from ._serve import APP, DEPLOYMENT, serve_module
 
@@ -169,6 +173,11 @@ class RayFleet:
         """Which node each shard runs on."""
         ray = ray_module()
         return list(ray.get([a.where.remote() for a in self.actors], timeout=60))
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds used so far by each shard actor's process."""
+        ray = ray_module()
+        return [float(x) for x in ray.get([a.cpu_s.remote() for a in self.actors], timeout=60)]
 
     def stats(self) -> list[dict[str, Any]]:
         ray = ray_module()

@@ -20,6 +20,8 @@ from typing import Any
 
 from kmerl_edge._errors import KmerlError
 
+from ._errors import FleetConfigError
+
 __all__ = ["build_parser", "main"]
 
 
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="run the shards as actors on this Ray cluster ('auto': the one running here; "
                         "'local': start one in this process)")
+    p.add_argument("--inference", choices=("actors", "serve"), default="actors",
+                   help="with Ray: run the model in the shard actors (default: measured faster here, docs/fleet.md) "
+                        "or in an autoscaled Ray Serve deployment with @serve.batch")
+    p.add_argument("--serve-replicas", default="1:2", metavar="MIN:MAX",
+                   help="with --inference serve: scorer replicas, autoscaled between MIN and MAX (default 1:2)")
     p.add_argument("--shards", type=int, default=None,
                    help="number of shards (default: 1 without Ray, 2 with Ray)")
     p.add_argument("--shard", type=int, default=0, help="without Ray: which shard this process serves")
@@ -59,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         broker = broker_config(args.mqtt, **broker_options(args))
         if args.ray_address is None:
+            if args.inference != "actors":
+                raise FleetConfigError("--inference serve needs Ray: --ray-address auto (or local)")
             import kmerl_edge
 
             from ._shard import FleetShard, ShardConfig
@@ -76,11 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = shard.gateway_stats()
         else:
             from ._ray import RayFleet
+            from ._serve import ServeConfig
 
             n = args.shards or 2
             address = None if args.ray_address == "local" else args.ray_address
-            rf = RayFleet(broker, n, bundle=args.bundle, backend=args.backend, stream=stream,
-                          address=address).start()
+            try:
+                lo, hi = (int(v) for v in args.serve_replicas.split(":"))
+            except ValueError:
+                raise FleetConfigError(f"--serve-replicas is MIN:MAX, got {args.serve_replicas!r}") from None
+            rf = RayFleet(broker, n, bundle=args.bundle, backend=args.backend, stream=stream, address=address,
+                          inference=args.inference, serve=ServeConfig(min_replicas=lo, max_replicas=hi)).start()
             print(f"kmerl-edge fleet: {n} shards on Ray serving {broker.display}", file=sys.stderr, flush=True)
             try:
                 stop.wait(args.duration)

@@ -104,3 +104,55 @@ def test_ray_fleet_scores_through_a_serve_deployment() -> None:
         res = lis.results(d)
         assert [r["t_end"] for r in res] == [10.0 + 2.0 * k for k in range(11)]
         assert all(not r["skipped"] and r["scores"] for r in res), [r["reason"] for r in res if r["skipped"]]
+
+
+def test_serve_batch_scores_each_request_as_a_direct_call_would(capsys: pytest.CaptureFixture[str]) -> None:
+    """What a scorer replica does with one ``@serve.batch`` of requests from several shards: one backend call
+    per lead set, each request's rows back in its order, equal to scoring each request alone."""
+    import numpy as np
+
+    import kmerl_edge
+    from kmerl_edge._leads import lead_ids
+    from kmerl_fleet._errors import FleetConfigError
+    from kmerl_fleet._serve import ServeConfig, ServeScoredClassifier, _score_requests
+
+    clf = kmerl_edge.load(BUNDLE, backend="onnxruntime")
+    win = clf.bundle.preprocess_config.window_samples
+    rng = np.random.default_rng(0)
+    reqs = [(rng.standard_normal((n, len(leads), win)).astype(np.float32), lead_ids(leads), {})
+            for n, leads in ((3, ("I",)), (2, ("I", "II")), (1, ("I",)), (4, ("II",)))]
+    calls: list[int] = []
+    run = clf.run_windows
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(clf, name)
+
+        def run_windows(self, x: np.ndarray, ids: np.ndarray, **kw: object) -> np.ndarray:
+            calls.append(len(x))
+            return run(x, ids, **kw)
+
+    out = _score_requests(Counting(), reqs)
+    assert sorted(calls) == [2, 4, 4], "the two one-lead-I requests share one backend call"
+    for (x, ids, _), got in zip(reqs, out):
+        assert np.allclose(got, run(x, ids), atol=1e-6)
+
+    class Handle:  # what a DeploymentHandle call returns: .result(timeout_s=...)
+        def remote(self, x: np.ndarray, ids: np.ndarray, kw: dict[str, object]) -> object:
+            res = _score_requests(clf, [(x, ids, kw)])[0]
+            return type("R", (), {"result": lambda self, timeout_s=None: res})()
+
+    proxy = ServeScoredClassifier(clf, Handle())
+    assert proxy.bundle is clf.bundle
+    assert np.allclose(proxy.run_windows(reqs[0][0], reqs[0][1]), run(reqs[0][0], reqs[0][1]), atol=1e-6)
+    with pytest.raises(FleetConfigError):
+        ServeConfig(min_replicas=3, max_replicas=2)
+    with pytest.raises(FleetConfigError, match="inference"):
+        RayFleet("mqtt://127.0.0.1:1883", 1, inference="gpu")
+    from kmerl_fleet.cli import main
+
+    assert main(["--mqtt", "mqtt://127.0.0.1:1", "--inference", "serve"]) == 2
+    assert "needs Ray" in capsys.readouterr().err
+    assert main(["--mqtt", "mqtt://127.0.0.1:1", "--ray-address", "auto", "--inference", "serve",
+                 "--serve-replicas", "2"]) == 2
+    assert "MIN:MAX" in capsys.readouterr().err
