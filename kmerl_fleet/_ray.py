@@ -23,6 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from firmware_bridge._mqtt import BrokerConfig
+from kmerl_edge._errors import KmerlError
 from kmerl_edge._stream_types import StreamConfig
 
 from ._errors import FleetConfigError
@@ -55,10 +56,16 @@ class _ShardWorker:
             handle = serve_module().get_deployment_handle(DEPLOYMENT, app_name=APP)
             clf = ServeScoredClassifier(clf, handle, request_timeout_s)
         cfg = ShardConfig(url, shard=shard, n_shards=n_shards, stream=StreamConfig(**stream))
-        self.shard = FleetShard(clf, cfg).start()
         self.started = time.time()
+        self.error: Exception | None = None
+        try:
+            self.shard = FleetShard(clf, cfg).start()
+        except KmerlError as exc:  # a refused login, a TLS mistake: kept and raised by where(), whose error
+            self.error = exc  # carries the exception itself (a failed constructor only gives Ray a message)
 
     def where(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
         ray = ray_module()
         ctx = ray.get_runtime_context()
         return {"node_id": ctx.get_node_id(), "shard": self.shard.config.shard, "started": self.started}
@@ -80,29 +87,25 @@ class _ShardWorker:
         return [x for s in self.shard.gateway.sessions.values() for x in s.latencies()]
 
     def close(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"shard": None, "error": str(self.error)}
         self.shard.close()
         return self.stats()
 
 
 def _kmerl_cause(exc: BaseException) -> BaseException | None:
-    """The project's error that made a Ray task or actor fail, if any (Ray wraps it)."""
-    from kmerl_edge._errors import KmerlError
-
+    """The project's error that made a Ray task fail, if any: Ray raises a ``RayTaskError`` that holds the
+    original exception as ``cause``."""
     seen: BaseException | None = exc
     for _ in range(6):
         if seen is None:
             return None
-        if isinstance(seen, KmerlError):
+        cause = getattr(seen, "cause", None)
+        if isinstance(cause, KmerlError):
+            return cause
+        if isinstance(seen, KmerlError) and cause is None:
             return seen
-        inner = getattr(seen, "cause", None) or getattr(seen, "creation_task_error", None) or seen.__cause__
-        if inner is None and hasattr(seen, "as_instanceof_cause"):
-            try:
-                inner = seen.as_instanceof_cause()
-                if inner is seen:
-                    inner = None
-            except Exception:  # noqa: BLE001
-                inner = None
-        seen = inner
+        seen = cause if isinstance(cause, BaseException) else seen.__cause__
     return None
 
 
@@ -149,7 +152,10 @@ class RayFleet:
             ray.get([a.where.remote() for a in self.actors], timeout=timeout)
         except Exception as exc:
             cause = _kmerl_cause(exc)
-            self.close()
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - the start error is the one to report
+                pass
             if cause is not None:  # a shard's named error (a refused login, a TLS mistake): say it as it is
                 raise cause from None
             raise

@@ -156,3 +156,25 @@ def test_serve_batch_scores_each_request_as_a_direct_call_would(capsys: pytest.C
     assert main(["--mqtt", "mqtt://127.0.0.1:1", "--ray-address", "auto", "--inference", "serve",
                  "--serve-replicas", "2"]) == 2
     assert "MIN:MAX" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_fleet_with_a_wrong_password_raises_the_named_error() -> None:
+    """A shard actor whose broker login is refused: ``RayFleet.start`` raises the shard's own
+    ``BrokerAuthError`` (not Ray's wrapper, not a timeout)."""
+    pytest.importorskip("cryptography")
+    from _mosquitto import SecureBroker
+
+    from firmware_bridge._errors import BrokerAuthError
+    from firmware_bridge._mqtt import broker_config
+
+    b = SecureBroker({"kmerl-gateway": "gw"}).start()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        bad = broker_config(b.url, username="kmerl-gateway", password="bad", ca_file=str(b.pki["ca"]))
+        with pytest.raises(BrokerAuthError, match="refused the connection") as exc:
+            RayFleet(bad, 1, bundle=BUNDLE, backend="onnxruntime").start(timeout=60)
+        assert type(exc.value) is BrokerAuthError and "bad" not in str(exc.value)
+    finally:
+        ray.shutdown()
+        b.close()
