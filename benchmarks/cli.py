@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoscale", action="store_true",
                    help="also record the Serve scorer's replicas over time: idle, load, idle")
     p.add_argument("--autoscale-patches", type=int, default=200, help="patches of the autoscaling load (default 200)")
+    p.add_argument("--tls", action="store_true",
+                   help="the broker with TLS, a password per account and the per-device ACL (docs/fleet.md)")
     p.add_argument("--pin", action="store_true",
                    help="pin the load side (simulator, listener, broker) to core 0 and the Ray worker nodes (and "
                         "the gateway baseline) to the other cores (taskset-style CPU affinity)")
@@ -288,7 +290,8 @@ def _fleet(a: argparse.Namespace) -> dict[str, Any]:
 
     return run_fleet(_bundle_path(a.bundle), backend=a.backend, threads=a.threads, patches=a.patches,
                      duration_s=a.duration, nodes=a.nodes, inference=a.inference, gateway=not a.no_gateway,
-                     autoscale=a.autoscale, autoscale_patches=a.autoscale_patches, pin=a.pin)
+                     autoscale=a.autoscale, autoscale_patches=a.autoscale_patches, pin=a.pin,
+                     tls=a.tls)
 
 
 def _accuracy(a: argparse.Namespace) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,32 @@ FS = 200.0
 HOP_S = 2.0
 
 
-def _broker() -> Any:
-    """A Mosquitto on a free loopback port for the run (the same helper the tests use)."""
+@dataclass(frozen=True)
+class Wire:
+    """How each party reaches the broker: devices (``url`` with ``device_password``, ``{device}`` their id,
+    and ``ca``), the shards (``gateway``) and the listener (``monitor``). Plain: everything is ``url``."""
+
+    url: str
+    gateway: Any = None
+    monitor: Any = None
+    device_password: str | None = None
+    ca: str | None = None
+
+    def shards(self) -> Any:
+        return self.gateway or self.url
+
+    def listener(self) -> Any:
+        return self.monitor or self.url
+
+
+def _wire(w: str | Wire) -> Wire:
+    return w if isinstance(w, Wire) else Wire(w)
+
+
+def _broker(tls_devices: Sequence[str] = ()) -> Any:
+    """A Mosquitto on a free loopback port for the run (the same helper the tests use). With
+    ``tls_devices``: TLS, a password per account and the per-device ACL of docs/fleet.md (``kmerl-gateway``
+    for the shards, ``kmerl-monitor`` for the listener, each device as itself)."""
     import shutil
     import socket
     import subprocess
@@ -48,8 +73,22 @@ def _broker() -> Any:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     d = Path(tempfile.mkdtemp(prefix="kmerl-bench-mosquitto-"))
-    (d / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                              "log_dest none\nmax_queued_messages 1000000\n")
+    wire: str | Wire = f"mqtt://127.0.0.1:{port}"
+    if tls_devices:
+        from firmware_bridge._mqtt import broker_config
+
+        from ._mqtt_security import make_pki, secure_broker_conf
+
+        pki = make_pki(d)
+        users = {"kmerl-gateway": "gw-bench", "kmerl-monitor": "mon-bench", **{x: f"pw-{x}" for x in tls_devices}}
+        (d / "m.conf").write_text(secure_broker_conf(d, port, users, pki, extra="max_queued_messages 1000000\n"))
+        url = f"mqtts://127.0.0.1:{port}"
+        ca = str(pki["ca"])
+        wire = Wire(url, broker_config(url, username="kmerl-gateway", password="gw-bench", ca_file=ca),
+                    broker_config(url, username="kmerl-monitor", password="mon-bench", ca_file=ca), "pw-{device}", ca)
+    else:
+        (d / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                                  "log_dest none\nmax_queued_messages 1000000\n")
     proc = subprocess.Popen([exe, "-c", str(d / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
@@ -57,11 +96,11 @@ def _broker() -> Any:
                 break
         except OSError:
             time.sleep(0.05)
-    return proc, f"mqtt://127.0.0.1:{port}", d
+    return proc, wire, d
 
 
 class _Listener:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: Any) -> None:
         import json
         import threading
 
@@ -70,7 +109,7 @@ class _Listener:
         host, port = parse_mqtt_url(url)
         self.got: dict[str, list[tuple[float, float, bool, str | None]]] = defaultdict(list)
         ready = threading.Event()
-        c = mqtt_client(f"kmerl-bench-listener-{os.getpid()}")
+        c = mqtt_client(f"kmerl-bench-listener-{os.getpid()}", url)
 
         def on_connect(client: Any, *_: Any) -> None:
             client.subscribe("kmerl/v1/+/results", qos=1)
@@ -104,17 +143,19 @@ def _proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def bench_fleet_run(url: str, n_patches: int, duration_s: float, record: str,
+def bench_fleet_run(url: str | Wire, n_patches: int, duration_s: float, record: str,
                     cpu: Any = None) -> dict[str, Any]:
     """N patches publishing for ``duration_s`` wall seconds (after an 8-s burst) to fleet shards already
     serving ``url``; returns latency and completeness."""
     from firmware_bridge._mqtt import MqttFleetConfig, MqttPatchFleet
 
     cpu0 = cpu() if cpu is not None else None
-    lis = _Listener(url)
+    wire = _wire(url)
+    lis = _Listener(wire.listener())
     burst = 10.0 - HOP_S
     seconds = burst + duration_s
-    fleet = MqttPatchFleet(MqttFleetConfig(url=url, record=record, leads=("I",), fs=FS, devices=n_patches,
+    fleet = MqttPatchFleet(MqttFleetConfig(url=wire.url, password=wire.device_password, ca_file=wire.ca,
+                                           record=record, leads=("I",), fs=FS, devices=n_patches,
                                            prefix=f"b{n_patches}", seconds=seconds, loop=True,
                                            frame_samples=50, burst_s=burst, lead_s=2.0, info_every_s=60.0,
                                            stagger_s=HOP_S))
@@ -223,7 +264,7 @@ def _serve_config(k: int) -> Any:
 def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int], duration_s: float,
               nodes: Sequence[int] = (1, 2), inference: Sequence[str] = ("actors", "serve"),
               gateway: bool = True, autoscale: bool = False, autoscale_patches: int = 200,
-              pin: bool = False) -> dict[str, Any]:
+              pin: bool = False, tls: bool = False) -> dict[str, Any]:
     """The in-process gateway, then the MQTT + Ray fleet on a local cluster of 1 and 2 worker nodes (one
     shard each), for each way of running the model: ``actors`` (in the shard actor) and ``serve`` (a Ray Serve
     deployment with ``@serve.batch``, at most one replica per node). With ``autoscale``: the Serve scorer's
@@ -265,7 +306,10 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
     from kmerl_fleet._ray import RayFleet
 
     record = str(demo_record_path())
-    proc, url, tmp = _broker()
+    sizes = sorted({*patches, 10, autoscale_patches})
+    proc, url, tmp = _broker([f"b{n}-{i}" for n in sizes for i in range(n)] if tls else ())
+    out["wire"] = ("TLS 1.2+ with a password per account and the per-device ACL (docs/fleet.md)" if tls
+                   else "plain TCP, anonymous")
     if plan:
         os.sched_setaffinity(proc.pid, plan[0])
     try:
@@ -273,7 +317,7 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
             for k in nodes:
                 # logical CPUs: a shard and a scorer replica per node
                 cluster = _cluster(k, 2.0, plan[1] if plan else None)
-                rf = RayFleet(url, k, bundle=str(bundle), backend=backend, inference=mode,
+                rf = RayFleet(_wire(url).shards(), k, bundle=str(bundle), backend=backend, inference=mode,
                               serve=_serve_config(k),
                               stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
 
@@ -324,7 +368,7 @@ def run_fleet(bundle: Path, *, backend: str, threads: int, patches: Sequence[int
     return out
 
 
-def autoscale_timeline(url: str, bundle: Path, backend: str, record: str, n_patches: int, load_s: float,
+def autoscale_timeline(url: str | Wire, bundle: Path, backend: str, record: str, n_patches: int, load_s: float,
                        idle_s: float = 25.0, n_shards: int = 4, max_replicas: int = 3) -> dict[str, Any]:
     """The Serve scorer's replicas, sampled every 0.5 s: idle, then ``n_patches`` patches for ``load_s`` wall
     seconds (plus the 8-s burst), then idle for ``idle_s``. ``n_shards`` shards (each at most one request in
@@ -341,7 +385,7 @@ def autoscale_timeline(url: str, bundle: Path, backend: str, record: str, n_patc
                       batch_wait_timeout_s=0.005, num_cpus=1.0, upscale_delay_s=2.0, downscale_delay_s=8.0,
                       metrics_interval_s=0.5, look_back_period_s=2.0)
     cluster = _cluster(1, float(max_replicas + 1))
-    rf = RayFleet(url, n_shards, bundle=str(bundle), backend=backend, inference="serve", serve=cfg,
+    rf = RayFleet(_wire(url).shards(), n_shards, bundle=str(bundle), backend=backend, inference="serve", serve=cfg,
                   num_cpus=1.0 / n_shards, stream=StreamConfig(hop_s=HOP_S, queue_size=4096, max_batch=128)).start()
     timeline: list[dict[str, Any]] = []
     phase = {"now": "idle"}
@@ -396,7 +440,8 @@ def fleet_markdown(res: dict[str, Any]) -> str:
     """A table: configuration × patches → sustained, latency median / p99, windows."""
     lines = ["## Fleet: patches sustained in real time (1 lead, 200 Hz, 2-s hop)", "",
              f"criterion: {res.get('criterion', '')}; load average at start "
-             f"{res.get('load_average_at_start')}, niceness {res.get('niceness')}", "",
+             f"{res.get('load_average_at_start')}, niceness {res.get('niceness')}; wire: {res.get('wire', '?')}; "
+             f"pinning: {res.get('pinning', 'none')}", "",
              "| configuration | patches | real time | latency median ms | p99 ms | windows | dropped/missing |",
              "| --- | ---: | :---: | ---: | ---: | ---: | ---: |"]
     keys = ["gateway"] + sorted(k for k in res if k.startswith("ray_") and isinstance(res[k], dict))
