@@ -171,3 +171,20 @@ def test_broker_urls_and_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Any)
     with pytest.raises(BridgeConfigError, match=r"mqtts://HOST") as exc:
         broker_config("https://u:secret@h")
     assert "secret" not in str(exc.value)
+
+
+def test_the_documented_acl_is_the_tested_one() -> None:
+    """docs/fleet.md's ACL (comments aside) is exactly the one the broker in these tests enforces."""
+    import re
+    from pathlib import Path
+
+    from _mosquitto import FLEET_ACL
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
+    block = re.search(r"```\n# /etc/mosquitto/kmerl\.acl.*?\n(.*?)```", doc, re.S)
+    assert block is not None
+
+    def rules(text: str) -> list[str]:
+        return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+    assert rules(block.group(1)) == rules(FLEET_ACL)
