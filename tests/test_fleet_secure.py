@@ -188,3 +188,61 @@ def test_the_documented_acl_is_the_tested_one() -> None:
         return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
     assert rules(block.group(1)) == rules(FLEET_ACL)
+
+
+def test_the_documented_broker_config_starts_and_enforces_logins(tmp_path: Any) -> None:
+    """docs/fleet.md's Mosquitto configuration, its paths and ports pointed at a temporary directory, starts
+    a broker that takes a password login over TLS on one listener and a client certificate on the other, and
+    refuses a wrong password."""
+    import os
+    import pwd
+    import re
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    from _mosquitto import _free_port, make_pki, mosquitto_binary
+
+    from benchmarks._mqtt_security import mosquitto_password_line
+
+    exe = mosquitto_binary()
+    if exe is None:
+        pytest.skip("mosquitto is not installed")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
+    conf = re.search(r"```\n# /etc/mosquitto/conf\.d/kmerl\.conf\n(.*?)```", doc, re.S).group(1)
+    acl = re.search(r"```\n# /etc/mosquitto/kmerl\.acl.*?\n(.*?)```", doc, re.S).group(1)
+    pki = make_pki(tmp_path, ("patch-0",))
+    (tmp_path / "kmerl.acl").write_text(acl)
+    (tmp_path / "kmerl.passwd").write_text(mosquitto_password_line("kmerl-gateway", "gw") + "\n")
+    p1, p2 = _free_port(), _free_port()
+    files = {"/etc/mosquitto/kmerl.passwd": tmp_path / "kmerl.passwd", "/etc/mosquitto/kmerl.acl": tmp_path / "kmerl.acl",
+             "/etc/mosquitto/certs/ca.pem": pki["ca"], "/etc/mosquitto/certs/broker.pem": pki["server_cert"],
+             "/etc/mosquitto/certs/broker.key": pki["server_key"]}
+    for doc_path, real in files.items():
+        conf = conf.replace(doc_path, str(real))
+    conf = conf.replace("listener 8883", f"listener {p1} 127.0.0.1").replace("listener 8884", f"listener {p2} 127.0.0.1")
+    assert "/etc/" not in conf
+    (tmp_path / "m.conf").write_text(f"user {pwd.getpwuid(os.getuid()).pw_name}\nlog_dest none\n{conf}")
+    proc = subprocess.Popen([exe, "-c", str(tmp_path / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", p2), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        ca = str(pki["ca"])
+        ok = broker_config(f"mqtts://127.0.0.1:{p1}", username="kmerl-gateway", password="gw", ca_file=ca)
+        _client(ok, "gw").disconnect()
+        cert = broker_config(f"mqtts://127.0.0.1:{p2}", ca_file=ca, cert_file=str(pki["patch-0_cert"]),
+                             key_file=str(pki["patch-0_key"]))
+        _client(cert, "kmerl-device-patch-0").disconnect()
+        with pytest.raises(BrokerAuthError):
+            _client(broker_config(f"mqtts://127.0.0.1:{p1}", username="kmerl-gateway", password="no", ca_file=ca),
+                    "gw2")
+    finally:
+        proc.terminate()
+        proc.wait(5)
