@@ -152,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="numbers of concurrent patches to try, ascending (default 100,200,400)")
     p.add_argument("--duration", type=float, default=20.0, help="wall seconds per run (default 20)")
     p.add_argument("--nodes", type=_int_list_any, default=(1, 2), help="Ray worker node counts (default 1,2)")
+    p.add_argument("--inference", type=_name_list, default=("actors", "serve"),
+                   help="where the model runs: actors (in the shard), serve (a Ray Serve deployment with "
+                        "@serve.batch); default both, in the same run")
+    p.add_argument("--no-gateway", action="store_true", help="skip the in-process gateway baseline")
+    p.add_argument("--autoscale", action="store_true",
+                   help="also record the Serve scorer's replicas over time: idle, load, idle")
+    p.add_argument("--autoscale-patches", type=int, default=200, help="patches of the autoscaling load (default 200)")
+    p.add_argument("--tls", action="store_true",
+                   help="the broker with TLS, a password per account and the per-device ACL (docs/fleet.md)")
+    p.add_argument("--pin", action="store_true",
+                   help="pin the load side (simulator, listener, broker) to core 0 and the Ray worker nodes (and "
+                        "the gateway baseline) to the other cores (taskset-style CPU affinity)")
     p = sub.add_parser("accuracy", help="zero-shot macro AUC per label set and lead subset")
     _add_common(p)
     _add_accuracy(p)
@@ -277,7 +289,9 @@ def _fleet(a: argparse.Namespace) -> dict[str, Any]:
     from .fleet import run_fleet
 
     return run_fleet(_bundle_path(a.bundle), backend=a.backend, threads=a.threads, patches=a.patches,
-                     duration_s=a.duration, nodes=a.nodes)
+                     duration_s=a.duration, nodes=a.nodes, inference=a.inference, gateway=not a.no_gateway,
+                     autoscale=a.autoscale, autoscale_patches=a.autoscale_patches, pin=a.pin,
+                     tls=a.tls)
 
 
 def _accuracy(a: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,14 @@ pyserial is the ``serial`` extra (``pip install 'kmerl-edge[serial]'``), importe
 
 from ._ascii import AsciiDecoder, AsciiStats, format_ascii_lines
 from ._decoder import DecoderStats, FrameDecoder
-from ._errors import BridgeConfigError, BridgeError, DeviceMismatchError, PortError
+from ._errors import (
+    BridgeConfigError,
+    BridgeError,
+    BrokerAuthError,
+    BrokerConnectionError,
+    DeviceMismatchError,
+    PortError,
+)
 from ._events import (
     DeviceInfo,
     Event,
@@ -76,4 +83,6 @@ __all__ = [
     "BridgeConfigError",
     "PortError",
     "DeviceMismatchError",
+    "BrokerConnectionError",
+    "BrokerAuthError",
 ]

@@ -9,6 +9,8 @@ __all__ = [
     "BridgeConfigError",
     "PortError",
     "DeviceMismatchError",
+    "BrokerConnectionError",
+    "BrokerAuthError",
     "SamplingRateError",
 ]
 
@@ -27,3 +29,15 @@ class PortError(BridgeError, OSError):
 
 class DeviceMismatchError(BridgeError):
     """The device streams a different sampling rate or lead set than the one the caller declared."""
+
+
+class BrokerConnectionError(BridgeError, ConnectionError):
+    """An MQTT broker cannot be reached or its TLS handshake failed (wrong CA, host name, certificate)."""
+
+
+class BrokerAuthError(BrokerConnectionError):
+    """The MQTT broker refused the connection: bad user name or password, or not authorised."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason

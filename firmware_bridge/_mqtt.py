@@ -13,20 +13,23 @@ paho-mqtt is the ``fleet`` extra, imported only when a client is created.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
-from ._errors import BridgeConfigError
+from ._errors import BridgeConfigError, BrokerAuthError, BrokerConnectionError
 from ._protocol import DeviceConfig, FrameEncoder, quantise
 from ._simulate import inject_fault, load_patch_signal
 
 __all__ = [
-    "TOPIC_ROOT", "QOS_FRAMES", "QOS_INFO", "parse_mqtt_url", "mqtt_client", "frames_topic", "info_topic",
+    "TOPIC_ROOT", "QOS_FRAMES", "QOS_INFO", "PASSWORD_ENV", "BrokerConfig", "broker_config", "parse_mqtt_url",
+    "mqtt_client", "connect_client", "add_broker_args", "broker_options", "refusal", "refused_error", "frames_topic", "info_topic",
     "link_topic", "MqttFleetConfig", "MqttPatchFleet",
 ]
 
@@ -51,20 +54,103 @@ def link_topic(device_id: str) -> str:
     return f"{TOPIC_ROOT}/{device_id}/link"
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """``mqtt://HOST[:PORT]`` → (host, port); port 1883 when not given."""
+#: the environment variable a password is read from when a user name is given without one (keeps it out of
+#: the command line and the process list)
+PASSWORD_ENV = "KMERL_MQTT_PASSWORD"
+_QUERY_KEYS = {"ca": "ca_file", "cert": "cert_file", "key": "key_file"}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how to reach an MQTT broker. ``tls``: the connection is TLS (``mqtts://``, port 8883 by
+    default), verified against ``ca_file`` (default: the system's CAs) including the host name; ``cert_file`` /
+    ``key_file``: a client certificate (brokers with ``require_certificate``); ``username`` / ``password``:
+    the broker's password authentication. ``display`` is the URL without the password (for messages)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_file and not self.cert_file:
+            raise BridgeConfigError("an MQTT client key needs its certificate (cert=... / --mqtt-cert)")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            raise BridgeConfigError("CA and client certificates are for TLS: use an mqtts:// URL")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise BridgeConfigError(f"MQTT TLS {name.replace('_file', '')} file not found: {path}")
+
+    @property
+    def display(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+    def for_device(self, device_id: str) -> BrokerConfig:
+        """The same broker with ``{device}`` in the user name and password replaced by ``device_id`` (a
+        simulated fleet where every device logs in as itself, as per-device ACLs expect)."""
+        def fill(v: str | None) -> str | None:
+            return v.replace("{device}", device_id) if v else v
+
+        return replace(self, username=fill(self.username), password=fill(self.password))
+
+
+def broker_config(url: str | BrokerConfig, *, username: str | None = None, password: str | None = None,
+                  ca_file: str | None = None, cert_file: str | None = None,
+                  key_file: str | None = None) -> BrokerConfig:
+    """``mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/...][?ca=FILE&cert=FILE&key=FILE]`` (a path is ignored:
+    the stream source uses it for the device id) and options, which win over the URL. A user name without a
+    password takes the password from ``$KMERL_MQTT_PASSWORD`` when set."""
+    if isinstance(url, BrokerConfig):
+        base = url
+    else:
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise BridgeConfigError(f"an MQTT broker is given as mqtt://HOST[:PORT] or mqtts://HOST[:PORT], "
+                                    f"got {_redact(url)!r}")
+        try:
+            port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise BridgeConfigError(f"bad port in {_redact(url)!r}") from None
+        q = parse_qs(u.query, keep_blank_values=True)
+        unknown = sorted(set(q) - set(_QUERY_KEYS))
+        if unknown:
+            raise BridgeConfigError(f"unknown MQTT URL parameter(s) {', '.join(unknown)} (known: ca, cert, key)")
+        files = {_QUERY_KEYS[k]: v[-1] for k, v in q.items()}
+        base = BrokerConfig(u.hostname, port, tls=u.scheme == "mqtts",
+                            username=unquote(u.username) if u.username else None,
+                            password=unquote(u.password) if u.password is not None else None, **files)
+    user = username if username is not None else base.username
+    pw = password if password is not None else base.password
+    if user and pw is None:
+        pw = os.environ.get(PASSWORD_ENV)
+    if pw is not None and not user:
+        raise BridgeConfigError("an MQTT password needs a user name")
+    return replace(base, username=user, password=pw, ca_file=ca_file or base.ca_file,
+                   cert_file=cert_file or base.cert_file, key_file=key_file or base.key_file)
+
+
+def _redact(url: str) -> str:
     u = urlparse(url)
-    if u.scheme != "mqtt" or not u.hostname:
-        raise BridgeConfigError(f"an MQTT broker is given as mqtt://HOST[:PORT], got {url!r}")
-    try:
-        port = u.port or 1883
-    except ValueError:
-        raise BridgeConfigError(f"bad port in {url!r}") from None
-    return u.hostname, port
+    if u.password is None:
+        return url
+    return url.replace(f":{u.password}@", ":***@", 1)
 
 
-def mqtt_client(client_id: str) -> Any:
-    """A paho-mqtt 2.x client (MQTT 3.1.1, clean session), or an error naming the ``fleet`` extra."""
+def parse_mqtt_url(url: str | BrokerConfig) -> tuple[str, int]:
+    """``mqtt[s]://HOST[:PORT]`` → (host, port); port 1883 (8883 for ``mqtts``) when not given."""
+    b = broker_config(url)
+    return b.host, b.port
+
+
+def mqtt_client(client_id: str, broker: str | BrokerConfig | None = None) -> Any:
+    """A paho-mqtt 2.x client (MQTT 3.1.1, clean session), with TLS and credentials when ``broker`` asks for
+    them, or an error naming the ``fleet`` extra."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError:  # pragma: no cover - depends on the install
@@ -73,7 +159,120 @@ def mqtt_client(client_id: str) -> Any:
                     clean_session=True)
     c.reconnect_delay_set(min_delay=0.2, max_delay=2)  # type: ignore[arg-type]
     c.max_queued_messages_set(1000)
+    if broker is not None:
+        b = broker_config(broker)
+        if b.username:
+            c.username_pw_set(b.username, b.password)
+        if b.tls:
+            import ssl
+
+            try:
+                c.tls_set(ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file,
+                          cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (ssl.SSLError, ValueError) as exc:
+                raise BridgeConfigError(f"MQTT TLS files of {b.display} unusable: {exc}") from None
     return c
+
+
+def refusal(rc: Any) -> str | None:
+    """The broker's reason when a CONNACK ``rc`` (paho ``ReasonCode``) refuses the connection, else ``None``."""
+    return str(rc) if getattr(rc, "is_failure", False) else None
+
+
+def refused_error(broker: BrokerConfig, reason: str) -> BrokerAuthError:
+    hint = ""
+    if "user name or password" in reason.lower() or "not authori" in reason.lower():
+        hint = (" (check the user name and password, the broker's password file and ACL; "
+                f"the password can come from ${PASSWORD_ENV})")
+    return BrokerAuthError(f"the MQTT broker at {broker.display} refused the connection: {reason}{hint}", reason)
+
+
+def connect_client(c: Any, broker: BrokerConfig, *, timeout: float = 10.0, keepalive: int = 10,
+                   what: str = "the broker") -> None:
+    """Connect ``c`` (callbacks set; its ``on_connect`` must not be replaced later) and start its network
+    thread; return when the broker accepted the connection. Named errors instead of a hang: a TLS handshake
+    that fails (:class:`BrokerConnectionError`, at once), a refusal (:class:`BrokerAuthError`, at once), no
+    broker within ``timeout`` (:class:`BrokerConnectionError`). A broker that is down at first is retried."""
+    import ssl
+    import threading
+
+    done = threading.Event()
+    result: dict[str, str | None] = {}
+    user_on_connect = c.on_connect
+
+    def on_connect(client: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+        if not done.is_set():
+            result["refused"] = refusal(rc)
+            done.set()
+        if user_on_connect is not None:
+            user_on_connect(client, u, f, rc, p)
+
+    user_on_disconnect = c.on_disconnect
+
+    def on_disconnect(client: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+        if not done.is_set():
+            result["closed"] = str(rc)
+            done.set()
+        if user_on_disconnect is not None:
+            user_on_disconnect(client, u, f, rc, p)
+
+    c.on_connect = on_connect
+    c.on_disconnect = on_disconnect
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            c.connect(broker.host, broker.port, keepalive=keepalive)
+            break
+        except ssl.SSLError as exc:
+            raise BrokerConnectionError(f"TLS with {what} at {broker.display} failed: "
+                                        f"{getattr(exc, 'verify_message', None) or exc.reason or exc}") from None
+        except OSError as exc:
+            last = exc
+            if time.monotonic() >= deadline:
+                raise BrokerConnectionError(f"could not connect to {what} at {broker.display} within "
+                                            f"{timeout:g} s: {exc}") from None
+            time.sleep(0.2)
+    c.loop_start()
+    if not done.wait(max(0.1, deadline - time.monotonic())):
+        c.loop_stop()
+        raise BrokerConnectionError(f"{what} at {broker.display} did not answer within {timeout:g} s"
+                                    + (f" ({last})" if last else ""))
+    c.on_disconnect = user_on_disconnect
+    if "closed" in result:
+        c.loop_stop()
+        hint = ("a broker that requires a client certificate closes the connection without one: --mqtt-cert/"
+                "--mqtt-key" if broker.tls else "is it a TLS listener? then use mqtts://")
+        raise BrokerConnectionError(f"{what} at {broker.display} closed the connection before accepting it "
+                                    f"({result['closed']}; {hint})")
+    reason = result.get("refused")
+    if reason is not None:
+        c.loop_stop()
+        try:
+            c.disconnect()
+        except Exception:  # noqa: BLE001 - already refused
+            pass
+        raise refused_error(broker, reason)
+
+
+def add_broker_args(p: Any) -> None:
+    """``--mqtt-username/--mqtt-password/--mqtt-ca/--mqtt-cert/--mqtt-key`` on an argparse parser."""
+    p.add_argument("--mqtt-username", default=None, metavar="USER",
+                   help="broker user name (or USER@ in the URL); the password comes from --mqtt-password, "
+                        f"the URL or ${PASSWORD_ENV}")
+    p.add_argument("--mqtt-password", default=None, metavar="PW",
+                   help=f"broker password (prefer ${PASSWORD_ENV}: a command line is visible to other users)")
+    p.add_argument("--mqtt-ca", default=None, metavar="FILE",
+                   help="with mqtts://: CA certificate(s) the broker's certificate is verified against "
+                        "(default: the system's)")
+    p.add_argument("--mqtt-cert", default=None, metavar="FILE", help="with mqtts://: client certificate (PEM)")
+    p.add_argument("--mqtt-key", default=None, metavar="FILE", help="with mqtts://: the client certificate's key")
+
+
+def broker_options(args: Any) -> dict[str, str | None]:
+    """The options of :func:`add_broker_args` as keyword arguments of :func:`broker_config`."""
+    return {"username": args.mqtt_username, "password": args.mqtt_password, "ca_file": args.mqtt_ca,
+            "cert_file": args.mqtt_cert, "key_file": args.mqtt_key}
 
 
 def valid_device_id(device_id: str) -> bool:
@@ -106,9 +305,23 @@ class MqttFleetConfig:
     burst_s: float = 0.0  #: device seconds sent at once at the start (benchmarks: fill the first window)
     stagger_s: float = 0.0  #: devices start at random wall offsets in [0, stagger_s) (real fleets are not in step)
     seed: int = 0
+    #: broker credentials and TLS files (override the URL's); ``{device}`` in the user name or password is each
+    #: device's id. A password without a user name: every device logs in as its own id (per-device ACLs)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def broker(self) -> BrokerConfig:
+        b = broker_config(self.url, ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+        user = self.username or b.username
+        if self.password and not user:
+            user = "{device}"
+        return broker_config(b, username=user, password=self.password)
 
     def __post_init__(self) -> None:
-        parse_mqtt_url(self.url)
+        self.broker()
         if self.devices < 1:
             raise BridgeConfigError(f"--devices must be >= 1, got {self.devices}")
         if not self.speed > 0:
@@ -145,6 +358,8 @@ class MqttPatchFleet:
         self._connected: dict[str, threading.Event] = {}
         self._retry: dict[str, float] = {}
         self._away: set[str] = set()  #: devices disconnected on purpose (fault injection)
+        self.broker = config.broker()
+        self._errors: dict[str, BrokerConnectionError] = {}  #: TLS failures and refusals, per device
         self.publish_times: dict[str, dict[int, float]] = {d: {} for d in self.device_ids}
         self.stats: dict[str, int] = {"frames": 0, "published": 0, "dropped": 0, "corrupted": 0,
                                       "while_disconnected": 0, "disconnects": 0, "not_sent": 0}
@@ -157,13 +372,17 @@ class MqttPatchFleet:
     def _connect(self, device_id: str, dev: DeviceConfig) -> Any:
         """A client driven by this fleet's one thread (no network thread per device: ``publish`` writes
         at once, :meth:`_service` reads acknowledgements, pings and reconnects)."""
-        c = mqtt_client(f"kmerl-device-{device_id}")
+        broker = self.broker.for_device(device_id)
+        c = mqtt_client(f"kmerl-device-{device_id}", broker)
         info = FrameEncoder(dev, first_seq=0).device_info(0)
         ready = self._connected.setdefault(device_id, threading.Event())
         c.will_set(link_topic(device_id), b"offline", qos=QOS_INFO, retain=True)
 
         def on_connect(client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-            if not rc.is_failure:
+            reason = refusal(rc)
+            if reason is not None:
+                self._errors[device_id] = refused_error(broker, reason)
+            else:
                 # announced on every (re)connect: a broker restarted without persistence forgets retained ones
                 client.publish(info_topic(device_id), info, qos=QOS_INFO, retain=True)
                 client.publish(link_topic(device_id), b"online", qos=QOS_INFO, retain=True)
@@ -183,12 +402,17 @@ class MqttPatchFleet:
         if now < self._retry.get(device_id, 0.0):
             return
         self._retry[device_id] = now + 0.2
-        host, port = parse_mqtt_url(self.config.url)
+        import ssl
+
         try:
             if first:
-                c.connect(host, port, keepalive=10)
+                c.connect(self.broker.host, self.broker.port, keepalive=10)
             else:
                 c.reconnect()
+        except ssl.SSLError as exc:
+            self._errors[device_id] = BrokerConnectionError(
+                f"TLS with the broker at {self.broker.display} failed for device {device_id}: "
+                f"{getattr(exc, 'verify_message', None) or exc.reason or exc}")
         except OSError:
             pass
 
@@ -218,10 +442,15 @@ class MqttPatchFleet:
             self._clients[d] = self._connect(d, dev)
         deadline = time.monotonic() + timeout
         while not all(e.is_set() for e in self._connected.values()):
+            if self._errors:  # a TLS failure or a refusal does not go away by waiting
+                err = next(iter(self._errors.values()))
+                self.close()
+                raise err
             if time.monotonic() > deadline:
                 missing = [d for d, e in self._connected.items() if not e.is_set()]
                 self.close()
-                raise BridgeConfigError(f"device {missing[0]} could not connect to {self.config.url}")
+                raise BrokerConnectionError(f"device {missing[0]} could not connect to {self.broker.display} "
+                                            f"within {timeout:g} s")
             self._service(0.01)
         self._thread = threading.Thread(target=self.run, name="kmerl-mqtt-patches", daemon=True)
         self._thread.start()

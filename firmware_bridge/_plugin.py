@@ -23,7 +23,7 @@ _VP = "virtual-patch://"
 def is_serial(spec: str) -> bool:
     """A pyserial URL, a character device, or a name that looks like a serial port."""
     if "://" in spec:
-        return not spec.startswith(("synthetic:", _VP, "mqtt://"))  # mqtt: the fleet package's source
+        return not spec.startswith(("synthetic:", _VP, "mqtt://", "mqtts://"))  # mqtt: the fleet package's source
     try:
         st = os.stat(spec)
     except OSError:

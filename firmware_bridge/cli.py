@@ -54,8 +54,10 @@ def _build() -> argparse.ArgumentParser:
                    help="stream at once instead of waiting for a reader (what is sent before one attaches is lost, "
                         "and reported)")
     s.add_argument("--mqtt", default=None, metavar="URL",
-                   help="publish frames to an MQTT broker (mqtt://HOST:1883) instead of a pty: "
-                        "kmerl/v1/<device>/frames (extra 'fleet'; docs/fleet.md)")
+                   help="publish frames to an MQTT broker (mqtt://HOST:1883, or mqtts://[USER[:PW]@]HOST:8883 "
+                        "for TLS) instead of a pty: kmerl/v1/<device>/frames (extra 'fleet'; docs/fleet.md). "
+                        "A password without a user name: each device logs in as its own id; '{device}' in "
+                        "either is replaced by the device id")
     s.add_argument("--devices", type=int, default=1, help="with --mqtt: this many patches, each from its own offset")
     s.add_argument("--prefix", default="patch", help="with --mqtt: device ids are PREFIX-0, PREFIX-1, ...")
     s.add_argument("--disconnect-after", type=float, default=None, metavar="S",
@@ -65,6 +67,9 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--disconnect-devices", type=int, default=1, metavar="N")
     s.add_argument("--stagger", type=float, default=0.0, metavar="S",
                    help="with --mqtt: devices start at random times within S wall seconds (default 0)")
+    from ._mqtt import add_broker_args
+
+    add_broker_args(s)
 
     d = sub.add_parser("dump", help="print decoded frames and fault counters of a port")
     _common = (p, s, d)
@@ -130,12 +135,13 @@ def _simulate_mqtt(args: argparse.Namespace) -> int:
         frame_samples=args.frame_samples, lsb_pv=int(round(args.lsb_uv * 1e6)), drop_rate=args.drop_rate,
         corrupt_rate=args.corrupt_rate, disconnect_after_s=args.disconnect_after,
         disconnect_for_s=args.disconnect_for, disconnect_devices=args.disconnect_devices, seed=args.seed,
-        stagger_s=args.stagger,
+        stagger_s=args.stagger, username=args.mqtt_username, password=args.mqtt_password, ca_file=args.mqtt_ca,
+        cert_file=args.mqtt_cert, key_file=args.mqtt_key,
     )
     fleet = MqttPatchFleet(cfg)
     signal.signal(signal.SIGTERM, lambda *_: fleet.stop())
     fleet.start()
-    print(f"{cfg.devices} patch(es) publishing to {cfg.url} as {fleet.device_ids[0]}"
+    print(f"{cfg.devices} patch(es) publishing to {fleet.broker.display} as {fleet.device_ids[0]}"
           + (f" .. {fleet.device_ids[-1]}" if cfg.devices > 1 else ""), flush=True)
     try:
         while not fleet.wait(0.5):

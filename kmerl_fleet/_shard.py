@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge._decoder import FrameDecoder
-from firmware_bridge._mqtt import TOPIC_ROOT, mqtt_client, parse_mqtt_url, valid_device_id
+from firmware_bridge._mqtt import (
+    TOPIC_ROOT,
+    BrokerConfig,
+    broker_config,
+    connect_client,
+    mqtt_client,
+    valid_device_id,
+)
 from kmerl_edge._jsonout import dumps
 from kmerl_edge._source import DeviceInfo, Gap, LeadStatus, LinkStatus, SampleBlock
 from kmerl_edge._stream_errors import DeviceChangedError
@@ -50,7 +57,10 @@ def shard_of(device_id: str, n_shards: int) -> int:
 
 @dataclass(frozen=True)
 class ShardConfig:
-    url: str
+    """``url``: the broker, ``mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][?ca=&cert=&key=]`` or a
+    :class:`BrokerConfig` (TLS and credentials, ``docs/fleet.md``)."""
+
+    url: str | BrokerConfig
     shard: int = 0
     n_shards: int = 1
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -59,9 +69,13 @@ class ShardConfig:
     resume_wait_s: float = 0.5  #: how long a new session waits for the device's retained last result
 
     def __post_init__(self) -> None:
-        parse_mqtt_url(self.url)
+        broker_config(self.url)
         if not 0 <= self.shard < self.n_shards:
             raise FleetConfigError(f"shard {self.shard} is not in 0..{self.n_shards - 1}")
+
+    @property
+    def broker(self) -> BrokerConfig:
+        return broker_config(self.url)
 
 
 @dataclass
@@ -102,21 +116,22 @@ class FleetShard:
 
     # ------------------------------------------------------------------ MQTT
     def start(self, timeout: float = 10.0) -> FleetShard:
-        host, port = parse_mqtt_url(self.config.url)
-        c = mqtt_client(f"kmerl-fleet-shard-{self.config.shard}-of-{self.config.n_shards}-{id(self):x}")
+        broker = self.config.broker
+        c = mqtt_client(f"kmerl-fleet-shard-{self.config.shard}-of-{self.config.n_shards}-{id(self):x}", broker)
         c.max_queued_messages_set(0)  # results queue while the broker is away (QoS 1), bounded by memory
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self._client = c
-        c.connect_async(host, port, keepalive=10)
-        c.loop_start()
+        try:  # TLS failure, refused credentials, no broker: a named error (BrokerConnectionError / AuthError)
+            connect_client(c, broker, timeout=timeout, what=f"fleet shard {self.config.shard}")
+        except Exception:
+            self._client = None
+            self.gateway.close(1.0)
+            raise
         self._thread = threading.Thread(target=self._run, name=f"kmerl-fleet-shard-{self.config.shard}",
                                         daemon=True)
         self._thread.start()
-        if not self._connected.wait(timeout):
-            self.kill()
-            raise FleetConfigError(f"could not connect to the broker at {self.config.url} within {timeout:g} s")
         return self
 
     def _on_connect(self, client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:

@@ -1,12 +1,14 @@
 """One device's frames from an MQTT broker as a runtime stream source (``mqtt`` kind):
 
     kmerl-edge stream --source mqtt://broker:1883/patch-17
+    kmerl-edge stream --source 'mqtts://monitor@broker:8883/patch-17?ca=/etc/kmerl/ca.pem'   # TLS + login
 
 subscribes to ``kmerl/v1/patch-17/frames`` (QoS 0) and decodes them with the firmware bridge's
 :class:`FrameDecoder`: :class:`SampleBlock`, :class:`Gap` (what was lost, from sequence numbers and
 timestamps), :class:`LeadStatus`, :class:`DeviceInfo`; :class:`LinkStatus` when the broker connection is lost
 or back. The device's retained ``info`` is read first, so its rate and leads are known before samples come.
-Registered through the ``kmerl_edge.sources`` entry point (``kmerl_fleet._source:register``).
+TLS and credentials go in the URL (``mqtts://``, ``USER[:PASSWORD]@``, ``?ca=FILE&cert=FILE&key=FILE``;
+a user name without a password takes it from ``$KMERL_MQTT_PASSWORD``). Registered through the ``kmerl_edge.sources`` entry point (``kmerl_fleet._source:register``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 from firmware_bridge._decoder import FrameDecoder
-from firmware_bridge._mqtt import TOPIC_ROOT, mqtt_client, parse_mqtt_url, valid_device_id
+from firmware_bridge._mqtt import TOPIC_ROOT, broker_config, connect_client, mqtt_client, valid_device_id
 from kmerl_edge._source import BaseSource, LinkStatus, Message
 
 from ._errors import FleetConfigError
@@ -26,15 +28,17 @@ __all__ = ["MqttSource", "is_mqtt", "open_mqtt", "register"]
 
 
 def is_mqtt(spec: str) -> bool:
-    return spec.startswith("mqtt://")
+    return spec.startswith(("mqtt://", "mqtts://"))
 
 
 def _split(spec: str) -> tuple[str, str]:
     u = urlparse(spec)
     device = unquote(u.path.lstrip("/"))
     if not valid_device_id(device):
-        raise FleetConfigError(f"an MQTT source names one device: mqtt://HOST[:PORT]/DEVICE_ID, got {spec!r}")
-    return f"mqtt://{u.netloc}", device
+        shown = broker_config(spec).display if u.scheme in ("mqtt", "mqtts") and u.hostname else spec
+        raise FleetConfigError(f"an MQTT source names one device: mqtt[s]://HOST[:PORT]/DEVICE_ID, "
+                               f"got {shown}{u.path}")
+    return urlunparse((u.scheme, u.netloc, "", "", u.query, "")), device
 
 
 class MqttSource(BaseSource):
@@ -42,8 +46,9 @@ class MqttSource(BaseSource):
     dropped and counted (``stats["dropped_messages"]``)."""
 
     def __init__(self, spec: str, *, queue_size: int = 100_000, connect_timeout: float = 10.0) -> None:
-        self.url, self.device_id = _split(spec)
-        parse_mqtt_url(self.url)
+        url, self.device_id = _split(spec)
+        self.broker = broker_config(url)
+        self.url = self.broker.display  # no password
         self.name = f"mqtt {self.device_id} at {self.url}"
         self.decoder = FrameDecoder()
         self._q: deque[Message] = deque()
@@ -65,8 +70,7 @@ class MqttSource(BaseSource):
             self._cond.notify_all()
 
     def start(self) -> MqttSource:
-        host, port = parse_mqtt_url(self.url)
-        c = mqtt_client(f"kmerl-source-{self.device_id}-{id(self):x}")
+        c = mqtt_client(f"kmerl-source-{self.device_id}-{id(self):x}", self.broker)
         topic = f"{TOPIC_ROOT}/{self.device_id}"
 
         def on_connect(client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -92,11 +96,12 @@ class MqttSource(BaseSource):
         c.on_disconnect = on_disconnect
         c.on_message = on_message
         self._client = c
-        c.connect_async(host, port, keepalive=10)
-        c.loop_start()
-        if not self._connected.wait(self._timeout):
+        try:  # TLS failure, refused credentials, no broker: BrokerConnectionError / BrokerAuthError
+            connect_client(c, self.broker, timeout=self._timeout, what=f"the broker of {self.device_id}")
+        except Exception:
+            self._client = None
             self.close()
-            raise FleetConfigError(f"could not connect to the broker at {self.url} within {self._timeout:g} s")
+            raise
         return self
 
     def get(self, timeout: float | None = None) -> Message | None:

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._mqtt_security import FLEET_ACL, make_pki, secure_broker_conf
+
+__all__ = ["Broker", "SecureBroker", "FLEET_ACL", "make_pki", "mosquitto_binary"]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -72,3 +76,31 @@ class Broker:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ TLS, passwords and ACLs
+class SecureBroker(Broker):
+    """Mosquitto with no anonymous access: a TLS listener with password authentication (``url``, users and
+    passwords ``users``) and a TLS listener that requires a client certificate whose common name is the user
+    name (``cert_url``), both under :data:`FLEET_ACL`. ``pki`` holds the CA, server and client files."""
+
+    def __init__(self, users: dict[str, str], cert_clients: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.users = dict(users)
+        self.pki = make_pki(self.dir, cert_clients)
+        self.cert_port = _free_port()
+        self.url = f"mqtts://127.0.0.1:{self.port}"
+        self.cert_url = f"mqtts://127.0.0.1:{self.cert_port}"
+        self.conf.write_text(secure_broker_conf(self.dir, self.port, users, self.pki, self.cert_port,
+                                                "max_queued_messages 100000\n"))
+
+    def start(self) -> SecureBroker:
+        super().start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the second listener too
+            try:
+                with socket.create_connection(("127.0.0.1", self.cert_port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto's certificate listener did not listen within 10 s")

@@ -41,13 +41,13 @@ def broker() -> Any:
 class Listener:
     """A consumer of the fleet's output (what a monitoring back end runs): every results/events document."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: Any) -> None:
         host, port = parse_mqtt_url(url)
         self.docs: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.recv: dict[str, list[float]] = defaultdict(list)
         self.retained: dict[str, dict[str, Any]] = {}
         self._ready = threading.Event()
-        c = mqtt_client(f"listener-{id(self):x}")
+        c = mqtt_client(f"listener-{id(self):x}", url)  # TLS and credentials when the URL asks for them
 
         def on_connect(client: Any, *_: Any) -> None:
             client.subscribe([("kmerl/v1/+/results", 1), ("kmerl/v1/+/events", 1)])
