@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["END_CONFIRM_S", "RULE_GRID_S", "Scored", "choose_event_rule", "count_events", "holter_records", "score_holter_record",
-           "seconds_rule", "summarise_events"]
+__all__ = ["END_CONFIRM_S", "RULE_GRID_S", "Scored", "choose_event_rule", "count_events", "holter_records",
+           "score_holter_record", "seconds_rule", "summarise_events"]
 
 #: candidate rules: on threshold (off = on − 0.2), seconds to confirm a start, seconds of smoothing,
 #: quality gating; the end of an event is confirmed after :data:`END_CONFIRM_S` below the off threshold

@@ -174,14 +174,14 @@ def tune_event_rule(
     """The AF event rule (:func:`export._events.choose_event_rule`) for ``fusion`` on the Holter records
     of the training patients only, scored at the session's default hop from lead I and from leads I+II
     (both pooled: the rule must hold for a one-lead wearable and a two-lead Holter)."""
+    from kmerl_edge._errors import ExportError
+
     from ._events import choose_event_rule, holter_records, score_holter_record
 
-    clf.af_fusion = fusion
-    _, index = clf.bundle.all_queries()
-    clf._fusion_col = index.index((fusion.label_set, fusion.class_name))
+    clf.use_af_fusion(fusion)
     bases = [b for b in holter_records(shared) if f"cpsc2021:{b.name.split('_')[1]}" in train_patients]
     if not bases:
-        raise ValueError("no Holter record of a training patient to tune the AF event rule on")
+        raise ExportError("no Holter record of a training patient to tune the AF event rule on")
     scored = [score_holter_record(clf, b, leads, hop_s) for b in bases for leads in (("I",), ("I", "II"))]
     rule, summary = choose_event_rule(scored, min_sensitivity=min_sensitivity)
     return rule, {"records": sorted(b.name for b in bases), "leads": ["I", "I+II"], "hop_s": hop_s,

@@ -9,8 +9,8 @@ only implicitly, so a bundle may carry ``af_fusion.json``: a small logistic mode
   normalised RMSSD, coefficient of variation of RR, share of ectopic beats, heart rate, whether the
   beats could be found at all (``rhythm_ok``; when not, the RR features take their training mean so the
   fusion falls back on the model), and the *atrial coherence*: how much of the signal 250–60 ms before
-  each R peak (less at fast rates, :func:`atrial_coherence`) repeats from beat to beat (a P wave does; fibrillatory waves do not), the share of that
-  segment's power its beat-averaged template keeps (0–1).
+  each R peak (less at fast rates, :func:`atrial_coherence`) repeats from beat to beat — a P wave does,
+  fibrillatory waves do not — as the share of that segment's power its beat-averaged template keeps (0–1).
 
 The RR features alone are fooled by false beats on a weak lead (a low-amplitude Holter lead I) and by
 sinus arrhythmia; the atrial coherence is independent of the beat timing, so together they carry over

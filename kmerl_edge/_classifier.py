@@ -148,11 +148,18 @@ class Classifier:
         self.af_fusion: AfFusion | None = None
         self._fusion_col = -1
         if AF_FUSION_FILE in bundle.artifacts:
-            self.af_fusion = AfFusion.from_bytes(bundle.read(AF_FUSION_FILE))  # the verified bytes
-            key = (self.af_fusion.label_set, self.af_fusion.class_name)
-            if key not in self._index:
-                raise BundleError(f"af_fusion.json fuses {key}, which the bundle's queries do not score")
-            self._fusion_col = self._index.index(key)
+            self.use_af_fusion(AfFusion.from_bytes(bundle.read(AF_FUSION_FILE)))  # the verified bytes
+
+    def use_af_fusion(self, fusion: AfFusion | None) -> None:
+        """Report ``fusion``'s AF probability from now on (``None``: the model's own). The exporter uses
+        this to tune an event rule for a fusion before it is sealed into the bundle."""
+        if fusion is None:
+            self.af_fusion, self._fusion_col = None, -1
+            return
+        key = (fusion.label_set, fusion.class_name)
+        if key not in self._index:
+            raise BundleError(f"af_fusion.json fuses {key}, which the bundle's queries do not score")
+        self.af_fusion, self._fusion_col = fusion, self._index.index(key)
 
     @property
     def label_sets(self) -> dict[str, list[str]]:
