@@ -112,6 +112,21 @@ register_model(
         proj_dim=128,
     )
 )
+# The knee of the width × depth sweep (benchmarks/results/sweep): wider and shallower than
+# kmerl-student-s, +0.02 mean held-out AUC at 10 epochs over 5 seeds and about 15 % faster.
+register_model(
+    ModelConfig(
+        name="kmerl-student-w96d2",
+        width=96,
+        depth=2,
+        heads=2,
+        mlp_dim=192,
+        query_layers=1,
+        query_heads=2,
+        query_mlp_dim=192,
+        proj_dim=192,
+    )
+)
 register_model(
     ModelConfig(
         name="kmerl-student-xs",
