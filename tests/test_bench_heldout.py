@@ -13,7 +13,7 @@ TEST_BUNDLE = Path(__file__).parent / "fixtures" / "test_bundle"
 
 def test_default_bundle_training_patients_are_refused_and_defaults_are_held_out():
     spec = heldout_spec(kmerl_edge.load_bundle(kmerl_edge.default_bundle_path()))
-    assert spec is not None  # found by its weights' digest in benchmarks/heldout/
+    assert spec is not None  # the bundle's heldout.json (older bundles: by weights digest in benchmarks/heldout/)
     with pytest.raises(TrainingPatientError, match="training patients"):
         _heldout_cpsc2021(spec, ["data_8_2", "data_21_7"])  # patient 21 trained the default model
     names = _heldout_cpsc2021(spec, None)
