@@ -46,6 +46,7 @@ __all__ = [
     "main",
     "markdown_table",
     "pareto_front",
+    "paired_delta",
     "parse_points",
     "run",
     "score",
@@ -80,7 +81,7 @@ class SweepPoint:
 
     @property
     def label(self) -> str:
-        same = self == SweepPoint(64, 4)
+        same = self == REFERENCE
         return f"w{self.width} d{self.depth}" + (f" h{self.heads}" if self.heads != 2 else "") + (
             f" m{self.mlp_ratio}" if self.mlp_ratio != 2 else "") + (" (student-s)" if same else "")
 
@@ -94,6 +95,9 @@ class SweepPoint:
             mlp_dim=self.mlp_ratio * w, query_mlp_dim=self.mlp_ratio * w, proj_dim=2 * w,
         )
 
+
+#: the shipped student's size (``kmerl-student-s``): every other point is compared with it
+REFERENCE = SweepPoint(64, 4)
 
 _POINT = re.compile(r"^(\d+)x(\d+)(?:h(\d+))?(?:m(\d+))?$")
 
@@ -201,6 +205,13 @@ def _fmt_auc(a: Mapping[str, Any] | None) -> str:
     return f"{a['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
+def _fmt_delta(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "–"
+    ci = d.get("ci")
+    return f"{d['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
 def _fmt_ms(v: Any) -> str:
     return "–" if v is None else f"{float(v):.3g}"
 
@@ -208,8 +219,8 @@ def _fmt_ms(v: Any) -> str:
 def markdown_table(rows: Sequence[Mapping[str, Any]], budget: Budget, kn: Mapping[str, Any]) -> str:
     """One row per point: size, parameters, GFLOP, model / end-to-end ms at 1/3/12 leads, the AUCs with
     their intervals, the mean AUC and the budget share; the knee in bold."""
-    head = ["config", "params", "GFLOP 1/3/12 leads", "model ms 1/3/12", "end-to-end ms 1/3/12",
-            *AUC_KEYS, "mean AUC", "budget use"]
+    head = ["config", "seeds", "params", "GFLOP 1/3/12 leads", "model ms 1/3/12", "end-to-end ms 1/3/12",
+            *AUC_KEYS, "mean AUC ± seed sd", f"Δ mean AUC vs {REFERENCE.label}", "budget use"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in sorted(rows, key=lambda r: (budget_use(r, budget) or float("inf"), str(r["name"]))):
         g = r.get("gflop") or {}
@@ -222,12 +233,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], budget: Budget, kn: Mappin
             label = f"**{label} (knee)**"
         cells = [
             label,
+            str(len(r.get("seeds") or [])) if r.get("seeds") else "–",
             f"{int(r.get('params', 0)) / 1e3:.0f} k",
             " / ".join(_fmt_ms(g.get(str(n))) for n in LEAD_COUNTS),
             " / ".join(_fmt_ms(m.get(str(n))) for n in LEAD_COUNTS),
             " / ".join(_fmt_ms(e.get(str(n))) for n in LEAD_COUNTS),
             *(_fmt_auc((r.get("auc") or {}).get(k)) for k in AUC_KEYS),
             "–" if s is None else f"{s:.3f}" + ("" if (sd := score_sd(r)) is None else f" ± {sd:.3f}"),
+            _fmt_delta(r.get("vs_reference")),
             "–" if u is None else f"{u:.0%}" + ("" if u <= 1.0 else " (over)"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -304,6 +317,44 @@ def _macro_auc_fast(y: np.ndarray, s: np.ndarray) -> float:
             r = rankdata(s[:, c])
             per.append((r[y[:, c]].sum() - pos * (pos + 1) / 2) / (pos * (n - pos)))
     return float(np.mean(per)) if per else float("nan")
+
+
+def paired_delta(
+    y: Mapping[str, np.ndarray], a: Mapping[str, Sequence[np.ndarray]], b: Mapping[str, Sequence[np.ndarray]],
+    *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+) -> dict[str, Any]:
+    """Mean-AUC difference of point ``a`` minus point ``b`` on the same held-out windows (``y[key]``; ``a[key]``
+    and ``b[key]``: one score array per training seed), averaged over the AUC keys, with a paired bootstrap
+    interval: each resample draws the windows once per evaluation set and scores both points on them."""
+    keys = list(y)
+
+    def mean_auc(k: str, ss: Sequence[np.ndarray], idx: np.ndarray | None) -> float:
+        yy = np.asarray(y[k]) > 0.5
+        yy = yy.reshape(len(yy), -1)
+        sel = slice(None) if idx is None else idx
+        return float(np.mean([_macro_auc_fast(yy[sel], np.asarray(s, np.float64).reshape(len(yy), -1)[sel]) for s in ss]))
+
+    per_key = {k: mean_auc(k, a[k], None) - mean_auc(k, b[k], None) for k in keys}
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        draws: dict[int, np.ndarray] = {}  # evaluation sets of the same size share a draw (the same windows)
+        d = []
+        for k in keys:
+            n = len(y[k])
+            idx = draws.setdefault(n, rng.integers(0, n, n))
+            d.append(mean_auc(k, a[k], idx) - mean_auc(k, b[k], idx))
+        if np.all(np.isfinite(d)):
+            vals.append(float(np.mean(d)))
+    q = (1.0 - level) / 2.0
+    ci = [float(np.quantile(vals, q)), float(np.quantile(vals, 1.0 - q))] if len(vals) >= 20 else None
+    return {"delta": float(np.mean(list(per_key.values()))), "ci": ci, "per_key": per_key}
+
+
+def _load_scores(work: Path, name: str, seeds: Sequence[int]) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+    npz = [np.load(work / name / f"seed{s}" / "scores.npz") for s in seeds]
+    y = {k: npz[0][f"{k}__y"] for k in AUC_KEYS}
+    return y, {k: [z[k] for z in npz] for k in AUC_KEYS}
 
 
 def _scores(model: Any, queries: Any, prep: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -566,6 +617,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tolerance", type=float, default=0.01, help="knee: mean AUC within this of the best")
     ap.add_argument("--train-only", action="store_true", help="train and score; no latency, no report")
     ap.add_argument("--report-only", action="store_true", help="no training: time and report what --work holds")
+    ap.add_argument("--no-timing", action="store_true", help="report without timing points not timed yet")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -616,13 +668,9 @@ def run(a: argparse.Namespace, argv: Sequence[str], prog: str = "python -m bench
                       f"({row['training']['wall_s']} s)", flush=True)
     if a.train_only:
         return 0
-    # the seeds every point has, so that all rows average the same seeds (a cut-short sweep reports fewer)
-    complete = [s for s in seeds if all((a.work / p.name / f"seed{s}" / "result.json").exists() for p in points)]
-    if complete != seeds:
-        print(f"[sweep] seeds trained for every point: {complete or 'none'} (asked: {seeds})", flush=True)
     rows: list[dict[str, Any]] = []
     for p in points:
-        agg = aggregate_point(p, a.work, complete or seeds, n_boot=a.n_boot)
+        agg = aggregate_point(p, a.work, seeds, n_boot=a.n_boot)  # the seeds it has of those asked
         if agg is None:
             print(f"[sweep] {p.name}: not trained; left out of the report", flush=True)
             continue
@@ -631,7 +679,17 @@ def run(a: argparse.Namespace, argv: Sequence[str], prog: str = "python -m bench
         if agg["bundle"] is None:
             print(f"[sweep] {p.name}: no bundle to time (the first seed exports it)", flush=True)
         rows.append(agg)
-    todo = [r for r in rows if r["bundle"] is not None and not (a.work / r["name"] / "latency.json").exists()]
+    ref = next((r for r in rows if r["name"] == REFERENCE.name), None)
+    if ref is not None:
+        y_ref, s_ref = _load_scores(a.work, ref["name"], ref["seeds"])
+        for r in rows:
+            if r is not ref:
+                y_r, s_r = _load_scores(a.work, r["name"], r["seeds"])
+                if any(len(y_r[k]) != len(y_ref[k]) for k in AUC_KEYS):
+                    raise SystemExit(f"{r['name']} was scored on other windows than {ref['name']}")
+                r["vs_reference"] = paired_delta(y_ref, s_r, s_ref, n_boot=a.n_boot)
+    todo = [r for r in rows if r["bundle"] is not None and not (a.work / r["name"] / "latency.json").exists()
+            and not a.no_timing]
     rounds: dict[str, list[dict[str, Any]]] = {r["name"]: [] for r in todo}
     for k in range(a.rounds):  # every point once per round, alternating the order
         for r in todo if k % 2 == 0 else todo[::-1]:
@@ -645,7 +703,7 @@ def run(a: argparse.Namespace, argv: Sequence[str], prog: str = "python -m bench
         if lat.exists():
             r.update(json.loads(lat.read_text()))
     doc = write_report(rows, a.out, Budget(), tolerance=a.tolerance, command=command,
-                       meta={"epochs": a.epochs, "seeds": complete or seeds,
+                       meta={"epochs": a.epochs, "seeds": seeds,
                              "loadavg": [r["latency"]["loadavg_before"] for r in rows if r.get("latency")]})
     print((a.out / "sweep.md").read_text())
     print(f"knee: {doc['knee']['name']}")

@@ -156,3 +156,17 @@ def test_score_sd_over_seeds() -> None:
         r["auc"][k]["per_seed"] = [0.7, 0.8, 0.9]
     assert score_sd(r) == pytest.approx(0.1)
     assert "0.800 ± 0.100" in markdown_table([r], BUDGET, knee([r], BUDGET))
+
+
+def test_paired_delta() -> None:
+    from benchmarks.sweep import paired_delta
+
+    rng = np.random.default_rng(1)
+    y = {"ptb": (rng.random((50, 2)) < 0.4).astype(float), "af": (rng.random(40) < 0.5).astype(float)}
+    good = {k: [v + 0.3 * rng.random(v.shape)] for k, v in y.items()}  # separates the labels perfectly
+    noise = {k: [rng.random(v.shape), rng.random(v.shape)] for k, v in y.items()}
+    same = paired_delta(y, good, good, n_boot=50)
+    assert same["delta"] == 0.0 and same["ci"] == [0.0, 0.0]
+    d = paired_delta(y, good, noise, n_boot=50)
+    assert d["ci"][0] > 0.2 and d["delta"] == pytest.approx(np.mean(list(d["per_key"].values())))
+    assert paired_delta(y, noise, good, n_boot=50)["delta"] == pytest.approx(-d["delta"])
