@@ -52,6 +52,8 @@ __all__ = [
     "score",
     "score_sd",
     "seed_mean_auc_ci",
+    "seed_paired_deltas",
+    "seed_scores",
 ]
 
 #: the AUCs each point reports: key → (evaluation, lead set)
@@ -144,6 +146,25 @@ def score_sd(row: Mapping[str, Any]) -> float | None:
     return float(np.std([np.mean([p[i] for p in per]) for i in range(n)], ddof=1))
 
 
+def seed_scores(row: Mapping[str, Any]) -> dict[int, float]:
+    """Seed → that seed's mean AUC over the AUC keys (rows from :func:`aggregate_point`)."""
+    seeds = list(row.get("seeds") or [])
+    per = [((row.get("auc") or {}).get(k) or {}).get("per_seed") or [] for k in AUC_KEYS]
+    if not seeds or any(len(p) != len(seeds) for p in per):
+        return {}
+    return {s: float(np.mean([p[i] for p in per])) for i, s in enumerate(seeds)}
+
+
+def seed_paired_deltas(row: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean-AUC difference ``row`` minus ``ref`` seed by seed (same seed, same data order), over the seeds
+    both have: the differences, their mean and sample sd, and how many are above zero."""
+    a, b = seed_scores(row), seed_scores(ref)
+    common = sorted(set(a) & set(b))
+    d = [a[s] - b[s] for s in common]
+    return {"seeds": common, "deltas": d, "mean": float(np.mean(d)) if d else None,
+            "sd": float(np.std(d, ddof=1)) if len(d) > 1 else None, "positive": int(sum(x > 0 for x in d))}
+
+
 def budget_use(row: Mapping[str, Any], budget: Budget) -> float | None:
     """The largest share of the model budget the point uses over the lead counts (1.0 = exactly at the
     budget); None when a lead count in the budget was not measured."""
@@ -209,7 +230,11 @@ def _fmt_delta(d: Mapping[str, Any] | None) -> str:
     if not d:
         return "–"
     ci = d.get("ci")
-    return f"{d['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+    out = f"{d['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+    ps = d.get("per_seed") or {}
+    if ps.get("deltas"):
+        out += f"; per seed {' '.join(f'{x:+.3f}' for x in ps['deltas'])} ({ps['positive']}/{len(ps['deltas'])} > 0)"
+    return out
 
 
 def _fmt_ms(v: Any) -> str:
@@ -580,7 +605,11 @@ def write_report(rows: list[dict[str, Any]], out: Path, budget: Budget, *, toler
         "(model alone; end to end = `predict` with preprocessing and rhythm analysis). Budget for the model "
         "alone: " + ", ".join(f"{v:g} ms at {k} lead{'s' if k > 1 else ''}" for k, v in budget.model_ms.items())
         + " (the end-to-end goal " + ", ".join(f"{v:g} ms" for v in budget.end_to_end_ms.values())
-        + " minus preprocessing and rhythm analysis). Budget use: the largest share over the lead counts.",
+        + " minus preprocessing and rhythm analysis). Budget use: the largest share over the lead counts. "
+        "Mean AUC: the mean of the five held-out AUCs, averaged over the training seeds (± the seeds' sd). "
+        f"Δ vs {REFERENCE.label}: the difference of that mean with a paired bootstrap interval over the held-out "
+        "windows (test-set sampling only), then the same-seed differences (training variation; a difference "
+        "within their spread is not a result).",
         "",
         table,
         "",
@@ -688,6 +717,7 @@ def run(a: argparse.Namespace, argv: Sequence[str], prog: str = "python -m bench
                 if any(len(y_r[k]) != len(y_ref[k]) for k in AUC_KEYS):
                     raise SystemExit(f"{r['name']} was scored on other windows than {ref['name']}")
                 r["vs_reference"] = paired_delta(y_ref, s_r, s_ref, n_boot=a.n_boot)
+                r["vs_reference"]["per_seed"] = seed_paired_deltas(r, ref)
     todo = [r for r in rows if r["bundle"] is not None and not (a.work / r["name"] / "latency.json").exists()
             and not a.no_timing]
     rounds: dict[str, list[dict[str, Any]]] = {r["name"]: [] for r in todo}

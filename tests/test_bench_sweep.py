@@ -170,3 +170,17 @@ def test_paired_delta() -> None:
     d = paired_delta(y, good, noise, n_boot=50)
     assert d["ci"][0] > 0.2 and d["delta"] == pytest.approx(np.mean(list(d["per_key"].values())))
     assert paired_delta(y, noise, good, n_boot=50)["delta"] == pytest.approx(-d["delta"])
+
+
+def test_seed_paired_deltas() -> None:
+    from benchmarks.sweep import seed_paired_deltas, seed_scores
+
+    a, b = row("a", 0.8, (0.2, 0.4, 3.0)), row("b", 0.8, (0.2, 0.4, 3.0))
+    a["seeds"], b["seeds"] = [0, 1, 2], [0, 1]
+    for k in AUC_KEYS:
+        a["auc"][k]["per_seed"] = [0.80, 0.70, 0.90]
+        b["auc"][k]["per_seed"] = [0.75, 0.75]
+    assert seed_scores(a) == {0: pytest.approx(0.8), 1: pytest.approx(0.7), 2: pytest.approx(0.9)}
+    d = seed_paired_deltas(a, b)
+    assert d["seeds"] == [0, 1] and d["deltas"] == [pytest.approx(0.05), pytest.approx(-0.05)]
+    assert d["positive"] == 1 and d["mean"] == pytest.approx(0.0)
