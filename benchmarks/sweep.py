@@ -16,7 +16,7 @@ rate; no distillation. For each point it records
 then writes ``sweep.json``, ``sweep.md`` and ``auc_vs_cost.png`` and names the knee within the budget::
 
     OMP_NUM_THREADS=1 python -m benchmarks.sweep --shared ../shared/data --work runs/sweep \\
-        --points 32x4,48x4,64x2,64x4,64x6,96x2,96x4,128x4 --epochs 10 --out benchmarks/results/sweep
+        --points 32x4,48x4,64x2,64x4,64x6,96x2,112x2,96x4,128x4 --epochs 10 --out benchmarks/results/sweep
 
 The run is resumable: a point whose ``result.json`` exists under ``--work`` is not trained again;
 ``--report-only`` rebuilds the tables from what is there.
@@ -634,7 +634,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/sweep"), help="training runs and bundles")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep"),
                     help="where sweep.json, sweep.md and auc_vs_cost.png go")
-    ap.add_argument("--points", default="32x4,48x4,64x2,64x4,64x6,96x2,96x4,128x4",
+    ap.add_argument("--points", default="32x4,48x4,64x2,64x4,64x6,96x2,112x2,96x4,128x4",
                     help="WIDTHxDEPTH[hHEADS][mMLP_RATIO], comma-separated (default: %(default)s)")
     ap.add_argument("--epochs", type=int, default=10, help="the same for every point (v2: 10)")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds, the same for every point (default 0,1,2)")
