@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detectors to run (default kmerl,xqrs,neurokit2)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--out", metavar="DIR", help="write JSON and markdown into DIR")
+    p = sub.add_parser("sweep", help="student width × depth sweep: train each with the v2 recipe, held-out AUC vs "
+                                     "latency, the knee within the budget")
+    from .sweep import add_arguments as _add_sweep
+
+    _add_sweep(p)
     p = sub.add_parser("fuzz", help="seeded fuzz of the whole runtime surface: crashes, tracebacks, hangs, "
                                     "silent wrong results, lost samples")
     p.add_argument("--cases", type=_positive, default=100_000, help="generated cases (default 100000)")
@@ -429,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv_f += ["--families", a.families] if a.families else []
         argv_f += ["--json", a.json_out] if a.json_out else []
         return fuzz_main(argv_f)
+    if a.command == "sweep":
+        from .sweep import run as sweep_run
+
+        return sweep_run(a, list(sys.argv[1:] if argv is None else argv), prog="kmerl-bench")
     try:
         if a.command == "all":
             _all(a)
