@@ -118,7 +118,15 @@ def distil(
         texts["_entities"] = embed_texts(enc, list(config.entities))
     torch.manual_seed(config.seed)
     student = create_model(config.student, text_dim=spec.model.cfg.text_dim)
-    if config.distill.init_from_teacher and student.cfg.to_dict() == spec.model.cfg.to_dict():
+    same = {**student.cfg.to_dict(), "name": ""} == {**spec.model.cfg.to_dict(), "name": ""}
+    if config.distill.steps == 0 and not (same and config.distill.init_from_teacher):
+        raise ConfigError(
+            f"no distillation steps, and the student {student.cfg.name!r} "
+            + ("is not initialised from the teacher" if same else
+               f"shares no architecture with the teacher {spec.model.cfg.name!r}")
+            + ": nothing would train it. Export the teacher's architecture as the student, or distil (steps > 0)"
+        )
+    if config.distill.init_from_teacher and same:
         # same architecture: distillation fine-tunes the teacher's own weights for the device's lead
         # subsets and signal (augmentation) instead of starting from random weights
         student.load_state_dict(spec.model.state_dict())

@@ -167,6 +167,8 @@ def build_default_model(
 ) -> Path:
     import torch
 
+    from kmerl_edge._config import get_config
+    from kmerl_edge._errors import ConfigError
     from trainer._config import get_preset
     from trainer.checkpoint import load_teacher
     from trainer.evaluate import eval_data_from_dataset
@@ -174,6 +176,10 @@ def build_default_model(
     from trainer.text import load_text_encoder
     from trainer.train import train as train_teacher
 
+    if distill_steps == 0 and {**get_config(student).to_dict(), "name": ""} != {
+            **get_config(teacher_model).to_dict(), "name": ""}:
+        raise ConfigError(f"--distill-steps 0 keeps the trained weights, so the student must share the teacher's "
+                          f"architecture: pass --student {teacher_model} (got {student})")  # before training, not after
     torch.manual_seed(seed)  # the trainer and exporter seed their own generators from `seed`
     t0 = time.time()
     work.mkdir(parents=True, exist_ok=True)
@@ -394,13 +400,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     command = "python -m export.default_model " + " ".join(shlex.quote(x) for x in args)
-    build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
-                        batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
-                        bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
-                        calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
-                        teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
-                        distill_lr=a.distill_lr,
-                        backends=a.backends.split(",") if a.backends else None, command=command)
+    from kmerl_edge._errors import KmerlError
+
+    try:
+        build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
+                            batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
+                            bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
+                            calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
+                            teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
+                            distill_lr=a.distill_lr,
+                            backends=a.backends.split(",") if a.backends else None, command=command)
+    except KmerlError as exc:
+        print(f"python -m export.default_model: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -176,3 +176,28 @@ def test_int8_falls_back_to_fp32_modules_when_no_candidate_passes_parity(tmp_pat
     with pytest.raises(ParityError, match="model.int8.onnx"):
         _export_int8_only(tmp_path / "c", ())
     assert not (tmp_path / "c").exists()
+
+
+def test_no_distillation_with_a_student_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    """--distill-steps 0 exports the student as initialised: with an architecture the teacher does not
+    share, nothing would train it (a random model that only the quality gate would catch)."""
+    from kmerl_edge._errors import ConfigError
+    from kmerl_edge._model import create_model
+
+    teacher = create_model("kmerl-test-micro")
+    cfg = ExportConfig(student="kmerl-student-xs", max_leads=3, distill=DistillConfig(steps=0),
+                       backends=("onnxruntime",), latency_iters=2, latency_warmup=1)
+    out = tmp_path / "bundle"
+    with pytest.raises(ConfigError, match="shares"):
+        export_bundle(teacher, out, cfg, data=FIXTURE)
+    assert not out.exists()
+
+
+def test_the_default_model_build_refuses_that_before_training(tmp_path: Path) -> None:
+    from export.default_model import build_default_model
+    from kmerl_edge._errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--student kmerl-student-xs"):
+        build_default_model(tmp_path / "shared", tmp_path / "work", tmp_path / "out", teacher_model="kmerl-student-xs",
+                            distill_steps=0, student="kmerl-student-s")
+    assert not (tmp_path / "work").exists()
