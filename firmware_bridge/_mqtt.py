@@ -25,7 +25,7 @@ import numpy as np
 
 from ._errors import BridgeConfigError, BrokerAuthError, BrokerConnectionError
 from ._protocol import DeviceConfig, FrameEncoder, quantise
-from ._simulate import inject_fault, load_patch_signal
+from ._simulate import check_replay_options, inject_fault, load_patch_signal
 
 __all__ = [
     "TOPIC_ROOT", "QOS_FRAMES", "QOS_INFO", "PASSWORD_ENV", "BrokerConfig", "broker_config", "parse_mqtt_url",
@@ -324,12 +324,7 @@ class MqttFleetConfig:
         self.broker()
         if self.devices < 1:
             raise BridgeConfigError(f"--devices must be >= 1, got {self.devices}")
-        if not self.speed > 0:
-            raise BridgeConfigError(f"--speed must be positive, got {self.speed}")
-        for name in ("drop_rate", "corrupt_rate"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise BridgeConfigError(f"--{name.replace('_', '-')} must be a probability in [0, 1], got {p}")
+        check_replay_options(self)
         if not valid_device_id(f"{self.prefix}-{self.devices - 1}"):
             raise BridgeConfigError(f"--prefix {self.prefix!r} does not make valid device ids (no / + #)")
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,17 @@ def inject_fault(
     return data
 
 
+def check_replay_options(cfg: Any) -> None:
+    """``speed`` > 0 and ``drop_rate`` / ``corrupt_rate`` probabilities: the options every virtual patch
+    (serial or MQTT) shares; a :class:`BridgeConfigError` naming the command-line option otherwise."""
+    if not cfg.speed > 0:
+        raise BridgeConfigError(f"--speed must be positive, got {cfg.speed}")
+    for name in ("drop_rate", "corrupt_rate"):
+        p = getattr(cfg, name)
+        if not 0.0 <= p <= 1.0:
+            raise BridgeConfigError(f"--{name.replace('_', '-')} must be a probability in [0, 1], got {p}")
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
     """A virtual patch: which record, leads and rate, how fast, which faults. ``fs`` is required."""
@@ -127,12 +139,7 @@ class SimulateConfig:
             raise BridgeConfigError(f"protocol must be kmerl or ascii, got {self.protocol!r}")
         if self.fs is None or not (self.fs > 0 and math.isfinite(self.fs)):
             raise SamplingRateError(f"--fs must be a positive rate, got {self.fs}")
-        if not self.speed > 0:
-            raise BridgeConfigError(f"--speed must be positive, got {self.speed}")
-        for name in ("drop_rate", "corrupt_rate"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise BridgeConfigError(f"--{name.replace('_', '-')} must be a probability in [0, 1], got {p}")
+        check_replay_options(self)
         if self.unplug_after_s is not None and (self.unplug_after_s < 0 or self.unplug_for_s <= 0):
             raise BridgeConfigError("--unplug-after must be >= 0 and --unplug-for > 0")
         object.__setattr__(self, "leads", canonical_leads(self.leads))

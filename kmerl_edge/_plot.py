@@ -35,6 +35,16 @@ def _plt() -> Any:
     return plt
 
 
+def _save_png(plt: Any, fig: Any, out: Path, dpi: int) -> Path:
+    """Write ``fig`` to ``out`` as PNG through a ``.part`` file (no partial picture is ever left)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
 def _display_filter(x: np.ndarray, fs: float) -> np.ndarray:
     """0.5 Hz high-pass (zero-phase) to take out baseline wander for display."""
     from scipy.signal import butter, sosfiltfilt
@@ -213,12 +223,7 @@ def plot_classification(
             y -= gap
         if len(windows) > 1:
             ax.set_xlabel("time (s)", fontsize=7)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return _save_png(plt, fig, out, dpi)
 
 
 _QUALITY_COLOR = {"good": "#2ca02c", "degraded": "#ff9f1c", "unusable": "#d62728", "skipped": "#7f7f7f"}
@@ -320,12 +325,7 @@ def plot_stream(
         ax.tick_params(labelsize=7)
     ax_q.set_xlim(0, t_max)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return _save_png(plt, fig, out, dpi)
 
 
 def _hr_of(r: Any) -> float:

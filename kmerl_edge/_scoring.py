@@ -521,11 +521,11 @@ def score_reader(
     probs = np.concatenate(piecer.probs, axis=0)
     if one_window:
         wr = piecer.window_rhythm
-        if not n_gaps and len(wr) == 1 and wr[0].lead == beats.lead \
-                and not np.isnan(reader.read(0, n)[piecer.rhythm_row]).any():
+        lead_x = reader.read(0, n)[piecer.rhythm_row]
+        if not n_gaps and len(wr) == 1 and wr[0].lead == beats.lead and not np.isnan(lead_x).any():
             record_rhythm = wr[0]
         else:  # a gap, or the window's rhythm came from another lead: detect on the whole recording
-            beats.push(reader.read(0, n)[piecer.rhythm_row])
+            beats.push(lead_x)
             record_rhythm = beats.result()
     else:
         record_rhythm = beats.result()

@@ -589,19 +589,11 @@ class StreamSession:
                 ev = det.update(index, info.t_start, info.t_end, sm,
                                 rhythm_ok=info.rhythm is not None and info.rhythm.usable)
                 if ev is not None:
-                    self._n_events += 1
-                    self._events_out.append(ev)
-                    if len(self._events_out) > self.config.results_buffer:
-                        self._events_out.popleft()
-                        self._overflow += 1
+                    self._emit_event(ev)
         for rdet in self._rate_detectors:
             rev = rdet.update(index, info.t_start, info.t_end, info.rhythm)
             if rev is not None:
-                self._n_events += 1
-                self._events_out.append(rev)
-                if len(self._events_out) > self.config.results_buffer:
-                    self._events_out.popleft()
-                    self._overflow += 1
+                self._emit_event(rev)
         self._out.append(res)
         if len(self._out) > self.config.results_buffer:
             self._out.popleft()
@@ -649,6 +641,14 @@ class StreamSession:
                     return
                 res = self._out.popleft()
             yield res
+
+    def _emit_event(self, ev: RhythmEvent) -> None:
+        """Queue one rhythm event for :meth:`events` (the oldest is dropped and counted past the buffer)."""
+        self._n_events += 1
+        self._events_out.append(ev)
+        if len(self._events_out) > self.config.results_buffer:
+            self._events_out.popleft()
+            self._overflow += 1
 
     def events(self) -> Iterator[RhythmEvent]:
         """Yield rhythm events not yet handed out, in time order (never waits)."""

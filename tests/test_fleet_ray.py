@@ -5,6 +5,7 @@ reports the span nobody scored as a gap; nothing is scored twice)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,13 @@ from kmerl_fleet._ray import RayFleet  # noqa: E402
 
 BUNDLE = str((Path(__file__).parent / "fixtures" / "test_bundle").resolve())
 
+
+
+def _close(*parts: Any) -> None:
+    """Close what a test started (``None`` where it did not get that far), newest first."""
+    for p in parts:
+        if p is not None:
+            p.close()
 
 @pytest.mark.slow
 def test_ray_fleet_survives_a_worker_node_killed_midstream() -> None:
@@ -47,13 +55,7 @@ def test_ray_fleet_survives_a_worker_node_killed_midstream() -> None:
         moved = rf.placement()[0]
         assert moved["node_id"] == where[1]["node_id"], "shard 0 restarted on the node left"
     finally:
-        if fleet is not None:
-            fleet.close()
-        if rf is not None:
-            rf.close()
-        if lis is not None:
-            lis.close()
-        broker.close()
+        _close(fleet, rf, lis, broker)
         ray.shutdown()
         cluster.shutdown()
     for d in owned[0]:
@@ -91,13 +93,7 @@ def test_ray_fleet_scores_through_a_serve_deployment() -> None:
         assert _wait(lambda: all(any(r["t_end"] >= 30.0 for r in lis.results(d)) for d in fleet.device_ids), 30)
         assert rf.scorer_stats()["batches"] > 0, "the windows were scored by the Serve deployment"
     finally:
-        if fleet is not None:
-            fleet.close()
-        if rf is not None:
-            rf.close()
-        if lis is not None:
-            lis.close()
-        broker.close()
+        _close(fleet, rf, lis, broker)
         ray.shutdown()
         cluster.shutdown()
     for d in fleet.device_ids:
