@@ -143,10 +143,9 @@ def _cpsc2021(data: Path, lead: int) -> list[_Rec]:
 
 
 # ----------------------------------------------------------------------------------------------- beats
-def _compare(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[int, int, int]:
-    """(TP, FN, FP) in the scored range [lo, hi): references and detections are matched over the whole
-    record (``compare_annotations``, 150 ms), then the references inside the range are TP or FN and the
-    unmatched detections inside it are FP (a detection of a beat just outside the range is neither)."""
+def _match(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """References and detections matched over the whole record (``compare_annotations``, 150 ms):
+    (per reference: matched, references inside [lo, hi), unmatched detections inside [lo, hi))."""
     from wfdb import processing
 
     ref = np.asarray(ref, dtype=np.int64)
@@ -154,14 +153,63 @@ def _compare(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -
     ref_in = (ref >= lo) & (ref < hi)
     det_in = (det >= lo) & (det < hi)
     if ref.size == 0 or det.size == 0:
-        return 0, int(ref_in.sum()), int(det_in.sum())
+        return np.zeros(ref.size, dtype=bool), ref_in, det_in
     c = processing.compare_annotations(ref, det, int(round(TOL_S * fs)))
     c.compare()
     m = np.asarray(c.matching_sample_nums, dtype=np.int64)  # per reference: matched detection or -1
     matched = np.zeros(det.size, dtype=bool)
     matched[m[m >= 0]] = True
-    tp = int(((m >= 0) & ref_in).sum())
-    return tp, int(((m < 0) & ref_in).sum()), int((~matched & det_in).sum())
+    return m >= 0, ref_in, ~matched & det_in
+
+
+def _compare(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[int, int, int]:
+    """(TP, FN, FP) in the scored range [lo, hi): references and detections are matched over the whole
+    record (``compare_annotations``, 150 ms), then the references inside the range are TP or FN and the
+    unmatched detections inside it are FP (a detection of a beat just outside the range is neither)."""
+    hit, ref_in, fp = _match(ref, det, fs, lo=lo, hi=hi)
+    return int((hit & ref_in).sum()), int((~hit & ref_in).sum()), int(fp.sum())
+
+
+def _errors(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """Sample positions of the missed references (FN) and of the false detections (FP) in [lo, hi),
+    counted as in :func:`_compare`."""
+    hit, ref_in, fp = _match(ref, det, fs, lo=lo, hi=hi)
+    return np.asarray(ref, dtype=np.int64)[~hit & ref_in].tolist(), np.asarray(det, dtype=np.int64)[fp].tolist()
+
+
+def holter_test_patients() -> frozenset[str]:
+    """CPSC-2021 patients the default model holds out (the corpus split): beats on their records are
+    reported apart and never used to tune the detector."""
+    from export._corpus import CorpusConfig
+
+    return frozenset(CorpusConfig().holter_test_patients)
+
+
+def _holter_patient(record: str) -> str:
+    """Patient of a CPSC-2021 record name (``data_<patient>_<record>``)."""
+    return record.split("_")[1]
+
+
+def _per_record(recs: list[_Rec]) -> dict[str, Any]:
+    """kmerl beats per record: TP / FN / FP, Se, PPV and the positions of the errors (samples)."""
+    out: dict[str, Any] = {}
+    for r in recs:
+        det = np.sort(_kmerl(r.x, r.fs))
+        hi = r.x.size if r.hi is None else r.hi
+        fn, fp = _errors(r.ref, det, r.fs, lo=r.lo, hi=hi)
+        n_ref = int(((r.ref >= r.lo) & (r.ref < hi)).sum())
+        tp = n_ref - len(fn)
+        out[r.name] = {
+            "fs": r.fs,
+            "tp": tp,
+            "fn": len(fn),
+            "fp": len(fp),
+            "se": tp / n_ref if n_ref else None,
+            "ppv": tp / (tp + len(fp)) if tp + len(fp) else None,
+            "fn_samples": fn,
+            "fp_samples": fp,
+        }
+    return out
 
 
 def _window_hr(beats: np.ndarray, a: int, b: int, fs: float) -> float | None:
@@ -388,6 +436,7 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
     mit = _mitbih(data)
     c19 = _cpsc2019(data)
     c21 = {"I": _cpsc2021(data, 0), "II": _cpsc2021(data, 1)}
+    held = holter_test_patients()
     res: dict[str, Any] = {"kind": "rhythm", "machine": machine_info(1), "tolerance_s": TOL_S}
     res["beats"] = {
         "MIT-BIH 100": _beats_part(mit, detectors),
@@ -400,7 +449,21 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
         },
         "CPSC-2021 lead I": _beats_part(c21["I"], detectors),
         "CPSC-2021 lead II": _beats_part(c21["II"], detectors),
+        **{
+            f"CPSC-2021 lead {lead}, {part}": _beats_part(
+                [r for r in c21[lead] if (_holter_patient(r.name) in held) == (part != "training patients")],
+                ("kmerl",),
+            )
+            for lead in ("I", "II")
+            for part in ("training patients", f"held-out patients ({', '.join(sorted(held, key=int))})")
+        },
     }
+    # every missed / false beat of kmerl, per record (the error analysis behind the totals)
+    res["kmerl_per_record"] = {
+        "CPSC-2019": _per_record(c19),
+        **{f"CPSC-2021 lead {lead}": _per_record(c21[lead]) for lead in ("I", "II")},
+    }
+    res["holter_held_out_patients"] = sorted(held, key=int)
     unread: dict[str, str] = {}
     res["af_evidence"] = {
         "CPSC-2021 lead I (10-s windows)": _af_part(_af_windows(c21["I"]), "I"),
@@ -432,6 +495,19 @@ def rhythm_markdown(res: dict[str, Any]) -> str:
             lines.append(
                 f"| {data} | {det} | {_f(m['se'], True)} | {_f(m['ppv'], True)} | "
                 f"{_f(m['hr_abs_err_bpm_median'], nd=2)} | {_f(m['hr_coverage'], True)} |"
+            )
+    per = res.get("kmerl_per_record", {})
+    if per.get("CPSC-2021 lead I"):
+        held = set(res.get("holter_held_out_patients", ()))
+        lines += ["", "kmerl per CPSC-2021 record (held-out patients marked *):", "",
+                  "| record | beats | lead I Se | lead I PPV | lead I FN / FP | lead II Se | lead II PPV | lead II FN / FP |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, a in per["CPSC-2021 lead I"].items():
+            b = per["CPSC-2021 lead II"][name]
+            star = " *" if _holter_patient(name) in held else ""
+            lines.append(
+                f"| {name}{star} | {a['tp'] + a['fn']} | {_f(a['se'], True)} | {_f(a['ppv'], True)} | {a['fn']} / {a['fp']} | "
+                f"{_f(b['se'], True)} | {_f(b['ppv'], True)} | {b['fn']} / {b['fp']} |"
             )
     lines += ["", "| data | positive | windows (pos / non-AF) | AUC rr_irregularity [95 % CI] | AUC share ΔRR > 50 ms [95 % CI] |",
               "| --- | --- | --- | --- | --- |"]

@@ -91,7 +91,10 @@ class DetectorConfig:
     - ``learning_s``: signal used to set the first signal/noise levels.
     - ``threshold``: detection threshold between noise (0) and signal (1) level;
       ``searchback_rr``: search back for a missed beat after this many mean RR intervals, accepting
-      the largest candidate above ``searchback_threshold`` × threshold.
+      the largest candidate above ``searchback_threshold`` × threshold. Search back also takes a
+      candidate that failed the T-wave test when it rises at least ``searchback_prominence`` times over
+      the lowest envelope within ``refractory_s`` of it and reaches ``searchback_height`` × the last
+      beat's envelope (a premature beat; a T wave is broad and has no quiet floor; 0: off).
     - ``twave_s`` / ``twave_rr`` / ``twave_ratio``: a candidate sooner than ``twave_s`` (and than
       ``twave_rr`` × the mean RR) after a beat, whose steepest slope is below ``twave_ratio`` × that
       beat's, is a T wave.
@@ -117,6 +120,8 @@ class DetectorConfig:
     envelope_power: float = 1.0
     level_cap: float = 4.0
     twave_rr: float = 0.7
+    searchback_prominence: float = 10.0
+    searchback_height: float = 0.4
     median: bool = False
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
@@ -413,6 +418,7 @@ class BeatDetector:
         self._npk = 0.0
         self._beats_i: list[int] = []  # internal indices of beats (this record; last few kept)
         self._beat_s: list[float] = []
+        self._beat_h = 0.0
         self._rr: list[int] = []
         self._rrm = 1.0 * self.fs_i  # mean of the last 8 RR intervals (1 s before there are any)
         self._ref = 0  # search-back reference (last beat or last failed search)
@@ -606,6 +612,7 @@ class BeatDetector:
             self._rrm = sum(last8) / len(last8)
         bi.append(p)
         self._beat_s.append(sl)
+        self._beat_h = h
         if len(bi) > 4:
             del bi[:-2]
             del self._beat_s[:-2]
@@ -621,11 +628,17 @@ class BeatDetector:
         dl = self._deadline()
         thr2 = self.config.searchback_threshold * self._thr()
         best: tuple[int, float, float, float] | None = None
+        c = self.config
+        pmin, hmin = c.searchback_prominence, c.searchback_height * self._beat_h
         for cand in self._noise:
-            q, g, sl, _ = cand
+            q, g, sl, fl = cand
             if q >= dl:
                 break
-            if g > thr2 and not self._is_twave(q, sl) and (best is None or g > best[1]):
+            if (
+                g > thr2
+                and (not self._is_twave(q, sl) or (pmin > 0 and g >= hmin and g >= pmin * fl))
+                and (best is None or g > best[1])
+            ):
                 best = cand
         if best is not None:
             self._accept(best[0], best[1], best[2], False, best[3])

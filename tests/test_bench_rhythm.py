@@ -25,3 +25,30 @@ def test_misses_and_false_positives_inside_the_range_count() -> None:
     assert _compare(ref, np.array([300, 1200]), fs, lo=0, hi=5000) == (1, 2, 1)
     assert _compare(ref, np.zeros(0, dtype=np.int64), fs, lo=0, hi=5000) == (0, 3, 0)
     assert _compare(np.zeros(0, dtype=np.int64), np.array([5, 7000]), fs, lo=0, hi=5000) == (0, 0, 1)
+
+
+def test_errors_list_the_missed_and_false_beats_inside_the_range() -> None:
+    """The per-clip listing behind the totals: the positions of the missed references and of the
+    unmatched detections, inside the scored range only."""
+    from benchmarks.rhythm import _errors
+
+    fs = 500.0
+    ref = np.array([247, 600, 900, 1500])
+    det = np.array([264, 600, 1200, 4900])
+    fn, fp = _errors(ref, det, fs, lo=250, hi=4750)
+    assert fn == [900, 1500]
+    assert fp == [1200]
+    assert _compare(ref, det, fs, lo=250, hi=4750) == (1, len(fn), len(fp))
+
+
+def test_holter_records_are_split_by_patient_like_the_corpus() -> None:
+    """Beats on the CPSC-2021 Holter records are reported apart for the patients the default model
+    holds out (the same list as the corpus), so nobody tunes the detector on them."""
+    from benchmarks.rhythm import _holter_patient, holter_test_patients
+    from export._corpus import CorpusConfig
+
+    assert holter_test_patients() == frozenset(CorpusConfig().holter_test_patients)
+    assert _holter_patient("data_35_10") == "35"
+    assert _holter_patient("data_101_6") == "101"
+    assert _holter_patient("data_8_2") in holter_test_patients()
+    assert _holter_patient("data_84_1") not in holter_test_patients()
