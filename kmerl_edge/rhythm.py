@@ -134,8 +134,10 @@ class RhythmConfig:
     - ``min_beats``: fewer beats than this → no heart rate (``too_few_beats``).
     - ``flat_mv``: a signal (or median beat) with a smaller peak-to-peak amplitude (mV) is ``flat``.
     - ``min_snr``: median beat envelope over the 80th percentile of the non-beat candidates; below it
-      the window is ``noisy``. ``min_prominence``: the same for the median of each beat's envelope over
-      the lowest envelope within ``refractory_s`` of it (noise has no quiet floor between its peaks).
+      the window is ``noisy``. ``min_prominence`` / ``max_weak_share``: a beat is weak when its envelope
+      rises less than ``min_prominence`` times over the lowest envelope within ``refractory_s`` of it
+      (noise has no quiet floor between its peaks); more weak beats than ``max_weak_share`` of them make
+      the window ``noisy`` (a noise burst over part of the window).
     - ``min_rr_s``: a shorter interval makes the window ``noisy`` (long ones are pauses, reported in
       ``max_rr_ms``).
     - ``max_searchback_share``: more beats found only by search back than this share → ``noisy``.
@@ -147,6 +149,7 @@ class RhythmConfig:
     flat_mv: float = 0.05
     min_snr: float = 2.0
     min_prominence: float = 4.0
+    max_weak_share: float = 0.2
     min_rr_s: float = 0.24
     max_searchback_share: float = 0.34
     ectopic_early: float = 0.8
@@ -816,9 +819,14 @@ def summarise_beats(
         quality = QUALITY_FLAT
     elif n < cfg.min_beats or len(rl) < cfg.min_beats - 1:
         quality = QUALITY_TOO_FEW_BEATS
-    elif prominences is not None and n and _median(prominences) < cfg.min_prominence:
+    elif prominences is not None and n and (n_weak := sum([1 for v in prominences if v < cfg.min_prominence])) > (
+        cfg.max_weak_share * n
+    ):
         quality = QUALITY_NOISY
-        notes_l.append(f"beats rise {_median(prominences):.1f}x over their surroundings (< {cfg.min_prominence})")
+        notes_l.append(
+            f"{n_weak} of {n} beats rise less than {cfg.min_prominence:g}x over their surroundings "
+            f"(median {_median(prominences):.1f}x)"
+        )
     elif snr is not None and snr < cfg.min_snr:
         quality = QUALITY_NOISY
         notes_l.append(f"beats stand {snr:.1f}x over the other peaks (< {cfg.min_snr})")

@@ -14,6 +14,7 @@ import kmerl_edge
 from kmerl_edge import NonFiniteSignalError, SamplingRateError, SignalShapeError, UnknownLeadError
 from kmerl_edge.rhythm import (
     QUALITY_FLAT,
+    QUALITY_NOISY,
     QUALITY_OK,
     BeatDetector,
     RateEventDetector,
@@ -82,6 +83,25 @@ def test_premature_beat_in_the_t_wave_window_is_found(channel: int) -> None:
     assert np.abs(det - 8393).min() <= 0.15 * fs
     se, ppv = _se_ppv(ref, det, fs)
     assert se == 1.0 and ppv >= 0.985, (se, ppv)
+
+
+def test_noise_burst_on_weak_lead_i_is_noisy_and_lead_ii_is_not() -> None:
+    """CPSC-2021 data_84_3, 170-180 s: a motion burst over the weak lead I (about 0.2 mV beats) half
+    way through the window. The detector takes burst peaks for beats (lead I used to be ``ok`` with six
+    false beats: a wrong RR irregularity for the AF fusion); a quarter of its beats hardly rise over
+    their surroundings, so the window is ``noisy``. Lead II of the same 10 s stays ``ok`` and finds
+    every reference beat."""
+    x1, fs, ref = _record("data_84_3_170s", 0)
+    r1 = analyse(x1, fs=fs, lead="I")
+    assert r1.quality == QUALITY_NOISY and r1.hr_bpm is None and r1.rr_irregularity is None, r1.to_dict()
+    assert any("rise" in n for n in r1.notes)
+    x2, fs, ref = _record("data_84_3_170s", 1)
+    r2 = analyse(x2, fs=fs, lead="II")
+    assert r2.usable, r2.to_dict()
+    det = np.asarray(r2.r_peaks)
+    inner = slice(int(0.3 * fs), x2.size - int(0.3 * fs))  # beats cut by the excerpt's edges aside
+    se, ppv = _se_ppv(ref[(ref >= inner.start) & (ref < inner.stop)], det[(det >= inner.start) & (det < inner.stop)], fs)
+    assert se == 1.0 and ppv >= 0.9, (se, ppv)
 
 
 @pytest.mark.parametrize("fs_new", [100, 128, 250, 500, 1000])
