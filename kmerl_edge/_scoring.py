@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ._af_fusion import fusion_rhythm_lead
 from ._errors import LeadError, NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
 from ._preprocess import LeadQuality, QualityReport, preprocess
 from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
@@ -364,10 +365,20 @@ class _Piecer:
             self.unserved_error = self.clf.unserved_error(pre.leads, pre.quality.dropped_leads)
             self.unscored_n += (keep_to if keep_to is not None else offset + data.shape[1]) - keep_from
             return
+        # one rhythm analysis per window at the device rate: reported as the window's rhythm, and the AF
+        # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
+        reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off) for w in keep]
+        fused: list[RhythmResult | None] | None = None
+        if target.af_fusion is not None:
+            lead = fusion_rhythm_lead(pre.lead_ids)
+            row = self.leads.index(lead)
+            fused = [r if r.lead == lead else self._analyse(raw, row, pre.window_starts_s[w], t_off)
+                     for w, r in zip(keep, reported)]
         t0 = time.perf_counter()
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
-            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids))
+            kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
+            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids, **kw))
         self.infer_s += time.perf_counter() - t0
         bundle = str(target.bundle.path)
         last = self.routes[-1] if self.routes else None
@@ -376,19 +387,22 @@ class _Piecer:
         else:
             self.routes.append(Route(bundle, pre.leads, t_off + pre.window_starts_s[keep[0]], len(keep)))
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
-        for w in keep:
-            self.window_rhythm.append(self._window_rhythm(raw, pre.window_starts_s[w], t_off))
+        for r in reported:
+            self.window_rhythm.append(r)
         self.qualities.append(pre.quality)
         self.used.append(pre.leads)
 
+    def _analyse(self, raw: np.ndarray, row: int, start_s: float, t_off: float) -> RhythmResult:
+        """Rhythm of one window on lead ``row`` at the device rate."""
+        a = int(round(start_s * self.fs))
+        return analyse(raw[row, a : a + self.win_n], fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
 
     def _window_rhythm(self, raw: np.ndarray, start_s: float, t_off: float) -> RhythmResult:
         """Rhythm of one window on the preferred lead that has every sample there (device rate)."""
         a = int(round(start_s * self.fs))
         for row in self.rhythm_rows:
-            seg = raw[row, a : a + self.win_n]
-            if not np.isnan(seg).any():
-                return analyse(seg, fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
+            if not np.isnan(raw[row, a : a + self.win_n]).any():
+                return self._analyse(raw, row, start_s, t_off)
         return summarise_beats([], fs=self.fs, lead=self.rhythm_lead, t0=t_off + start_s,
                                notes=("no lead has every sample in this window",))
 
