@@ -200,7 +200,7 @@ class _Beats:
 
     def __init__(self, fs: float, lead: str) -> None:
         self.fs, self.lead = fs, lead
-        self.det = BeatDetector(fs=fs)
+        self._det: BeatDetector | None = None  # made on first use: a 10-s strip reuses its window's beats
         # compact per-beat columns (a 24-h Holter has ~10⁵ beats: Python lists of tuples cost ~50 MB)
         self.beats = array("q")
         self.segments = array("l")
@@ -209,6 +209,12 @@ class _Beats:
         self.seg = 0
         self.lo, self.hi = math.inf, -math.inf
         self.pending_gap = 0
+
+    @property
+    def det(self) -> BeatDetector:
+        if self._det is None:
+            self._det = BeatDetector(fs=self.fs)
+        return self._det
 
     def _take(self, beats: np.ndarray) -> None:
         self.beats.extend(int(b) for b in beats)
@@ -287,6 +293,7 @@ class _Piecer:
             order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
         self.rhythm_rows = [leads.index(lead) for lead in order]
         self.window_rhythm = PackedRhythms()
+        self.first_rhythm: RhythmResult | None = None  # window_rhythm[0] as analysed (not rebuilt)
         self.unscored_n = 0
         self.no_lead_pieces = 0
         self.no_lead_error: NoUsableLeadsError | None = None
@@ -387,6 +394,8 @@ class _Piecer:
         else:
             self.routes.append(Route(bundle, pre.leads, t_off + pre.window_starts_s[keep[0]], len(keep)))
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
+        if self.first_rhythm is None:
+            self.first_rhythm = reported[0]
         for r in reported:
             self.window_rhythm.append(r)
         self.qualities.append(pre.quality)
@@ -534,10 +543,11 @@ def score_reader(
         )
     probs = np.concatenate(piecer.probs, axis=0)
     if one_window:
-        wr = piecer.window_rhythm
+        wr, first = piecer.window_rhythm, piecer.first_rhythm
         lead_x = reader.read(0, n)[piecer.rhythm_row]
-        if not n_gaps and len(wr) == 1 and wr[0].lead == beats.lead and not np.isnan(lead_x).any():
-            record_rhythm = wr[0]
+        if (not n_gaps and len(wr) == 1 and first is not None and first.lead == beats.lead
+                and not np.isnan(lead_x).any()):
+            record_rhythm = first
         else:  # a gap, or the window's rhythm came from another lead: detect on the whole recording
             beats.push(lead_x)
             record_rhythm = beats.result()
