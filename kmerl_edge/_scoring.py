@@ -28,6 +28,7 @@ import time
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -286,11 +287,9 @@ class _Piecer:
         self.routes: list[Route] = []
         self.unserved_pieces = 0
         self.unserved_error: LeadError | None = None
-        self.rhythm_lead = choose_rhythm_lead(leads)
+        order = _rhythm_order(leads)  # leads in the order rhythm analysis prefers them
+        self.rhythm_lead = order[0]
         self.rhythm_row = leads.index(self.rhythm_lead)
-        order: list[str] = []  # leads in the order rhythm analysis prefers them
-        while len(order) < len(leads):
-            order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
         self.rhythm_rows = [leads.index(lead) for lead in order]
         self.window_rhythm = PackedRhythms()
         self.first_rhythm: RhythmResult | None = None  # window_rhythm[0] as analysed (not rebuilt)
@@ -414,6 +413,15 @@ class _Piecer:
                 return self._analyse(raw, row, start_s, t_off)
         return summarise_beats([], fs=self.fs, lead=self.rhythm_lead, t0=t_off + start_s,
                                notes=("no lead has every sample in this window",))
+
+
+@lru_cache(maxsize=64)
+def _rhythm_order(leads: tuple[str, ...]) -> tuple[str, ...]:
+    """``leads`` in the order rhythm analysis prefers them (:func:`choose_rhythm_lead`, then among the rest …)."""
+    order: list[str] = []
+    while len(order) < len(leads):
+        order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
+    return tuple(order)
 
 
 def _all_runs(miss: np.ndarray) -> Iterator[tuple[int, int, bool]]:
