@@ -88,19 +88,24 @@ def test_predict_reports_the_fused_af_probability(fused_bundle, ecg):
     assert p.scores["atrial fibrillation"] != pytest.approx(q.scores["atrial fibrillation"], abs=1e-3)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_stream_reports_the_same_fused_probability_as_offline(fused_bundle, ecg, backend):
+@pytest.mark.parametrize(("backend", "fs"), [("torch", 200.0), ("onnxruntime", 200.0), ("torch", 250.0)])
+def test_stream_reports_the_same_fused_probability_as_offline(fused_bundle, ecg, backend, fs):
     pytest.importorskip("onnxruntime")
+    from kmerl_edge._preprocess import resample_signal
+
     clf = kmerl_edge.load(fused_bundle, backend=backend)
     x = ecg[:1, : int(20 * 200)]
-    s = clf.stream(fs=200.0, leads=["I"], hop_s=5.0, synchronous=True)
+    if fs != 200.0:
+        x = resample_signal(x.astype(np.float64), fs_in=200.0, fs_out=fs).astype(np.float32)
+    n = int(10 * fs)
+    s = clf.stream(fs=fs, leads=["I"], hop_s=5.0, synchronous=True)
     res = s.push(x, 0.0) + s.close()
     assert res
     for r in res:
-        a = int(round(r.t_start * 200.0))
-        want = clf.predict(x[:, a : a + 2000], fs=200.0, leads=["I"]).scores
+        a = int(round(r.t_start * fs))
+        want = clf.predict(x[:, a : a + n], fs=fs, leads=["I"]).scores
         assert r.scores["atrial fibrillation"] == pytest.approx(want["atrial fibrillation"], abs=1e-5)
-        pre = preprocess(x[:, a : a + 2000], fs=200.0, leads=["I"], config=clf.bundle.preprocess_config)
+        pre = preprocess(x[:, a : a + n], fs=fs, leads=["I"], config=clf.bundle.preprocess_config)
         unfused = clf.scores_from_probs(clf.run_windows(pre.windows, pre.lead_ids, fuse=False)[0])[0]
         assert unfused["atrial fibrillation"] != pytest.approx(want["atrial fibrillation"], abs=1e-4)
 
