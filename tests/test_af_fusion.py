@@ -190,3 +190,20 @@ def test_atrial_coherence_needs_three_beats_and_a_signal():
         y[r - 100 : r - 40] += p_wave
     assert atrial_coherence(y, beats, fs=500.0) > 0.8
     assert atrial_coherence(rng.normal(0, 1, 5000), beats, fs=500.0) < 0.3
+
+
+def test_a_serve_batch_keeps_each_requests_rhythm(fused_bundle, ecg):
+    # a scorer replica joins requests of one lead set into one call: each keeps its own device-rate beats
+    from kmerl_fleet._serve import _score_requests
+
+    clf = kmerl_edge.load(fused_bundle, backend="torch")
+    reqs = []
+    for k, a in enumerate((0, 2000, 4000)):
+        pre = preprocess(ecg[:1, a : a + 2000], fs=200.0, leads=["I"])
+        kw = {} if k == 1 else {"rhythm": [analyse(ecg[0, a : a + 2000], fs=200.0, lead="I")]}
+        reqs.append((pre.windows, pre.lead_ids, kw))
+    got = _score_requests(clf, reqs)
+    for (x, ids, kw), p in zip(reqs, got):
+        np.testing.assert_allclose(p, clf.run_windows(x, ids, **kw), rtol=0, atol=1e-6)
+    af = clf._fusion_col  # the beats were used: the model-window analysis gives another probability
+    assert abs(got[0][0, af] - clf.run_windows(reqs[0][0], reqs[0][1])[0, af]) > 1e-6
