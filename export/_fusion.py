@@ -79,6 +79,7 @@ def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
             rec = load_item(EcgItem(r.record_id, r.path, start_s=r.start_s, stop_s=r.stop_s))
             rows = [rec.leads.index(x) for x in ("I", "II")]
             pre = preprocess(rec.signal[rows], fs=rec.fs, leads=["I", "II"], config=cfg)
+            beats = device_rhythms(rec.signal[rows], fs=rec.fs, leads=["I", "II"], window_s=cfg.window_s)
         except (KmerlError, ValueError, OSError) as exc:
             failed[r.record_id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -86,7 +87,7 @@ def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
             failed[r.record_id] = f"unusable lead(s): {', '.join(pre.quality.dropped_leads)}"
             continue
         out.append(pre.windows[0].astype(np.float32))
-        rhythm.append(device_rhythms(rec.signal[rows], fs=rec.fs, leads=["I", "II"], window_s=cfg.window_s))
+        rhythm.append(beats)
         keep.append(i)
     recs = [records[i] for i in keep]
     return AfWindows(
