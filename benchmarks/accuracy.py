@@ -70,6 +70,9 @@ class EvalTask:
     labels: np.ndarray
     ids: list[str]
     failed: dict[str, str] = field(default_factory=dict)
+    #: per row, {lead: the window's rhythm at the device rate} for leads I and II (what ``predict`` feeds
+    #: the AF fusion; :func:`export._fusion.device_rhythms`); empty: the fusion analyses the model window
+    rhythm: list[dict[str, Any]] = field(default_factory=list)
 
     def has_leads(self, leads: Sequence[str]) -> bool:
         from kmerl_edge import LEADS
@@ -149,7 +152,9 @@ def load_ptbxl_tasks(data_root: str | Path, *, fold: int = 10, config: Any = Non
     ds = read_ptbxl(root, rate=500, folds=[fold])  # a PhysioNet PTB-XL download (ptbxl_database.csv)
     sup_classes = DEFAULT_LABEL_SETS["ptbxl_superclass"]
     rhy_classes = DEFAULT_LABEL_SETS["rhythm"]
-    rows, ids, y_sup, y_rhy = [], [], [], []
+    from export._fusion import device_rhythms
+
+    rows, ids, y_sup, y_rhy, rhythm = [], [], [], [], []
     failed: dict[str, str] = {}
     for item in ds.items:
         rid = str(item.record_id)
@@ -160,6 +165,7 @@ def load_ptbxl_tasks(data_root: str | Path, *, fold: int = 10, config: Any = Non
             failed[rid] = f"{type(exc).__name__}: {exc}"
             continue
         rows.append((pre.windows[0], pre.leads))
+        rhythm.append(device_rhythms(r.signal, fs=r.fs, leads=r.leads, window_s=cfg.window_s))
         ids.append(rid)
         sup = {PTBXL_SUPERCLASS_CODES[c] for c in item.meta["superclasses"] if c in PTBXL_SUPERCLASS_CODES}
         rhy = {RHYTHM_SCP_CODES[c] for c in item.meta["scp_codes"] if c in RHYTHM_SCP_CODES}
@@ -169,9 +175,9 @@ def load_ptbxl_tasks(data_root: str | Path, *, fold: int = 10, config: Any = Non
     n_sup, n_rhy = len(sup_classes), len(rhy_classes)
     return [
         EvalTask(f"ptbxl_fold{fold}_superclass", "ptbxl_superclass", sup_classes, sig, present,
-                 np.asarray(y_sup, np.float32).reshape(-1, n_sup), ids, failed),
+                 np.asarray(y_sup, np.float32).reshape(-1, n_sup), ids, failed, rhythm),
         EvalTask(f"ptbxl_fold{fold}_rhythm", "rhythm", rhy_classes, sig, present,
-                 np.asarray(y_rhy, np.float32).reshape(-1, n_rhy), ids, failed),
+                 np.asarray(y_rhy, np.float32).reshape(-1, n_rhy), ids, failed, rhythm),
     ]
 
 
@@ -218,7 +224,9 @@ def load_cpsc2021_task(
     names = list(records) if records else sorted(p.stem for p in root.glob("*.hea"))
     if not names:
         raise FileNotFoundError(f"no CPSC2021 records in {root}")
-    rows, ids, labels = [], [], []
+    from export._fusion import device_rhythms
+
+    rows, ids, labels, rhythm = [], [], [], []
     failed: dict[str, str] = {}
     for name in names:
         base = root / name
@@ -240,11 +248,12 @@ def load_cpsc2021_task(
                 failed[f"{name}#{i}"] = f"{type(exc).__name__}: {exc}"
                 continue
             rows.append((pre.windows[0], pre.leads))
+            rhythm.append(device_rhythms(seg, fs=rec.fs, leads=rec.leads, window_s=cfg.window_s))
             ids.append(f"{name}#{i}")
             labels.append([y[i]])
     sig, present = _pack(rows, cfg.window_samples)
     return EvalTask("cpsc2021_af", "rhythm", ("atrial fibrillation",), sig, present,
-                    np.asarray(labels, np.float32).reshape(-1, 1), ids, failed)
+                    np.asarray(labels, np.float32).reshape(-1, 1), ids, failed, rhythm)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -254,11 +263,15 @@ def _student_scores(clf: Any, task: EvalTask, leads: Sequence[str], batch: int =
     _, index = clf.bundle.all_queries()
     cols = [index.index((task.label_set, c)) if (task.label_set, c) in index else -1 for c in task.classes]
     rows = [LEADS.index(x) for x in leads]
+    from kmerl_edge._af_fusion import fusion_rhythm_lead
+
     lids = lead_ids(leads)
+    lead = fusion_rhythm_lead(lids)
     out = []
     for s in range(0, len(task.ids), batch):
         x = np.ascontiguousarray(task.signals[s : s + batch][:, rows])
-        out.append(clf.run_windows(x, lids))
+        rhythm = [r.get(lead) for r in task.rhythm[s : s + batch]] if task.rhythm else None
+        out.append(clf.run_windows(x, lids, rhythm=rhythm))
     p = np.concatenate(out) if out else np.zeros((0, len(index)))
     return np.stack([p[:, c] if c >= 0 else np.full(len(p), np.nan) for c in cols], axis=1)
 

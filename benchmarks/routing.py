@@ -94,7 +94,8 @@ def run(data: Path) -> dict[str, Any]:
         for clf in (student, companion):
             col = clf.bundle.all_queries()[1].index(AF)
             probs.append(np.concatenate([
-                clf.run_windows(np.ascontiguousarray(af.windows[a : a + 64][:, rows]), ke.lead_ids(leads))[:, col]
+                clf.run_windows(np.ascontiguousarray(af.windows[a : a + 64][:, rows]), ke.lead_ids(leads),
+                                rhythm=af.fusion_rhythm(leads, range(a, min(a + 64, len(af.ids)))))[:, col]
                 for a in range(0, len(af.ids), 64)]))
         res_af[name] = _paired(af.af > 0.5, probs[0], probs[1], groups)
         d = np.abs(probs[0] - probs[1])

@@ -84,7 +84,8 @@ def score_holter_record(clf: Any, base: Path, leads: Sequence[str], hop_s: float
     from dataclasses import replace
 
     from kmerl_edge import preprocess, read_record
-    from kmerl_edge._af_fusion import RHYTHM_FEATURES, window_rhythm_features
+    from kmerl_edge._af_fusion import RHYTHM_FEATURES, fusion_rhythm_lead, window_rhythm_features
+    from kmerl_edge.rhythm import analyse
 
     rec = read_record(base)
     rows = [rec.leads.index(x) for x in leads]
@@ -92,9 +93,15 @@ def score_holter_record(clf: Any, base: Path, leads: Sequence[str], hop_s: float
     pre = preprocess(rec.signal[rows], fs=rec.fs, leads=leads, config=cfg)
     _, index = clf.bundle.all_queries()
     col = index.index(("rhythm", "atrial fibrillation"))
-    probs = np.concatenate([clf.run_windows(pre.windows[i : i + 64], pre.lead_ids)[:, col]
+    # the fusion's beats as predict and stream find them: each window of its lead at the device rate
+    lead = fusion_rhythm_lead(pre.lead_ids)
+    x = rec.signal[rec.leads.index(lead)]
+    n = int(round(cfg.window_s * rec.fs))
+    rhythm = [analyse(x[a : a + n], fs=rec.fs, lead=lead)
+              for a in (int(round(s * rec.fs)) for s in pre.window_starts_s)]
+    probs = np.concatenate([clf.run_windows(pre.windows[i : i + 64], pre.lead_ids, rhythm=rhythm[i : i + 64])[:, col]
                             for i in range(0, len(pre.windows), 64)])
-    feats = window_rhythm_features(pre.windows, pre.lead_ids, fs=cfg.target_fs)
+    feats = window_rhythm_features(pre.windows, pre.lead_ids, fs=cfg.target_fs, rhythm=rhythm)
     ok = feats[:, RHYTHM_FEATURES.index("rhythm_ok")] > 0.5
     starts = np.asarray(pre.window_starts_s, dtype=np.float64)
     eps, dur = _episodes(base)

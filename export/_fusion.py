@@ -17,11 +17,24 @@ import numpy as np
 
 from kmerl_edge._af_fusion import RHYTHM_FEATURES, AfFusion, window_rhythm_features
 
-__all__ = ["AF_LEAD_SETS", "AfWindows", "add_af_fusion", "af_features", "fit_af_fusion", "load_af_windows",
+__all__ = ["AF_LEAD_SETS", "AfWindows", "add_af_fusion", "af_features", "device_rhythms", "fit_af_fusion", "load_af_windows",
            "tune_event_rule"]
 
 #: the lead sets the AF fusion is fitted and measured on
 AF_LEAD_SETS: dict[str, tuple[str, ...]] = {"I": ("I",), "I+II": ("I", "II"), "II": ("II",)}
+
+
+def device_rhythms(signal: np.ndarray, *, fs: float, leads: Sequence[str], window_s: float,
+                   want: Sequence[str] = ("I", "II")) -> dict[str, Any]:
+    """{lead: :func:`kmerl_edge.rhythm.analyse` of the first ``window_s`` of that lead at the device rate}
+    for the leads of ``want`` present: the beats ``predict`` feeds the AF fusion for that window."""
+    from kmerl_edge import canonical_leads
+    from kmerl_edge.rhythm import analyse
+
+    names = canonical_leads(leads)
+    n = int(round(window_s * fs))
+    return {lead: analyse(np.asarray(signal[names.index(lead), :n], np.float64), fs=fs, lead=lead)
+            for lead in want if lead in names}
 
 
 @dataclass
@@ -33,11 +46,25 @@ class AfWindows:
     patient: np.ndarray  # (N,) str
     ids: list[str]
     failed: dict[str, str] = field(default_factory=dict)
+    #: per row, {lead: its window's rhythm at the device rate} for leads I and II (:func:`device_rhythms`)
+    rhythm: list[dict[str, Any]] = field(default_factory=list)
 
     def rows(self, mask: np.ndarray) -> AfWindows:
         i = np.flatnonzero(mask)
         return AfWindows(self.windows[i], self.af[i], self.source[i], self.split[i], self.patient[i],
-                         [self.ids[j] for j in i], self.failed)
+                         [self.ids[j] for j in i], self.failed,
+                         [self.rhythm[j] for j in i] if self.rhythm else [])
+
+    def fusion_rhythm(self, leads: Sequence[str], rows: Sequence[int] | None = None) -> list[Any] | None:
+        """The device-rate rhythm the fusion uses on ``leads`` for each row (or for ``rows``)."""
+        from kmerl_edge import lead_ids
+        from kmerl_edge._af_fusion import fusion_rhythm_lead
+
+        if not self.rhythm:
+            return None
+        lead = fusion_rhythm_lead(lead_ids(leads))
+        idx = range(len(self.ids)) if rows is None else rows
+        return [self.rhythm[i].get(lead) for i in idx]
 
 
 def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
@@ -46,12 +73,13 @@ def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
     from trainer.data import EcgItem, load_item
 
     cfg = config or PreprocessConfig()
-    out, keep, failed = [], [], {}
+    out, keep, failed, rhythm = [], [], {}, []
     for i, r in enumerate(records):
         try:
             rec = load_item(EcgItem(r.record_id, r.path, start_s=r.start_s, stop_s=r.stop_s))
             rows = [rec.leads.index(x) for x in ("I", "II")]
             pre = preprocess(rec.signal[rows], fs=rec.fs, leads=["I", "II"], config=cfg)
+            beats = device_rhythms(rec.signal[rows], fs=rec.fs, leads=["I", "II"], window_s=cfg.window_s)
         except (KmerlError, ValueError, OSError) as exc:
             failed[r.record_id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -59,6 +87,7 @@ def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
             failed[r.record_id] = f"unusable lead(s): {', '.join(pre.quality.dropped_leads)}"
             continue
         out.append(pre.windows[0].astype(np.float32))
+        rhythm.append(beats)
         keep.append(i)
     recs = [records[i] for i in keep]
     return AfWindows(
@@ -69,6 +98,7 @@ def load_af_windows(records: Sequence[Any], config: Any = None) -> AfWindows:
         np.array([r.patient for r in recs], dtype=object),
         [r.record_id for r in recs],
         failed,
+        rhythm,
     )
 
 
@@ -85,7 +115,8 @@ def af_features(clf: Any, data: AfWindows, leads: Sequence[str], batch: int = 64
         x = np.ascontiguousarray(data.windows[s : s + batch][:, rows])
         logits.append(clf.backend.run(x, ids)[:, col].astype(np.float64))
     lg = np.concatenate(logits) if logits else np.zeros(0)
-    feats = window_rhythm_features(data.windows[:, rows], ids, fs=clf.bundle.preprocess_config.target_fs)
+    feats = window_rhythm_features(data.windows[:, rows], ids, fs=clf.bundle.preprocess_config.target_fs,
+                                   rhythm=data.fusion_rhythm(leads))
     return lg, feats
 
 

@@ -4,13 +4,16 @@ Atrial fibrillation is a rhythm: irregularly irregular RR intervals. A 0.2-s-pat
 only implicitly, so a bundle may carry ``af_fusion.json``: a small logistic model over
 
 - the model's logit for the fused class (``atrial fibrillation`` of the ``rhythm`` label set) and
-- rhythm features of the window from :func:`kmerl_edge.rhythm.analyse` on the rhythm lead
-  (:func:`kmerl_edge.rhythm.choose_rhythm_lead` among the leads scored): RR irregularity, pNN50,
+- rhythm features of the window from :func:`kmerl_edge.rhythm.analyse` of the rhythm lead
+  (:func:`kmerl_edge.rhythm.choose_rhythm_lead` among the leads scored) *at the device rate*, on the
+  window's own samples — the same analysis ``predict`` reports as the window's rhythm, so a window's beats
+  are found once (a caller that holds only model windows analyses the model window instead): RR irregularity, pNN50,
   normalised RMSSD, coefficient of variation of RR, share of ectopic beats, heart rate, whether the
   beats could be found at all (``rhythm_ok``; when not, the RR features take their training mean so the
   fusion falls back on the model), and the *atrial coherence*: how much of the signal 250–60 ms before
   each R peak (less at fast rates, :func:`atrial_coherence`) repeats from beat to beat — a P wave does,
-  fibrillatory waves do not — as the share of that segment's power its beat-averaged template keeps (0–1).
+  fibrillatory waves do not — as the share of that segment's power its beat-averaged template keeps (0–1),
+  measured on the preprocessed model window at those beats.
 
 The RR features alone are fooled by false beats on a weak lead (a low-amplitude Holter lead I) and by
 sinus arrhythmia; the atrial coherence is independent of the beat timing, so together they carry over
@@ -29,15 +32,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import BundleError
+from ._errors import BundleError, InvalidArgumentError
 from ._leads import LEADS
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .rhythm import RhythmResult
+
 __all__ = ["AF_FUSION_FILE", "RHYTHM_FEATURES", "AfFusion", "atrial_coherence", "event_rule_from_seconds",
-           "rhythm_features", "window_rhythm_features"]
+           "fusion_rhythm_lead", "rhythm_features", "window_rhythm_features"]
 
 AF_FUSION_FILE = "af_fusion.json"
 #: rhythm features, in the order of the fusion's coefficients after the model logit
@@ -72,11 +78,17 @@ def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int], *, fs: float) -
     return float((tmpl * tmpl).sum() / power)
 
 
-def rhythm_features(signal: np.ndarray, *, fs: float, lead: str) -> np.ndarray:
-    """:data:`RHYTHM_FEATURES` of one lead of one window (NaN where the rhythm could not be measured)."""
-    from .rhythm import analyse
+def rhythm_features(signal: np.ndarray, *, fs: float, lead: str, rhythm: RhythmResult | None = None) -> np.ndarray:
+    """:data:`RHYTHM_FEATURES` of one lead of one window (NaN where the rhythm could not be measured).
 
-    r = analyse(signal, fs=fs, lead=lead)
+    ``signal``: the lead's preprocessed window at ``fs`` (the atrial coherence is measured on it).
+    ``rhythm``: the window's beats on that lead at the device rate (:func:`kmerl_edge.rhythm.analyse` of
+    the same time span; its peaks are mapped to ``fs``); ``None`` analyses ``signal`` itself."""
+    if rhythm is None:
+        from .rhythm import analyse
+
+        rhythm = analyse(signal, fs=fs, lead=lead)
+    r = rhythm
     out = np.full(len(RHYTHM_FEATURES), np.nan)
     ok = RHYTHM_FEATURES.index("rhythm_ok")
     if not r.usable or r.hr_bpm is None:
@@ -84,24 +96,50 @@ def rhythm_features(signal: np.ndarray, *, fs: float, lead: str) -> np.ndarray:
         return out
     rr = np.asarray(r.rr_ms, dtype=np.float64)
     cv = float(rr.std() / rr.mean()) if rr.size > 1 and rr.mean() > 0 else np.nan
+    peaks: Sequence[int] = r.r_peaks
+    if r.fs != fs:  # device-rate beats on the model-rate window
+        mapped = np.rint(np.asarray(peaks, dtype=np.float64) * (fs / r.fs)).astype(np.int64)
+        peaks = mapped[mapped < np.shape(signal)[-1]].tolist()
     vals = {"rr_irregularity": r.rr_irregularity, "pnn50": r.pnn50, "nrmssd": r.nrmssd, "cv_rr": cv,
             "ectopic_share": r.ectopic_beats / max(r.n_beats, 1), "hr_100bpm": r.hr_bpm / 100.0,
-            "atrial_coherence": atrial_coherence(signal, r.r_peaks, fs=fs)}
+            "atrial_coherence": atrial_coherence(signal, peaks, fs=fs)}
     for name, v in vals.items():
         out[RHYTHM_FEATURES.index(name)] = np.nan if v is None else min(max(float(v), 0.0), 3.0)
     out[ok] = 1.0
     return out
 
 
-def window_rhythm_features(windows: np.ndarray, lead_ids: Sequence[int] | np.ndarray, *, fs: float) -> np.ndarray:
-    """(N, len(RHYTHM_FEATURES)) for preprocessed windows (N, L, S) on the rhythm lead among ``lead_ids``."""
+def fusion_rhythm_lead(lead_ids: Sequence[int] | np.ndarray) -> str:
+    """The lead whose rhythm the fusion uses among the scored ``lead_ids``."""
     from .rhythm import choose_rhythm_lead
 
+    return choose_rhythm_lead([LEADS[int(i)] for i in lead_ids])
+
+
+def window_rhythm_features(
+    windows: np.ndarray,
+    lead_ids: Sequence[int] | np.ndarray,
+    *,
+    fs: float,
+    rhythm: Sequence[RhythmResult | None] | None = None,
+) -> np.ndarray:
+    """(N, len(RHYTHM_FEATURES)) for preprocessed windows (N, L, S) at ``fs`` on the rhythm lead among
+    ``lead_ids`` (:func:`fusion_rhythm_lead`). ``rhythm``: per window, that lead's analysis at the device
+    rate over the window's time span (what ``predict`` and ``stream`` pass), or ``None`` to analyse the
+    model window itself."""
     names = [LEADS[int(i)] for i in lead_ids]
-    lead = choose_rhythm_lead(names)
+    lead = fusion_rhythm_lead(lead_ids)
     row = names.index(lead)
-    return np.stack([rhythm_features(w[row], fs=fs, lead=lead) for w in windows]) if len(windows) else np.zeros(
-        (0, len(RHYTHM_FEATURES)))
+    if rhythm is not None:
+        if len(rhythm) != len(windows):
+            raise InvalidArgumentError(f"{len(rhythm)} rhythm analyses for {len(windows)} windows")
+        for r in rhythm:
+            if r is not None and r.lead != lead:
+                raise InvalidArgumentError(f"the fusion analyses lead {lead}; a rhythm of lead {r.lead} was given")
+    if not len(windows):
+        return np.zeros((0, len(RHYTHM_FEATURES)))
+    return np.stack([rhythm_features(w[row], fs=fs, lead=lead, rhythm=None if rhythm is None else rhythm[k])
+                     for k, w in enumerate(windows)])
 
 
 def event_rule_from_seconds(

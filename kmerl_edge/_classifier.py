@@ -265,13 +265,23 @@ class Classifier:
     #: windows per backend call: bounds the backend's memory whatever the recording's length
     batch_windows: int = 8  # ONNX Runtime's arena grows with the batch: 8 costs ~40 MB less than 32
 
-    def run_windows(self, windows: np.ndarray, lead_ids: np.ndarray, *, fuse: bool = True) -> np.ndarray:
+    def run_windows(
+        self,
+        windows: np.ndarray,
+        lead_ids: np.ndarray,
+        *,
+        fuse: bool = True,
+        rhythm: Sequence[RhythmResult | None] | None = None,
+    ) -> np.ndarray:
         """Probabilities (n_windows, Q) for preprocessed windows; Q in :meth:`Bundle.all_queries` order.
         The backend sees at most :attr:`batch_windows` windows at a time.
 
         With an ``af_fusion.json`` in the bundle (and ``fuse``), the fused class's probability is the
         calibrated fusion of the model's logit with the window's rhythm evidence
-        (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities."""
+        (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities. ``rhythm``:
+        per window, the analysis at the device rate of the fusion's rhythm lead
+        (:func:`kmerl_edge._af_fusion.fusion_rhythm_lead`) over the window's samples, as ``predict`` and
+        ``stream`` pass it; ``None`` (or a ``None`` entry) analyses the model window instead."""
         n, b = len(windows), max(1, int(self.batch_windows))
         if n <= b:
             logits = self.backend.run(windows, lead_ids).astype(np.float64)
@@ -281,7 +291,8 @@ class Classifier:
             )
         probs = _sigmoid(logits)
         if fuse and self.af_fusion is not None and len(probs):
-            feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs)
+            feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs,
+                                           rhythm=rhythm)
             probs[:, self._fusion_col] = self.af_fusion.probability(logits[:, self._fusion_col], feats)
         return probs
 

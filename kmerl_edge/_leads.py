@@ -67,6 +67,7 @@ def _key(name: str) -> str:
 LEAD_ALIASES: dict[str, str] = {_key(lead): lead for lead in LEADS} | _EXTRA_ALIASES
 
 _ID = {lead: i for i, lead in enumerate(LEADS)}
+_CANONICAL = {lead: lead for lead in LEADS}
 
 
 def canonical_lead(name: str) -> str:
@@ -76,6 +77,9 @@ def canonical_lead(name: str) -> str:
     """
     if not isinstance(name, str):
         raise UnknownLeadError(f"lead names are strings, got {name!r}")
+    lead = _CANONICAL.get(name)  # already canonical: the common case, on every window
+    if lead is not None:
+        return lead
     try:
         return LEAD_ALIASES[_key(name)]
     except KeyError:

@@ -28,10 +28,12 @@ import time
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ._af_fusion import fusion_rhythm_lead
 from ._errors import LeadError, NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
 from ._preprocess import LeadQuality, QualityReport, preprocess
 from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
@@ -199,7 +201,7 @@ class _Beats:
 
     def __init__(self, fs: float, lead: str) -> None:
         self.fs, self.lead = fs, lead
-        self.det = BeatDetector(fs=fs)
+        self._det: BeatDetector | None = None  # made on first use: a 10-s strip reuses its window's beats
         # compact per-beat columns (a 24-h Holter has ~10⁵ beats: Python lists of tuples cost ~50 MB)
         self.beats = array("q")
         self.segments = array("l")
@@ -208,6 +210,12 @@ class _Beats:
         self.seg = 0
         self.lo, self.hi = math.inf, -math.inf
         self.pending_gap = 0
+
+    @property
+    def det(self) -> BeatDetector:
+        if self._det is None:
+            self._det = BeatDetector(fs=self.fs)
+        return self._det
 
     def _take(self, beats: np.ndarray) -> None:
         self.beats.extend(int(b) for b in beats)
@@ -279,13 +287,12 @@ class _Piecer:
         self.routes: list[Route] = []
         self.unserved_pieces = 0
         self.unserved_error: LeadError | None = None
-        self.rhythm_lead = choose_rhythm_lead(leads)
+        order = _rhythm_order(leads)  # leads in the order rhythm analysis prefers them
+        self.rhythm_lead = order[0]
         self.rhythm_row = leads.index(self.rhythm_lead)
-        order: list[str] = []  # leads in the order rhythm analysis prefers them
-        while len(order) < len(leads):
-            order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
         self.rhythm_rows = [leads.index(lead) for lead in order]
         self.window_rhythm = PackedRhythms()
+        self.first_rhythm: RhythmResult | None = None  # window_rhythm[0] as analysed (not rebuilt)
         self.unscored_n = 0
         self.no_lead_pieces = 0
         self.no_lead_error: NoUsableLeadsError | None = None
@@ -364,10 +371,20 @@ class _Piecer:
             self.unserved_error = self.clf.unserved_error(pre.leads, pre.quality.dropped_leads)
             self.unscored_n += (keep_to if keep_to is not None else offset + data.shape[1]) - keep_from
             return
+        # one rhythm analysis per window at the device rate: reported as the window's rhythm, and the AF
+        # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
+        reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off) for w in keep]
+        fused: list[RhythmResult | None] | None = None
+        if target.af_fusion is not None:
+            lead = fusion_rhythm_lead(pre.lead_ids)
+            row = self.leads.index(lead)
+            fused = [r if r.lead == lead else self._analyse(raw, row, pre.window_starts_s[w], t_off)
+                     for w, r in zip(keep, reported)]
         t0 = time.perf_counter()
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
-            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids))
+            kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
+            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids, **kw))
         self.infer_s += time.perf_counter() - t0
         bundle = str(target.bundle.path)
         last = self.routes[-1] if self.routes else None
@@ -376,21 +393,35 @@ class _Piecer:
         else:
             self.routes.append(Route(bundle, pre.leads, t_off + pre.window_starts_s[keep[0]], len(keep)))
         self.starts.extend(t_off + pre.window_starts_s[i] for i in keep)
-        for w in keep:
-            self.window_rhythm.append(self._window_rhythm(raw, pre.window_starts_s[w], t_off))
+        if self.first_rhythm is None:
+            self.first_rhythm = reported[0]
+        for r in reported:
+            self.window_rhythm.append(r)
         self.qualities.append(pre.quality)
         self.used.append(pre.leads)
 
+    def _analyse(self, raw: np.ndarray, row: int, start_s: float, t_off: float) -> RhythmResult:
+        """Rhythm of one window on lead ``row`` at the device rate."""
+        a = int(round(start_s * self.fs))
+        return analyse(raw[row, a : a + self.win_n], fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
 
     def _window_rhythm(self, raw: np.ndarray, start_s: float, t_off: float) -> RhythmResult:
         """Rhythm of one window on the preferred lead that has every sample there (device rate)."""
         a = int(round(start_s * self.fs))
         for row in self.rhythm_rows:
-            seg = raw[row, a : a + self.win_n]
-            if not np.isnan(seg).any():
-                return analyse(seg, fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
+            if not np.isnan(raw[row, a : a + self.win_n]).any():
+                return self._analyse(raw, row, start_s, t_off)
         return summarise_beats([], fs=self.fs, lead=self.rhythm_lead, t0=t_off + start_s,
                                notes=("no lead has every sample in this window",))
+
+
+@lru_cache(maxsize=64)
+def _rhythm_order(leads: tuple[str, ...]) -> tuple[str, ...]:
+    """``leads`` in the order rhythm analysis prefers them (:func:`choose_rhythm_lead`, then among the rest …)."""
+    order: list[str] = []
+    while len(order) < len(leads):
+        order.append(choose_rhythm_lead([lead for lead in leads if lead not in order]))
+    return tuple(order)
 
 
 def _all_runs(miss: np.ndarray) -> Iterator[tuple[int, int, bool]]:
@@ -520,10 +551,11 @@ def score_reader(
         )
     probs = np.concatenate(piecer.probs, axis=0)
     if one_window:
-        wr = piecer.window_rhythm
+        wr, first = piecer.window_rhythm, piecer.first_rhythm
         lead_x = reader.read(0, n)[piecer.rhythm_row]
-        if not n_gaps and len(wr) == 1 and wr[0].lead == beats.lead and not np.isnan(lead_x).any():
-            record_rhythm = wr[0]
+        if (not n_gaps and len(wr) == 1 and first is not None and first.lead == beats.lead
+                and not np.isnan(lead_x).any()):
+            record_rhythm = first
         else:  # a gap, or the window's rhythm came from another lead: detect on the whole recording
             beats.push(lead_x)
             record_rhythm = beats.result()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._af_fusion import fusion_rhythm_lead
 from ._leads import lead_ids
 from ._preprocess import (
     LeadQuality,
@@ -31,6 +32,7 @@ from ._preprocess import (
 from ._preprocess import _quality as _quality_of_rows
 from ._stream_errors import StreamClosedError, StreamConfigError
 from ._stream_types import SKIP_BACKLOG, SKIP_ERROR, SKIP_NO_USABLE_LEADS, SKIP_UNSERVED_LEADS
+from .rhythm import RhythmResult, analyse
 
 __all__ = ["InferenceWorker", "WindowJob", "Outcome", "WorkerStats", "warmup"]
 
@@ -334,7 +336,11 @@ class InferenceWorker:
             bundle = str(target.bundle.path)
             for k in range(0, len(members), self.max_batch):
                 part = members[k : k + self.max_batch]
-                probs = target.run_windows(np.stack([model_in[p] for p in part]), ids)
+                kw: dict[str, Any] = {}
+                if getattr(target, "af_fusion", None) is not None:  # the fusion's beats: as predict finds them
+                    lead = fusion_rhythm_lead(ids)
+                    kw["rhythm"] = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
+                probs = target.run_windows(np.stack([model_in[p] for p in part]), ids, **kw)
                 now = time.perf_counter()
                 for p, pr in zip(part, probs):
                     j, keep, report, excluded = plans[p]
@@ -351,6 +357,14 @@ class InferenceWorker:
         if serves is None or serves(names):
             return own
         return own.route(names)
+
+
+def _device_rhythm(job: WindowJob, keep: Sequence[int], names: tuple[str, ...], lead: str) -> RhythmResult | None:
+    """The window's rhythm on ``lead`` at the device rate (what ``predict`` finds on the same samples);
+    ``None`` for a window assembled around gaps (the fusion then analyses the model window)."""
+    if job.segments is not None:
+        return None
+    return analyse(job.data[keep[names.index(lead)]], fs=job.fs, lead=lead)
 
 
 class _Discard:

@@ -75,9 +75,14 @@ def _score_requests(clf: Any, reqs: list[tuple[np.ndarray, np.ndarray, dict[str,
     out: list[np.ndarray | None] = [None] * len(reqs)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (x, ids, kw) in enumerate(reqs):
-        groups.setdefault((tuple(int(v) for v in ids), x.shape[1:], tuple(sorted(kw.items()))), []).append(i)
+        opts = tuple(sorted((k, v) for k, v in kw.items() if k != "rhythm"))  # rhythm: per window, joined below
+        groups.setdefault((tuple(int(v) for v in ids), x.shape[1:], opts), []).append(i)
     for members in groups.values():
         x0, ids, kw = reqs[members[0]]
+        kw = {k: v for k, v in kw.items() if k != "rhythm"}
+        if any(reqs[i][2].get("rhythm") is not None for i in members):
+            kw["rhythm"] = [r for i in members
+                            for r in (reqs[i][2].get("rhythm") or [None] * len(reqs[i][0]))]
         probs = clf.run_windows(np.concatenate([reqs[i][0] for i in members]), ids, **kw)
         a = 0
         for i in members:

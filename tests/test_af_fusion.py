@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import kmerl_edge
-from kmerl_edge import BundleError, TamperedArtifactError, preprocess
+from kmerl_edge import BundleError, InvalidArgumentError, TamperedArtifactError, preprocess
 from kmerl_edge._af_fusion import (
     AF_FUSION_FILE,
     RHYTHM_FEATURES,
@@ -20,6 +21,7 @@ from kmerl_edge._af_fusion import (
     window_rhythm_features,
 )
 from kmerl_edge._bundle import add_artifacts
+from kmerl_edge.rhythm import analyse
 from kmerl_edge.stream import demo_record_path
 
 BUNDLE = Path(__file__).parent / "fixtures" / "test_bundle"
@@ -76,28 +78,67 @@ def test_predict_reports_the_fused_af_probability(fused_bundle, ecg):
     pre = preprocess(x, fs=200.0, leads=["I", "II"], config=clf.bundle.preprocess_config)
     logits = clf.backend.run(pre.windows, pre.lead_ids)
     col = clf.bundle.all_queries()[1].index(("rhythm", "atrial fibrillation"))
-    feats = window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0)
+    # the fusion's beats: each window of the rhythm lead (II) analysed at the device rate, as reported
+    rhythm = [analyse(x[1, round(s * 200) : round(s * 200) + 2000], fs=200.0, lead="II") for s in pre.window_starts_s]
+    assert list(p.window_rhythm) == [replace(r, beat_times_s=w.beat_times_s) for r, w in zip(rhythm, p.window_rhythm)]
+    feats = window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0, rhythm=rhythm)
     assert feats[:, RHYTHM_FEATURES.index("rhythm_ok")].max() == 1.0  # beats found on the real record
     want = clf.af_fusion.probability(logits[:, col].astype(np.float64), feats).mean()
     assert p.scores["atrial fibrillation"] == pytest.approx(want, abs=1e-9)
     assert p.scores["atrial fibrillation"] != pytest.approx(q.scores["atrial fibrillation"], abs=1e-3)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_stream_reports_the_same_fused_probability_as_offline(fused_bundle, ecg, backend):
+@pytest.mark.parametrize(("backend", "fs"), [("torch", 200.0), ("onnxruntime", 200.0), ("torch", 250.0)])
+def test_stream_reports_the_same_fused_probability_as_offline(fused_bundle, ecg, backend, fs):
     pytest.importorskip("onnxruntime")
+    from kmerl_edge._preprocess import resample_signal
+
     clf = kmerl_edge.load(fused_bundle, backend=backend)
     x = ecg[:1, : int(20 * 200)]
-    s = clf.stream(fs=200.0, leads=["I"], hop_s=5.0, synchronous=True)
+    if fs != 200.0:
+        x = resample_signal(x.astype(np.float64), fs_in=200.0, fs_out=fs).astype(np.float32)
+    n = int(10 * fs)
+    s = clf.stream(fs=fs, leads=["I"], hop_s=5.0, synchronous=True)
     res = s.push(x, 0.0) + s.close()
     assert res
     for r in res:
-        a = int(round(r.t_start * 200.0))
-        pre = preprocess(x[:, a : a + 2000], fs=200.0, leads=["I"], config=clf.bundle.preprocess_config)
-        want = clf.scores_from_probs(clf.run_windows(pre.windows, pre.lead_ids)[0])[0]
+        a = int(round(r.t_start * fs))
+        want = clf.predict(x[:, a : a + n], fs=fs, leads=["I"]).scores
         assert r.scores["atrial fibrillation"] == pytest.approx(want["atrial fibrillation"], abs=1e-5)
+        pre = preprocess(x[:, a : a + n], fs=fs, leads=["I"], config=clf.bundle.preprocess_config)
         unfused = clf.scores_from_probs(clf.run_windows(pre.windows, pre.lead_ids, fuse=False)[0])[0]
         assert unfused["atrial fibrillation"] != pytest.approx(want["atrial fibrillation"], abs=1e-4)
+
+
+def test_predict_finds_each_windows_beats_once(fused_bundle, ecg, monkeypatch):
+    # one rhythm analysis per window feeds both the reported window rhythm and the AF fusion
+    import kmerl_edge._scoring as scoring
+    import kmerl_edge.rhythm as rhythm
+
+    calls: list[str] = []
+    real = rhythm.analyse
+
+    def counted(*a, **kw):
+        calls.append(kw["lead"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rhythm, "analyse", counted)
+    monkeypatch.setattr(scoring, "analyse", counted)
+    clf = kmerl_edge.load(fused_bundle, backend="torch")
+    p = clf.predict(ecg[:, :2000], fs=200.0, leads=["I", "II"])
+    assert calls == ["II"] and p.rhythm == p.window_rhythm[0]
+    calls.clear()
+    p = clf.predict(ecg[:, :4000], fs=200.0, leads=["I", "II"])
+    assert len(calls) == len(p.window_scores) > 1
+
+
+def test_window_rhythm_features_refuse_a_rhythm_of_another_lead_or_count(ecg):
+    pre = preprocess(ecg[:, :2000], fs=200.0, leads=["I", "II"])
+    r = analyse(ecg[0, :2000], fs=200.0, lead="I")
+    with pytest.raises(InvalidArgumentError, match="lead I"):
+        window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0, rhythm=[r])
+    with pytest.raises(InvalidArgumentError, match="2 rhythm analyses for 1 windows"):
+        window_rhythm_features(pre.windows, pre.lead_ids, fs=500.0, rhythm=[None, None])
 
 
 def test_tampered_fusion_is_refused(fused_bundle, tmp_path):
@@ -149,3 +190,20 @@ def test_atrial_coherence_needs_three_beats_and_a_signal():
         y[r - 100 : r - 40] += p_wave
     assert atrial_coherence(y, beats, fs=500.0) > 0.8
     assert atrial_coherence(rng.normal(0, 1, 5000), beats, fs=500.0) < 0.3
+
+
+def test_a_serve_batch_keeps_each_requests_rhythm(fused_bundle, ecg):
+    # a scorer replica joins requests of one lead set into one call: each keeps its own device-rate beats
+    from kmerl_fleet._serve import _score_requests
+
+    clf = kmerl_edge.load(fused_bundle, backend="torch")
+    reqs = []
+    for k, a in enumerate((0, 2000, 4000)):
+        pre = preprocess(ecg[:1, a : a + 2000], fs=200.0, leads=["I"])
+        kw = {} if k == 1 else {"rhythm": [analyse(ecg[0, a : a + 2000], fs=200.0, lead="I")]}
+        reqs.append((pre.windows, pre.lead_ids, kw))
+    got = _score_requests(clf, reqs)
+    for (x, ids, kw), p in zip(reqs, got):
+        np.testing.assert_allclose(p, clf.run_windows(x, ids, **kw), rtol=0, atol=1e-6)
+    af = clf._fusion_col  # the beats were used: the model-window analysis gives another probability
+    assert abs(got[0][0, af] - clf.run_windows(reqs[0][0], reqs[0][1])[0, af]) > 1e-6

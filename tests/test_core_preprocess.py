@@ -137,6 +137,24 @@ def test_zero_phase_filter_matches_scipy_sosfiltfilt():
                 )
 
 
+def test_compiled_filter_loop_gives_sosfilts_numbers_bit_for_bit(monkeypatch):
+    """Preprocessing calls scipy's compiled sosfilt loop without the wrapper's checks when it matches
+    ``sosfilt`` exactly; the windows are the same bits either way (1, 3 leads; 1-D; a 3-D stack)."""
+    from kmerl_edge import _preprocess as P
+
+    rng = np.random.default_rng(5)
+    cases = [rng.standard_normal(s) for s in [(5000,), (3, 5000), (2, 4, 1200)]]
+    keys = (P._sos(500.0, 0.5, 40.0, 4), P._sos_high(500.0, 40.0, 4))
+    fast = [P._filtfilt(k, x, min(60, x.shape[-1] - 1)) for x in cases for k in keys]
+    pre = ke.preprocess(cases[1], fs=360.0, leads=["I", "II", "V1"])
+    monkeypatch.setattr(P, "_compiled_sosfilt", lambda: None)
+    slow = [P._filtfilt(k, x, min(60, x.shape[-1] - 1)) for x in cases for k in keys]
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    again = ke.preprocess(cases[1], fs=360.0, leads=["I", "II", "V1"])
+    assert np.array_equal(pre.windows, again.windows) and pre.quality == again.quality
+
+
 def test_windows_at_the_model_rate_equal_the_documented_pipeline(rec):
     """At 500 Hz the quality check's band-pass is reused for the windows: same result as resample →
     band-pass → z-score done step by step, also after dropping a lead."""
