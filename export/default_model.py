@@ -175,10 +175,12 @@ def build_default_model(
     backends: Sequence[str] | None = None,
     command: str = "",
     lead_mask_choices: Sequence[int] | None = None,
+    lead_count_per: str = "sample",
 ) -> Path:
     """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
     numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
-    trainer's default, 9–11, i.e. 1–3 leads kept)."""
+    trainer's default, 9–11, i.e. 1–3 leads kept); ``lead_count_per``: ``sample`` or ``batch`` (one draw
+    per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`)."""
     import torch
 
     from kmerl_edge._config import get_config
@@ -194,10 +196,12 @@ def build_default_model(
             **get_config(teacher_model).to_dict(), "name": ""}:
         raise ConfigError(f"--distill-steps 0 keeps the trained weights, so the student must share the teacher's "
                           f"architecture: pass --student {teacher_model} (got {student})")  # before training, not after
-    if lead_mask_choices is not None:  # a bad value fails here, before the data are read
-        from trainer._config import MaskingConfig
+    from trainer._config import MaskingConfig
 
-        MaskingConfig(mask_lead_choices=tuple(int(c) for c in lead_mask_choices))
+    masking: dict[str, Any] = {"lead_count_per": lead_count_per}
+    if lead_mask_choices is not None:
+        masking["mask_lead_choices"] = tuple(int(c) for c in lead_mask_choices)
+    MaskingConfig(**masking)  # a bad value fails here, before the data are read
     torch.manual_seed(seed)  # the trainer and exporter seed their own generators from `seed`
     t0 = time.time()
     work.mkdir(parents=True, exist_ok=True)
@@ -218,8 +222,7 @@ def build_default_model(
         model=teacher_model, epochs=epochs, batch_size=batch_size, seed=seed, lr=5e-4,
         warmup_steps=50, ckpt_every=100000, log_every=20, loss={"bce_weight": bce_weight},
     )
-    if lead_mask_choices is not None:
-        cfg = cfg.override(masking={"mask_lead_choices": tuple(int(c) for c in lead_mask_choices)})
+    cfg = cfg.override(masking=masking)
     run = work / "teacher"
     res = train_teacher(cfg, data=shards, out_dir=run, labels=labels, device="auto", progress=False,
                         resume=(run / "train_config.json").exists())
@@ -282,6 +285,7 @@ def build_default_model(
         "distill_teacher_leads": teacher_leads,
         "max_leads": max_leads,
         "lead_mask_choices": list(cfg.masking.mask_lead_choices),
+        "lead_count_per": cfg.masking.lead_count_per,
         "augment": augment,
         "distill_lr": distill_lr,
         "corpus": ds["corpus"].summary(),
@@ -437,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated numbers of leads a 12-lead training record may have masked, drawn "
                          "uniformly per sample, e.g. 0,3,6,9,10,10,11,11 (default: the trainer's 9,10,11: "
                          "1-3 leads kept)")
+    ap.add_argument("--lead-count-per", choices=("sample", "batch"), default="sample",
+                    help="draw the masked-lead count per sample (default) or once per batch (many-lead choices "
+                         "then cost far less compute)")
     ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
@@ -457,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                             calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
                             teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
                             distill_lr=a.distill_lr,
-                            lead_mask_choices=_int_list(a.lead_mask_choices),
+                            lead_mask_choices=_int_list(a.lead_mask_choices), lead_count_per=a.lead_count_per,
                             backends=a.backends.split(",") if a.backends else None, command=command)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)
