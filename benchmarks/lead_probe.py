@@ -13,6 +13,10 @@ I+II+V2, I+II, I):
 Fold 10 (test) is not read. Bootstrap 95 % intervals beside every AUC.
 
     python -m benchmarks.lead_probe --teacher runs/v3s/teacher --data ../shared/data --out probe.json
+
+With ``--compare RUN`` it scores a second model's query network on fold 9 instead and reports, per lead set,
+both macro AUCs and the paired bootstrap interval of their difference (``RUN`` minus ``--teacher``; the
+same resampled records for both).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LEAD_SETS", "main", "probe_lead_sets"]
+__all__ = ["LEAD_SETS", "compare_on_val", "main", "probe_lead_sets"]
 
 LEAD_SETS: dict[str, tuple[str, ...]] = {
     "12 leads": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
@@ -129,6 +133,55 @@ def probe_lead_sets(teacher_path: str | Path, shared: str | Path, *, cache: str 
     return out
 
 
+def _macro_auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    ok = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return float(np.mean([roc_auc_score(y[:, j], s[:, j]) for j in ok]))
+
+
+def compare_on_val(base: str | Path, other: str | Path, shared: str | Path, *, cache: str | Path | None = None,
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Query-network macro AUC of two models on fold 9 per lead set, with the paired bootstrap 95 % interval
+    of ``other - base``."""
+    import torch
+
+    from kmerl_edge import lead_ids
+    from trainer.checkpoint import load_teacher
+    from trainer.text import load_text_encoder
+
+    d = _load(Path(shared), Path(cache) if cache else None)
+    scored = []
+    for path in (base, other):
+        t = load_teacher(path)
+        text = load_text_encoder(t.text_encoder)
+        with torch.no_grad():
+            q = t.model.eval().project_queries(text.encode(d["classes"]).float())
+        scored.append((t.model, q))
+    rng = np.random.default_rng(seed)
+    y = d["y_val"]
+    out: dict[str, Any] = {"base": str(base), "other": str(other), "by_lead_set": {}}
+    for key, leads in LEAD_SETS.items():
+        ids = lead_ids(leads)
+        m = d["p_val"][:, ids].all(axis=1)
+        x = d["x_val"][m][:, ids]
+        s = [_passes(model, q, x, ids)[1] for model, q in scored]
+        ym = y[m]
+        diffs = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(ym), len(ym))
+            if any(ym[i, j].min() == ym[i, j].max() for j in range(ym.shape[1]) if 0 < ym[:, j].sum() < len(ym)):
+                continue
+            diffs.append(_macro_auc(ym[i], s[1][i]) - _macro_auc(ym[i], s[0][i]))
+        a, b = _macro_auc(ym, s[0]), _macro_auc(ym, s[1])
+        res = {"base": round(a, 4), "other": round(b, 4), "diff": round(b - a, 4),
+               "diff_ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)],
+               "n": int(m.sum())}
+        out["by_lead_set"][key] = res
+        print(key, json.dumps(res), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_probe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="../shared/data", help="the shared data folder")
     ap.add_argument("--cache", default=None, help="npz cache of the preprocessed folds 1-8 and 9 windows")
     ap.add_argument("--out", required=True, help="JSON results file")
+    ap.add_argument("--compare", default=None, help="a second run: paired comparison of the query networks")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
-    res = probe_lead_sets(a.teacher, a.data, cache=a.cache)
+    res = (compare_on_val(a.teacher, a.compare, a.data, cache=a.cache) if a.compare
+           else probe_lead_sets(a.teacher, a.data, cache=a.cache))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     return 0
