@@ -92,3 +92,11 @@ def test_lead_count_drawn_once_per_batch() -> None:
     assert counts == {12, 6, 1}
     with pytest.raises(TrainConfigError, match="lead_count_per"):
         MaskingConfig(lead_count_per="epoch")
+
+
+def test_cli_overrides_reach_the_masking_config() -> None:
+    from trainer._config import get_preset
+    from trainer.cli import _overrides
+
+    cfg = get_preset("test", **_overrides(["masking.mask_lead_choices=[0,6,11]", "masking.lead_count_per=batch"]))
+    assert cfg.masking.mask_lead_choices == (0, 6, 11) and cfg.masking.lead_count_per == "batch"
