@@ -308,8 +308,8 @@ def load_with_heldout(
 
 
 def heldout_spec(bundle: Any, heldout: str | Path | None = None) -> dict[str, set[str]] | None:
-    """The bundle's held-out list (``heldout.json``: test record ids and training patients), or the one
-    in ``heldout`` for a bundle that has none; None when neither exists."""
+    """The bundle's held-out list (``heldout.json``: test record ids, validation record ids and training
+    patients), or the one in ``heldout`` for a bundle that has none; None when neither exists."""
     import json
 
     path = Path(heldout) if heldout is not None else Path(bundle.path) / "heldout.json"
@@ -318,7 +318,8 @@ def heldout_spec(bundle: Any, heldout: str | Path | None = None) -> dict[str, se
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
-    return {"test_records": set(d["test_records"]), "train_patients": set(d.get("train_patients", ()))}
+    return {"test_records": set(d["test_records"]), "val_records": set(d.get("val_records", ())),
+            "train_patients": set(d.get("train_patients", ()))}
 
 
 #: held-out lists of bundles built before bundles carried their own (matched by the weights' SHA-256)
@@ -402,7 +403,8 @@ def run_accuracy(
     cpsc2021_records = _heldout_cpsc2021(spec, cpsc2021_records)
     tasks = load_ptbxl_tasks(data_root, fold=fold, config=cfg)
     if spec is not None:
-        leaked = [i for t in tasks for i in t.ids if f"ptbxl:{i}" not in spec["test_records"]]
+        held = spec["test_records"] | spec.get("val_records", set())  # fold 9 (val) scores for selection
+        leaked = [i for t in tasks for i in t.ids if f"ptbxl:{i}" not in held]
         if leaked:
             raise TrainingPatientError(f"PTB-XL fold {fold} records {leaked[:5]} are not in the held-out list")
     tasks.append(load_cpsc2021_task(data_root, records=cpsc2021_records, config=cfg))

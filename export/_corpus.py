@@ -10,9 +10,10 @@ One row per recording (or per 10-s window of a Holter record), with
   every record in the ``*_extra`` / ``cpsc2018_cinc2020`` folders);
 - ``patient``: the patient id where the source has one (PTB-XL ``patient_id``, CPSC-2021 ``data_<patient>_*``),
   else the recording itself (the CinC sources publish one recording per patient id-less);
-- ``split``: ``train`` or ``test``, by patient: PTB-XL by ``strat_fold`` (10 is the benchmark's test fold,
-  patient-disjoint by construction), CPSC-2021 by patient list, the other sources by a seeded hash of the
-  patient id (``test_fraction`` of the patients).
+- ``split``: ``train``, ``val`` or ``test``, by patient: PTB-XL by ``strat_fold`` (9 is the validation fold,
+  10 the benchmark's test fold, patient-disjoint by construction; neither is ever trained on), CPSC-2021 by
+  patient list, the other sources by a seeded hash of the patient id (``test_fraction`` of the patients).
+  Any selection (recipe, epochs, checkpoint) is made on ``val``; ``test`` is scored once, for the final model.
 
 Duplicates are removed by recording identity: a PTB-XL ``ecg_id`` appears once (the 500 Hz mV record of
 ``ptbxl/`` first, then the CinC ``HR*`` copy, then the normalised 250 Hz copy of ``ptbxl_folds1_8/``); a
@@ -85,6 +86,8 @@ class CorpusConfig:
     test_fraction: float = 0.3
     #: PTB-XL strat folds held out (10 is the benchmark's test fold)
     ptbxl_test_folds: tuple[int, ...] = (10,)
+    #: PTB-XL strat folds held out for validation (model selection); never trained on
+    ptbxl_val_folds: tuple[int, ...] = (9,)
     #: CPSC-2021 Holter patients held out (8 and 66 paroxysmal/persistent AF, 35 normal, 101 AF)
     holter_test_patients: tuple[str, ...] = ("8", "35", "66", "101")
     #: Holter records are cut into consecutive windows of this length
@@ -94,6 +97,13 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if set(self.ptbxl_val_folds) & set(self.ptbxl_test_folds):
+            raise ValueError(f"PTB-XL folds {sorted(set(self.ptbxl_val_folds) & set(self.ptbxl_test_folds))} "
+                             "are both validation and test folds")
+
+    def ptbxl_split(self, fold: int) -> str:
+        """``test``, ``val`` or ``train`` for a PTB-XL ``strat_fold``."""
+        return "test" if fold in self.ptbxl_test_folds else "val" if fold in self.ptbxl_val_folds else "train"
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class Corpus:
                 and (source is None or r.source == source) and (exclude_source is None or r.source != exclude_source)]
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """{source: {split: records, split_af: AF records, patients: n}}."""
+        """{source: {split: records, split_af: AF records, patients: n}} (splits ``train``, ``val``, ``test``)."""
         out: dict[str, dict[str, int]] = {}
         pats: dict[str, set[str]] = {}
         for r in self.records:
@@ -191,7 +201,7 @@ def build_corpus(shared: str | Path, config: CorpusConfig | None = None) -> Corp
         recs.append(CorpusRecord(
             f"ptbxl:{eid}", "ptbxl", "ptbxl", f"ptbxl:{int(float(item.meta['patient_id']))}", str(item.path),
             compose_ptbxl_report(scp, statements), _ptbxl_labels(list(scp), ptb_sup),
-            "test" if fold in cfg.ptbxl_test_folds else "train"))
+            cfg.ptbxl_split(fold)))
     # --- CPSC-2018 originals (.mat)
     with open(root / "cpsc2018" / "index.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -258,7 +268,7 @@ def build_corpus(shared: str | Path, config: CorpusConfig | None = None) -> Corp
         fold = int(hit["strat_fold"]) if hit else 0  # HR* copies are folds 1-8 (shared/README)
         recs.append(CorpusRecord(
             key, "ptbxl", folder, patient, str(hea.with_suffix("")), ". ".join(words) + "." if words else "",
-            labels, "test" if fold in cfg.ptbxl_test_folds else "train"))
+            labels, cfg.ptbxl_split(fold)))
     for eid, row in extra.items():
         key = f"ptbxl:{eid}"
         if key in seen:
@@ -273,7 +283,7 @@ def build_corpus(shared: str | Path, config: CorpusConfig | None = None) -> Corp
         recs.append(CorpusRecord(
             key, "ptbxl", "ptbxl_folds1_8", f"ptbxl:{int(float(row['patient_id']))}",
             str(root / "ptbxl_folds1_8" / row["record"]), report, _ptbxl_labels(codes, sup),
-            "test" if fold in cfg.ptbxl_test_folds else "train"))
+            cfg.ptbxl_split(fold)))
     # --- CPSC-2021 Holter, consecutive windows
     recs += _holter_windows(root, cfg, skipped)
     _check_patient_split(recs)
@@ -322,7 +332,7 @@ def _check_patient_split(recs: Sequence[CorpusRecord]) -> None:
         where.setdefault(r.patient, set()).add(r.split)
     both = [p for p, s in where.items() if len(s) > 1]
     if both:
-        raise ValueError(f"patients in both train and test: {both[:5]} ({len(both)})")
+        raise ValueError(f"patients in more than one split: {both[:5]} ({len(both)})")
     ids = Counter(r.record_id for r in recs)
     twice = [k for k, v in ids.items() if v > 1]
     if twice:

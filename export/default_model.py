@@ -2,22 +2,29 @@
 
     python -m export.default_model --shared ../shared/data --work runs/default --out kmerl_edge/default_bundle
 
-1. **Data.** Training: PTB-XL folds 1–9 (English reports composed from the SCP statements), the 50 CinC
-   2021 records (SNOMED diagnoses as report text), the 10 CPSC-2018 records (their labels as text), and
-   CPSC-2021 10-s windows of patients 21, 84 and 92 (rhythm annotation as text). Evaluation: PTB-XL fold 10
-   and CPSC-2021 patients 8, 35 and 101 — held out by patient, never seen in training or distillation.
+1. **Data.** :func:`export._corpus.build_corpus`: every source of ``../shared/data`` (PTB-XL, CPSC-2018,
+   Georgia, Chapman/Ningbo, CPSC-2018 extra, PTB and the CPSC-2021 Holter windows), deduplicated by
+   recording and split by patient into ``train`` / ``val`` / ``test``. Training: the ``train`` split with a
+   report (PTB-XL folds 1–8 with English reports composed from the SCP statements, the CinC records with
+   their SNOMED diagnoses as text, CPSC-2018 labels as text, Holter windows with their rhythm annotation;
+   about 2,500 recordings). Validation: PTB-XL fold 9 — never trained on; every choice of recipe is made
+   on it (its AUCs are in the metrics as ``ptbxl_fold9_val_superclass``). Test: PTB-XL fold 10 and the
+   held-out CPSC-2021 patients (8, 35, 66, 101) — scored for the final model, never used to choose.
 2. **Knowledge.** The lexicon backend of :mod:`trainer.knowledge` turns every report into entities; the
    superclass step adds the five PTB-XL superclass names ("normal ECG", "myocardial infarction", …) as
    entities, as the paper's superclass aggregation does.
-3. **Teacher.** :func:`trainer.train.train` (lead and segment masking, contrastive + query BCE).
-4. **Student.** :func:`export.export_bundle` distils into a ≤ 3-lead student and lowers it to ONNX fp32 /
-   int8 and ExecuTorch fp32 / int8, parity-checked.
-5. **Evaluation.** Zero-shot macro AUC on PTB-XL fold 10 (12 leads, I+II+V2, I+II, I, II) for the teacher,
-   the student and the int8 student; AF-vs-rest AUC on the held-out CPSC-2021 windows with lead I and lead
-   II. The numbers go into the manifest and the model card.
+3. **Teacher.** :func:`trainer.train.train` (lead and segment masking, contrastive + query BCE). With
+   ``--lead-mask-choices`` the 12-lead records keep from 1 up to all 12 leads in training, so that the
+   model has seen the many-lead inputs it serves.
+4. **Student.** :func:`export.export_bundle` distils into a student serving at most ``--max-leads`` leads
+   (or keeps the trained weights with ``--distill-steps 0``) and lowers it to ONNX fp32 / int8 and
+   ExecuTorch fp32 / int8, parity-checked.
+5. **Evaluation.** Zero-shot macro AUC on PTB-XL fold 9 (val) and fold 10 (test) (12 leads, I+II+V2,
+   I+II, I, II) for the teacher, the student and the int8 student; AF-vs-rest AUC on the held-out
+   CPSC-2021 windows with lead I and lead II. The numbers go into the manifest and the model card.
 
-It runs on a 2-core CPU within a developer session. It is a demonstration of the whole chain on a very
-small public training set (≈ 750 recordings), not a clinical model.
+It runs on a 2-core CPU within a developer session. It is a demonstration of the whole chain on a small
+public training set, not a clinical model.
 """
 
 from __future__ import annotations
@@ -48,8 +55,9 @@ EVAL_SUBSETS: tuple[tuple[str, ...], ...] = (
 
 
 def default_datasets(shared: Path, corpus_config: Any = None) -> dict[str, Any]:
-    """The training dataset (items with reports, the corpus's ``train`` split) and the evaluation datasets
-    (the ``test`` split, items with class labels), plus the :class:`export._corpus.Corpus` itself."""
+    """The training dataset (items with reports, the corpus's ``train`` split), the validation dataset
+    (``ptbxl_fold9_val``: the ``val`` split, PTB-XL fold 9) and the test datasets (the ``test`` split), items
+    with class labels, plus the :class:`export._corpus.Corpus` itself."""
     from export._corpus import AF, build_corpus
     from trainer.data import Dataset, EcgItem
 
@@ -61,11 +69,13 @@ def default_datasets(shared: Path, corpus_config: Any = None) -> dict[str, Any]:
                        start_s=r.start_s, stop_s=r.stop_s, meta={"source": r.source, "patient": r.patient})
 
     train = [item(r) for r in corpus.records if r.split == "train" and r.report]
+    ptb_val = [item(r) for r in corpus.records if r.split == "val" and r.source == "ptbxl"]
     ptb_test = [item(r) for r in corpus.records if r.split == "test" and r.source == "ptbxl"]
     holter_test = [item(r) for r in corpus.records if r.split == "test" and r.source == "cpsc2021"]
     return {
         "corpus": corpus,
         "train": Dataset("kmerl-default-train", train),
+        "ptbxl_fold9_val": Dataset("ptbxl_fold9_val", ptb_val, classes=classes),
         "ptbxl_fold10": Dataset("ptbxl_fold10", ptb_test, classes=classes),
         "cpsc2021_heldout": Dataset("cpsc2021_heldout", holter_test, classes=(AF,)),
     }
@@ -164,7 +174,13 @@ def build_default_model(
     distill_lr: float = 2e-3,
     backends: Sequence[str] | None = None,
     command: str = "",
+    lead_mask_choices: Sequence[int] | None = None,
+    lead_count_per: str = "sample",
 ) -> Path:
+    """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
+    numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
+    trainer's default, 9–11, i.e. 1–3 leads kept); ``lead_count_per``: ``sample`` or ``batch`` (one draw
+    per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`)."""
     import torch
 
     from kmerl_edge._config import get_config
@@ -180,6 +196,12 @@ def build_default_model(
             **get_config(teacher_model).to_dict(), "name": ""}:
         raise ConfigError(f"--distill-steps 0 keeps the trained weights, so the student must share the teacher's "
                           f"architecture: pass --student {teacher_model} (got {student})")  # before training, not after
+    from trainer._config import MaskingConfig
+
+    masking: dict[str, Any] = {"lead_count_per": lead_count_per}
+    if lead_mask_choices is not None:
+        masking["mask_lead_choices"] = tuple(int(c) for c in lead_mask_choices)
+    MaskingConfig(**masking)  # a bad value fails here, before the data are read
     torch.manual_seed(seed)  # the trainer and exporter seed their own generators from `seed`
     t0 = time.time()
     work.mkdir(parents=True, exist_ok=True)
@@ -188,7 +210,8 @@ def build_default_model(
     from export._corpus import write_corpus_csv
 
     write_corpus_csv(ds["corpus"], work / "corpus.csv")
-    print(f"[1/5] data: {len(train)} training items; eval: {len(ds['ptbxl_fold10'])} PTB-XL fold 10, "
+    print(f"[1/5] data: {len(train)} training items; val: {len(ds['ptbxl_fold9_val'])} PTB-XL fold 9; "
+          f"test: {len(ds['ptbxl_fold10'])} PTB-XL fold 10, "
           f"{len(ds['cpsc2021_heldout'])} held-out CPSC-2021 windows; by source: "
           f"{json.dumps(ds['corpus'].summary())}; duplicates dropped: {ds['corpus'].duplicates}", flush=True)
     labels, knowledge = build_labels(train, work)
@@ -199,6 +222,7 @@ def build_default_model(
         model=teacher_model, epochs=epochs, batch_size=batch_size, seed=seed, lr=5e-4,
         warmup_steps=50, ckpt_every=100000, log_every=20, loss={"bce_weight": bce_weight},
     )
+    cfg = cfg.override(masking=masking)
     run = work / "teacher"
     res = train_teacher(cfg, data=shards, out_dir=run, labels=labels, device="auto", progress=False,
                         resume=(run / "train_config.json").exists())
@@ -207,6 +231,7 @@ def build_default_model(
     text = load_text_encoder(teacher.text_encoder)
     classes = [c for cs in DEFAULT_LABEL_SETS.values() for c in cs]
     ptb_eval = eval_data_from_dataset(ds["ptbxl_fold10"], classes=classes)
+    val_eval = eval_data_from_dataset(ds["ptbxl_fold9_val"], classes=classes)
     af_eval = eval_data_from_dataset(ds["cpsc2021_heldout"], classes=["atrial fibrillation"])
     emb = text.encode(classes)
 
@@ -216,7 +241,7 @@ def build_default_model(
             logits = teacher.model(torch.from_numpy(x), torch.from_numpy(ids), q)
         return torch.sigmoid(logits).numpy()
 
-    metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes)}
+    metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes, val=val_eval)}
     metrics["class_status"] = seen_classes(text, classes, list(labels.entities))
     print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
     from export import ExportConfig, export_bundle
@@ -247,7 +272,7 @@ def build_default_model(
             return clf.run_windows(x, ids)[:, pick]
 
         key = "student" if backend == "torch" else "student_int8"
-        metrics[key] = _evaluate(scores, ptb_eval, af_eval, classes, max_leads=max_leads)
+        metrics[key] = _evaluate(scores, ptb_eval, af_eval, classes, max_leads=max_leads, val=val_eval)
         print(f"[5/5] {key} zero-shot:", json.dumps(_headline(metrics[key])), flush=True)
     metrics["training"] = {
         "train_items": len(train),
@@ -259,6 +284,8 @@ def build_default_model(
         "distill_steps": distill_steps,
         "distill_teacher_leads": teacher_leads,
         "max_leads": max_leads,
+        "lead_mask_choices": list(cfg.masking.mask_lead_choices),
+        "lead_count_per": cfg.masking.lead_count_per,
         "augment": augment,
         "distill_lr": distill_lr,
         "corpus": ds["corpus"].summary(),
@@ -304,22 +331,27 @@ def seen_classes(text: Any, classes: Sequence[str], training_queries: Sequence[s
 
 
 def _write_heldout(bundle: Path, corpus: Any) -> None:
-    """The bundle's held-out list (``heldout.json``, hashed in the manifest): every test-split record and
-    every patient of the training split, so an evaluation can refuse to score a training patient."""
+    """The bundle's held-out list (``heldout.json``, hashed in the manifest): every test-split record, every
+    validation record (``val_records``) and every patient of the training split, so an evaluation can refuse
+    to score a training patient."""
     from kmerl_edge._bundle import add_artifacts
 
     test = sorted({r.record_id.split("@")[0] for r in corpus.records if r.split == "test"})
+    val = sorted({r.record_id.split("@")[0] for r in corpus.records if r.split == "val"})
     train_patients = sorted({r.patient for r in corpus.records if r.split == "train"})
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "heldout.json"
-        p.write_text(json.dumps({"test_records": test, "train_patients": train_patients,
+        p.write_text(json.dumps({"test_records": test, "val_records": val, "train_patients": train_patients,
                                  "note": "record ids as source:name; CPSC-2021 windows share their record's id"}))
         add_artifacts(bundle, {"heldout.json": (p, {"kind": "data", "backend": "none", "precision": "none"})})
 
 
-def _evaluate(fn: Any, ptb: Any, af: Any, classes: list[str], max_leads: int = 12) -> dict[str, Any]:
+def _evaluate(fn: Any, ptb: Any, af: Any, classes: list[str], max_leads: int = 12,
+              val: Any = None) -> dict[str, Any]:
+    """Superclass macro AUC on PTB-XL fold 10 (test) and, with ``val``, fold 9 (validation); AF AUC on the
+    held-out CPSC-2021 windows."""
     subsets = [s for s in EVAL_SUBSETS if len(s) <= max_leads]
     superclass = list(DEFAULT_LABEL_SETS["ptbxl_superclass"])
     idx = [classes.index(c) for c in superclass]
@@ -332,16 +364,21 @@ def _evaluate(fn: Any, ptb: Any, af: Any, classes: list[str], max_leads: int = 1
     def af_fn(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return fn(x, ids)[:, [af_idx]]
 
-    return {
+    out = {
         "ptbxl_fold10_superclass": evaluate_classifier(sc, ptb, superclass, subsets),
         "cpsc2021_af": evaluate_classifier(af_fn, af, ["atrial fibrillation"], [("I",), ("II",)]),
     }
+    if val is not None and len(val.labels):
+        out["ptbxl_fold9_val_superclass"] = evaluate_classifier(sc, val, superclass, subsets)
+    return out
 
 
 def _headline(m: dict[str, Any]) -> dict[str, Any]:
     out = {k: round(v["macro_auc"], 3) if v["macro_auc"] is not None else None
            for k, v in m["ptbxl_fold10_superclass"].items()}
     out.update({f"AF {k}": round(v["macro_auc"], 3) for k, v in m["cpsc2021_af"].items() if v["macro_auc"]})
+    out.update({f"val {k}": round(v["macro_auc"], 3) if v["macro_auc"] is not None else None
+                for k, v in m.get("ptbxl_fold9_val_superclass", {}).items()})
     return out
 
 
@@ -364,6 +401,17 @@ def _distillation_windows(shards: Path, ptb_eval: Any) -> Any:
         ids=tuple(store.record_ids) + tuple(ptb_eval.record_ids),
         source="default-model training windows + PTB-XL fold 10",
     )
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    from kmerl_edge._errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--lead-mask-choices must be comma-separated integers, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distill-lr", type=float, default=2e-3, help="distillation learning rate")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared 2-core CPU two threads ran 3-4x slower)")
+    ap.add_argument("--lead-mask-choices", default=None,
+                    help="comma-separated numbers of leads a 12-lead training record may have masked, drawn "
+                         "uniformly per sample, e.g. 0,3,6,9,10,10,11,11 (default: the trainer's 9,10,11: "
+                         "1-3 leads kept)")
+    ap.add_argument("--lead-count-per", choices=("sample", "batch"), default="sample",
+                    help="draw the masked-lead count per sample (default) or once per batch (many-lead choices "
+                         "then cost far less compute)")
     ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
@@ -409,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                             calibration_windows=a.calibration_windows, qdq_for_tensorrt=not a.no_qdq,
                             teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
                             distill_lr=a.distill_lr,
+                            lead_mask_choices=_int_list(a.lead_mask_choices), lead_count_per=a.lead_count_per,
                             backends=a.backends.split(",") if a.backends else None, command=command)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)

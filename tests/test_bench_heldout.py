@@ -38,3 +38,27 @@ def test_bootstrap_interval_brackets_the_auc_and_is_seeded():
     assert lo < roc_auc_score(y, s) < hi and hi - lo < 0.2
     assert bootstrap_macro_auc_ci(y, s) == (lo, hi)
     assert bootstrap_macro_auc_ci(y, y) == (1.0, 1.0)
+
+
+def test_validation_records_of_the_heldout_list_may_be_scored_and_others_are_refused(tmp_path):
+    import csv
+    import json
+
+    from benchmarks.accuracy import run_accuracy
+
+    shared = Path("/work/shared/data")
+    for cand in (Path(__file__).resolve().parents[2] / "shared" / "data", shared):
+        if (cand / "ptbxl").is_dir():
+            shared = cand
+            break
+    else:
+        pytest.skip("../shared/data is not present on this machine")
+    with open(shared / "ptbxl" / "ptbxl_500_index.csv", newline="") as f:
+        fold9 = [f"ptbxl:{int(float(r['ecg_id']))}" for r in csv.DictReader(f) if r["strat_fold"] == "9"]
+    held = tmp_path / "heldout.json"
+    held.write_text(json.dumps({"test_records": [], "val_records": fold9, "train_patients": []}))
+    spec = heldout_spec(kmerl_edge.load_bundle(TEST_BUNDLE), held)
+    assert spec is not None and spec["val_records"] == set(fold9)
+    held.write_text(json.dumps({"test_records": [], "val_records": fold9[1:], "train_patients": []}))
+    with pytest.raises(TrainingPatientError, match=fold9[0].split(":")[1]):
+        run_accuracy(bundle=TEST_BUNDLE, data_root=shared, fold=9, heldout=held, cpsc2021_records=[])

@@ -1,5 +1,7 @@
 """The training corpus: every source of ../shared/data, deduplicated by recording, split by patient."""
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,55 @@ def test_every_record_once_with_its_source_and_no_patient_on_both_sides(corpus):
     assert len({r.record_id for r in ptb}) == len(ptb) and sum(corpus.duplicates.values()) > 0
     # fold 10 is the test fold, and it is all of PTB-XL's test split
     assert sum(r.split == "test" for r in ptb) == 66
+
+
+def _ptbxl_folds(shared: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in ("ptbxl/ptbxl_500_index.csv", "ptbxl_folds1_8/index.csv"):
+        with open(shared / name, newline="") as f:
+            out.update({f"ptbxl:{int(float(r['ecg_id']))}": int(r["strat_fold"]) for r in csv.DictReader(f)})
+    return out
+
+
+def test_ptbxl_fold9_is_the_validation_split_and_never_trained_on(shared, corpus):
+    folds = _ptbxl_folds(shared)
+    split = {r.record_id: r.split for r in corpus.records if r.source == "ptbxl"}
+    assert {k for k, s in split.items() if s == "val"} == {k for k, f in folds.items() if f == 9}
+    assert {k for k, s in split.items() if s == "test"} == {k for k, f in folds.items() if f == 10}
+    assert len([s for s in split.values() if s == "val"]) == 81
+    assert not any(folds.get(k) in (9, 10) for k, s in split.items() if s == "train")
+    assert {r.split for r in corpus.records} == {"train", "val", "test"}
+    assert corpus.summary()["ptbxl"]["val"] == 81
+    # no patient of fold 9 has a record in the training split
+    val_patients = {r.patient for r in corpus.records if r.split == "val"}
+    assert val_patients and not val_patients & {r.patient for r in corpus.records if r.split == "train"}
+
+
+def test_val_and_test_folds_must_differ():
+    with pytest.raises(ValueError, match="both validation and test"):
+        CorpusConfig(ptbxl_val_folds=(9, 10))
+    assert [CorpusConfig().ptbxl_split(f) for f in (1, 8, 9, 10)] == ["train", "train", "val", "test"]
+
+
+def test_default_model_trains_on_train_only_and_validates_on_fold9(shared, corpus, tmp_path):
+    from export.default_model import _write_heldout, default_datasets
+
+    ds = default_datasets(shared)
+    folds = _ptbxl_folds(shared)
+    assert not any(folds.get(it.record_id) in (9, 10) for it in ds["train"].items)
+    assert {folds[it.record_id] for it in ds["ptbxl_fold9_val"].items} == {9} and len(ds["ptbxl_fold9_val"]) == 81
+    assert {folds[it.record_id] for it in ds["ptbxl_fold10"].items} == {10}
+    # the bundle's held-out list names the validation records, and no val patient is a training patient
+    import kmerl_edge
+
+    bundle = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(Path(kmerl_edge.__file__).parent / "default_bundle", bundle)
+    _write_heldout(bundle, corpus)
+    held = json.loads((bundle / "heldout.json").read_text())
+    assert len(held["val_records"]) == 81 and len(held["test_records"]) > 66
+    assert not {r.patient for r in corpus.records if r.split == "val"} & set(held["train_patients"])
 
 
 def test_all_sources_present_with_af_and_holter_split_by_patient(corpus):

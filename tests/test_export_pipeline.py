@@ -201,3 +201,17 @@ def test_the_default_model_build_refuses_that_before_training(tmp_path: Path) ->
         build_default_model(tmp_path / "shared", tmp_path / "work", tmp_path / "out", teacher_model="kmerl-student-xs",
                             distill_steps=0, student="kmerl-student-s")
     assert not (tmp_path / "work").exists()
+
+
+def test_bad_lead_mask_choices_are_refused_before_the_data_are_read(tmp_path: Path) -> None:
+    from export.default_model import build_default_model, main
+    from kmerl_edge._errors import KmerlError
+
+    with pytest.raises(KmerlError, match="mask_lead_choices"):
+        build_default_model(tmp_path / "shared", tmp_path / "work", tmp_path / "out",
+                            teacher_model="kmerl-student-s", distill_steps=0, lead_mask_choices=[12])
+    assert not (tmp_path / "work").exists()
+    assert main(["--shared", str(tmp_path / "shared"), "--work", str(tmp_path / "work"), "--out",
+                 str(tmp_path / "out"), "--teacher-model", "kmerl-student-s", "--distill-steps", "0",
+                 "--lead-mask-choices", "0,three"]) == 2
+    assert not (tmp_path / "work").exists()

@@ -76,3 +76,27 @@ def test_masked_tokens_do_not_reach_the_encoder() -> None:
     y[visible] += 1.0
     _, pooled3, _ = model.encoder(y.reshape(4, 12, 5000), ids, keep_idx, keep_mask)
     assert not torch.allclose(pooled, pooled3)
+
+
+def test_lead_count_drawn_once_per_batch() -> None:
+    cfg = MaskingConfig(mask_lead_choices=(0, 6, 11), lead_count_per="batch")
+    present = torch.ones(40, 12, dtype=torch.bool)
+    present[30:, 2:] = False  # 2-lead records keep their own 1-2
+    counts = set()
+    for seed in range(30):
+        _, keep_mask, kept = _sample(present, cfg, seed)
+        n = kept[:30].sum(1)
+        assert n.unique().numel() == 1  # one draw for every 12-lead record of the batch
+        counts.add(int(n[0]))
+        assert set(kept[30:].sum(1).tolist()) <= {1, 2}
+    assert counts == {12, 6, 1}
+    with pytest.raises(TrainConfigError, match="lead_count_per"):
+        MaskingConfig(lead_count_per="epoch")
+
+
+def test_cli_overrides_reach_the_masking_config() -> None:
+    from trainer._config import get_preset
+    from trainer.cli import _overrides
+
+    cfg = get_preset("test", **_overrides(["masking.mask_lead_choices=[0,6,11]", "masking.lead_count_per=batch"]))
+    assert cfg.masking.mask_lead_choices == (0, 6, 11) and cfg.masking.lead_count_per == "batch"

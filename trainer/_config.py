@@ -21,6 +21,9 @@ class MaskingConfig:
       "no lead masking" ablation).
     - A record with fewer than 12 leads keeps ``few_lead_keep`` (min, max) of the leads it has.
     - ``segment_ratio``: fraction of each kept lead's tokens dropped, chosen independently per lead.
+    - ``lead_count_per``: ``sample`` (each 12-lead record draws its own count from ``mask_lead_choices``)
+      or ``batch`` (one draw per batch for all its 12-lead records: a batch that keeps many leads does not
+      pad its few-lead samples to the many-lead length, so many-lead choices cost far less compute).
     """
 
     lead_mode: str = "dynamic"
@@ -28,6 +31,7 @@ class MaskingConfig:
     fixed_mask_leads: int = 10
     few_lead_keep: tuple[int, int] = (1, 3)
     segment_ratio: float = 0.25
+    lead_count_per: str = "sample"
 
     def __post_init__(self) -> None:
         if self.lead_mode not in ("dynamic", "fixed", "none"):
@@ -39,6 +43,8 @@ class MaskingConfig:
         lo, hi = self.few_lead_keep
         if not 1 <= lo <= hi:
             raise TrainConfigError("masking.few_lead_keep must be (min, max) with 1 <= min <= max")
+        if self.lead_count_per not in ("sample", "batch"):
+            raise TrainConfigError(f"masking.lead_count_per must be sample or batch, not {self.lead_count_per!r}")
         if not 0.0 <= self.segment_ratio < 1.0:
             raise TrainConfigError("masking.segment_ratio must be in [0, 1)")
 

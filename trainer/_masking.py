@@ -14,7 +14,7 @@ from ._config import MaskingConfig
 __all__ = ["sample_token_keep"]
 
 
-def _n_keep(n_present: int, cfg: MaskingConfig, g: torch.Generator) -> int:
+def _n_keep(n_present: int, cfg: MaskingConfig, g: torch.Generator, batch_choice: int | None = None) -> int:
     if n_present <= 0:
         return 0
     if cfg.lead_mode == "none":
@@ -22,6 +22,8 @@ def _n_keep(n_present: int, cfg: MaskingConfig, g: torch.Generator) -> int:
     if n_present == 12:
         if cfg.lead_mode == "fixed":
             return 12 - cfg.fixed_mask_leads
+        if batch_choice is not None:
+            return 12 - batch_choice
         choices = cfg.mask_lead_choices
         k = int(torch.randint(len(choices), (1,), generator=g))
         return 12 - choices[k]
@@ -40,7 +42,8 @@ def sample_token_keep(
     ``present`` (B, 12) bool marks the leads a record has. Returns ``keep_idx`` (B, K) int64 (padded with
     0 where ``keep_mask`` is False), ``keep_mask`` (B, K) bool and ``kept_leads`` (B, 12) bool. Each kept
     lead keeps ``tokens_per_lead - round(segment_ratio × tokens_per_lead)`` of its tokens, chosen
-    independently of the other leads. All randomness comes from ``generator``.
+    independently of the other leads. With ``cfg.lead_count_per == "batch"`` every 12-lead record of the batch keeps the same number of leads
+    (one draw per batch). All randomness comes from ``generator``.
     """
     b, n_leads = present.shape
     t = tokens_per_lead
@@ -48,9 +51,12 @@ def sample_token_keep(
     n_tok = t - n_drop
     rows: list[torch.Tensor] = []
     kept = torch.zeros(b, n_leads, dtype=torch.bool)
+    batch_choice = None
+    if cfg.lead_count_per == "batch" and cfg.lead_mode == "dynamic":
+        batch_choice = cfg.mask_lead_choices[int(torch.randint(len(cfg.mask_lead_choices), (1,), generator=generator))]
     for i in range(b):
         leads = torch.nonzero(present[i], as_tuple=False).flatten()
-        k = _n_keep(int(leads.numel()), cfg, generator)
+        k = _n_keep(int(leads.numel()), cfg, generator, batch_choice)
         chosen = leads[torch.randperm(leads.numel(), generator=generator)[:k]].sort().values
         kept[i, chosen] = True
         idx = []
