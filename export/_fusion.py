@@ -144,6 +144,16 @@ def fit_af_fusion(
                     float(lr.intercept_[0]), dict(meta or {}))
 
 
+def fusion_records(corpus: Any, train_patients: set[str] | None) -> list[Any]:
+    """The corpus records an AF fusion is fitted on: those of the patients the bundle's network trained on
+    (``train_patients`` from its ``heldout.json``), never a test record — a bundle built before the
+    validation split trained on PTB-XL fold 9 too, so its fusion is fitted there too, and one built with
+    it is not; without a held-out list, the corpus's ``train`` split."""
+    if train_patients is None:
+        return [r for r in corpus.records if r.split == "train"]
+    return [r for r in corpus.records if r.split != "test" and r.patient in train_patients]
+
+
 def add_af_fusion(
     bundle: Any, shared: Any, *, corpus_config: Any = None, C: float = 1.0, signing_key: Any = None,
     tune_events: bool = True,
@@ -167,8 +177,7 @@ def add_af_fusion(
     held = Path(bundle) / "heldout.json"
     train_patients = set(json.loads(held.read_text())["train_patients"]) if held.is_file() else None
     corpus = build_corpus(shared, corpus_config)
-    recs = [r for r in corpus.records if r.split == "train"
-            and (train_patients is None or r.patient in train_patients)]
+    recs = fusion_records(corpus, train_patients)
     data = load_af_windows(recs, clf.bundle.preprocess_config)
     logits, feats, ys = [], [], []
     for leads in AF_LEAD_SETS.values():

@@ -176,11 +176,14 @@ def build_default_model(
     command: str = "",
     lead_mask_choices: Sequence[int] | None = None,
     lead_count_per: str = "sample",
+    ptbxl_val_folds: Sequence[int] = (9,),
 ) -> Path:
     """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
     numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
     trainer's default, 9–11, i.e. 1–3 leads kept); ``lead_count_per``: ``sample`` or ``batch`` (one draw
-    per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`)."""
+    per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`);
+    ``ptbxl_val_folds``: the PTB-XL folds kept out of training for validation (empty: they train too, as
+    the bundles shipped before the validation split did)."""
     import torch
 
     from kmerl_edge._config import get_config
@@ -202,10 +205,16 @@ def build_default_model(
     if lead_mask_choices is not None:
         masking["mask_lead_choices"] = tuple(int(c) for c in lead_mask_choices)
     MaskingConfig(**masking)  # a bad value fails here, before the data are read
+    from export._corpus import CorpusConfig
+
+    try:
+        corpus_config = CorpusConfig(ptbxl_val_folds=tuple(ptbxl_val_folds))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     torch.manual_seed(seed)  # the trainer and exporter seed their own generators from `seed`
     t0 = time.time()
     work.mkdir(parents=True, exist_ok=True)
-    ds = default_datasets(shared)
+    ds = default_datasets(shared, corpus_config)
     train = ds["train"]
     from export._corpus import write_corpus_csv
 
@@ -231,7 +240,7 @@ def build_default_model(
     text = load_text_encoder(teacher.text_encoder)
     classes = [c for cs in DEFAULT_LABEL_SETS.values() for c in cs]
     ptb_eval = eval_data_from_dataset(ds["ptbxl_fold10"], classes=classes)
-    val_eval = eval_data_from_dataset(ds["ptbxl_fold9_val"], classes=classes)
+    val_eval = eval_data_from_dataset(ds["ptbxl_fold9_val"], classes=classes) if len(ds["ptbxl_fold9_val"]) else None
     af_eval = eval_data_from_dataset(ds["cpsc2021_heldout"], classes=["atrial fibrillation"])
     emb = text.encode(classes)
 
@@ -403,7 +412,7 @@ def _distillation_windows(shards: Path, ptb_eval: Any) -> Any:
     )
 
 
-def _int_list(text: str | None) -> list[int] | None:
+def _int_list(text: str | None, flag: str = "--lead-mask-choices") -> list[int] | None:
     from kmerl_edge._errors import ConfigError
 
     if text is None:
@@ -411,7 +420,7 @@ def _int_list(text: str | None) -> list[int] | None:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--lead-mask-choices must be comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="draw the masked-lead count per sample (default) or once per batch (many-lead choices "
                          "then cost far less compute)")
     ap.add_argument("--no-augment", action="store_true", help="distil without device-shift augmentation")
+    ap.add_argument("--ptbxl-val-folds", default="9",
+                    help="comma-separated PTB-XL folds kept out of training for validation, or 'none' (they "
+                         "train too: how the shipped bundles were built, before the validation split)")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
     import torch
@@ -465,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                             teacher_leads=a.teacher_leads, max_leads=a.max_leads, augment=not a.no_augment,
                             distill_lr=a.distill_lr,
                             lead_mask_choices=_int_list(a.lead_mask_choices), lead_count_per=a.lead_count_per,
+                            ptbxl_val_folds=() if a.ptbxl_val_folds.strip().lower() == "none"
+                            else tuple(_int_list(a.ptbxl_val_folds, "--ptbxl-val-folds") or ()),
                             backends=a.backends.split(",") if a.backends else None, command=command)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)

@@ -130,3 +130,47 @@ def test_polarity_inversion_inverts():
                                 gain_range=(1.0, 1.0))
     out = augment_windows(w, np.random.default_rng(0), fs=500.0, config=only_invert)
     assert np.corrcoef(out[0, 0], w[0, 0])[0, 1] < -0.99
+
+
+def test_shipped_bundles_recipe_trains_on_fold9_exactly_as_their_heldout_list_says(shared):
+    """`--ptbxl-val-folds none` (the README's build commands for the shipped bundles) trains on fold 9 too:
+    its training patients are exactly those the shipped bundles list, so the commands reproduce them."""
+    import kmerl_edge
+    from export.default_model import default_datasets
+
+    ds = default_datasets(shared, CorpusConfig(ptbxl_val_folds=()))
+    folds = _ptbxl_folds(shared)
+    assert len(ds["ptbxl_fold9_val"]) == 0
+    assert sum(folds.get(it.record_id) == 9 for it in ds["train"].items) == 81
+    assert not any(folds.get(it.record_id) == 10 for it in ds["train"].items)
+    trained = {r.patient for r in ds["corpus"].records if r.split == "train"}
+    for name in ("default_bundle", "default_bundle_12"):
+        held = json.loads((Path(kmerl_edge.__file__).parent / name / "heldout.json").read_text())
+        assert set(held["train_patients"]) == trained
+
+
+def test_af_fusion_is_fitted_on_the_patients_the_network_trained_on(corpus):
+    from export._fusion import fusion_records
+
+    val = {r.patient for r in corpus.records if r.split == "val"}
+    train = {r.patient for r in corpus.records if r.split == "train"}
+    # a bundle built before the validation split trained on fold 9: its fusion is fitted there too
+    old = fusion_records(corpus, train | val)
+    assert {r.patient for r in old if r.split == "val"} == val
+    # one built with the split: never on fold 9; neither ever on a test record
+    new = fusion_records(corpus, train)
+    assert not any(r.split == "val" for r in new) and {r.patient for r in new} == train
+    assert not any(r.split == "test" for r in old + new)
+    assert fusion_records(corpus, None) == [r for r in corpus.records if r.split == "train"]
+
+
+def test_default_model_refuses_a_validation_fold_that_is_the_test_fold(tmp_path, capsys):
+    from export.default_model import main
+
+    assert main(["--shared", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
+                 "--ptbxl-val-folds", "10"]) == 2
+    assert "both validation and test" in capsys.readouterr().err
+    assert main(["--shared", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
+                 "--ptbxl-val-folds", "nine"]) == 2
+    assert "--ptbxl-val-folds must be comma-separated integers" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
