@@ -459,6 +459,13 @@ def run_demo_cli(a: Any) -> int:
         found_txt = ", ".join(f"{a:.1f}–" + (f"{b:.1f} s" if b is not None else "(still on)") for _, a, b in found)
         p.note(f"detected atrial fibrillation: {found_txt or 'none'}")
         p.note(f"reference (CPSC2021 annotations): atrial fibrillation {ref_txt}")
+        fusion = getattr(clf.for_leads(leads), "af_fusion", None)
+        rule = fusion.event_rule if fusion is not None else None
+        if rule and {"min_on_s", "smooth_s", "on_threshold", "min_off_s", "off_threshold"} <= set(rule):
+            p.note(f"AF event rule (tuned on training patients): on after {rule['min_on_s']:g} s with the "
+                   f"{rule['smooth_s']:g}-s mean AF probability >= {rule['on_threshold']:g}, off after "
+                   f"{rule['min_off_s']:g} s <= {rule['off_threshold']:g}; a shorter episode, or one cut by the "
+                   "end of the recording, raises no event")
         if why == "recording finished":
             p.note(f"recording finished: {run.streamed_s:.1f} s of signal streamed in {wall:.1f} s")
         else:

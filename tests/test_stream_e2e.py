@@ -196,6 +196,17 @@ def test_cli_demo_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "disconnected" not in out and "multiple access" not in out
 
 
+def test_cli_demo_says_when_an_af_event_is_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the default bundle, the demo names the bundle's AF event rule, so AF probabilities above the
+    threshold that raise no event (an episode cut short by the end of the recording) are explained."""
+    assert main(["demo", "--speed", "60"]) == 0
+    out = capsys.readouterr().out
+    rule = re.search(r"AF event rule \(tuned on training patients\): on after (\d+) s", out)
+    assert rule and int(rule.group(1)) >= 20, out[-1500:]
+    found = re.search(r"detected atrial fibrillation: (\d+\.\d)–(\d+\.\d) s", out)
+    assert found and 18.2 < float(found.group(1)) < 71.1 < float(found.group(2)), out[-1500:]
+
+
 def test_cli_demo_without_default_bundle(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
