@@ -35,7 +35,7 @@ import numpy as np
 
 from ._af_fusion import fusion_rhythm_lead
 from ._errors import LeadError, NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
-from ._preprocess import LeadQuality, QualityReport, preprocess
+from ._preprocess import LeadQuality, QualityReport, _check_fs, preprocess
 from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -479,7 +479,7 @@ def score_reader(
     A recording of exactly one window (a 10-s strip) whose one window's rhythm was measured on the rhythm
     lead takes that as the whole recording's rhythm (the same detector on the same samples) instead of
     detecting its beats twice; ``reuse_window_rhythm=False`` always runs the whole-recording detector."""
-    fs, leads, n = float(reader.fs), tuple(reader.leads), int(reader.n_samples)
+    fs, leads, n = _check_fs(reader.fs), tuple(reader.leads), int(reader.n_samples)  # before any chunk arithmetic
     clf.check_leads(leads)
     t_start = time.perf_counter()
     piecer = _Piecer(clf, fs, leads, piece_s, batch_windows)

@@ -268,3 +268,14 @@ def test_truncated_signal_file_is_refused(keep, sig, tmp_path, test_bundle_path,
     assert main(["classify", str(base), "--bundle", str(test_bundle_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("kmerl-edge: error:") and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fs", [0.001, 0.01, 10])
+def test_a_record_at_a_rate_too_low_for_ecg_is_a_named_error(tmp_path, sig, fs):
+    """A header with a tiny sampling rate (seen in the surface fuzz: a traceback from the scorer's chunk
+    loop once the beat detector was made lazily) is refused by name, by the API and the CLI alike."""
+    path = _wfdb(tmp_path, sig[:, :400], fs=fs)
+    clf = ke.load(companion=False)
+    with pytest.raises(ke.SamplingRateError, match="too low for ECG"):
+        clf.predict_record(path)
+    assert main(["classify", str(path)]) != 0
