@@ -77,6 +77,7 @@ def _auc(manifest: dict[str, Any]) -> dict[str, Any]:
     """Measured macro AUCs by lead set: the build's held-out evaluations (``metrics.default_model.student``,
     {evaluation: {leads: {"macro_auc", "n"}}}) where present, else the exporter's ``metrics.auc``."""
     built = ((manifest.get("metrics") or {}).get("default_model") or {}).get("student")
+    fused = bool((manifest.get("metrics") or {}).get("af_fusion"))  # predict reports the fused AF probability
     if isinstance(built, dict) and built:
         out_b: dict[str, Any] = {}
         for evaluation, by_leads in built.items():
@@ -89,7 +90,10 @@ def _auc(manifest: dict[str, Any]) -> dict[str, Any]:
             }
             n = next((v.get("n") for v in by_leads.values() if isinstance(v, dict) and v.get("n")), None)
             if row:
-                out_b[f"{evaluation}" + (f" (n={n})" if n else "")] = row
+                notes = [f"n={n}"] if n else []
+                if fused and evaluation.endswith("_af"):
+                    notes.append("network alone, before the bundle's AF fusion")
+                out_b[evaluation + (f" ({', '.join(notes)})" if notes else "")] = row
         if out_b:
             return out_b
     m = (manifest.get("metrics") or {}).get("auc") or {}

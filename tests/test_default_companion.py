@@ -110,6 +110,12 @@ def test_info_and_models_list_both_default_bundles(capsys: pytest.CaptureFixture
     assert main(["models", "--json"]) == 0
     sources = {d["source"]: d for d in json.loads(capsys.readouterr().out)}
     assert sources["default"]["max_leads"] == 3 and sources["companion"]["max_leads"] == 12
+    # the built AF AUC is the network's alone; predict reports the fused AF probability, and says so
+    for d in sources.values():
+        af = [k for k in d["auc"] if k.startswith("cpsc2021_af")]
+        assert af and all("network alone" in k and "AF fusion" in k for k in af), d["auc"].keys()
+    assert main(["models"]) == 0
+    assert "network alone, before the bundle's AF fusion" in capsys.readouterr().out
 
 
 def _companion_serving(tmp_path: Path, **manifest: object) -> Path:
