@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the committed real-record fixtures, ../shared/data and the test bundle."""
+"""Shared test fixtures: paths to the committed real-record fixtures, ../shared/data and the test bundle;
+the shipped default classifier and a real 12-lead record."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import kmerl_edge as ke
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,3 +40,15 @@ def shared_data() -> Path:
 def test_bundle_path() -> Path:
     """The committed random-weights bundle (kmerl-test-micro, torch + ONNX fp32). Read-only: copy to modify."""
     return FIXTURES / "test_bundle"
+
+
+@pytest.fixture(scope="module")
+def default_clf() -> ke.Classifier:
+    """``kmerl_edge.load()`` on torch: the shipped default bundle with its 12-lead companion."""
+    return ke.load(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def rec12(records_dir: Path) -> ke.Record:
+    """A real 12-lead PTB-XL record (500 Hz) from the committed fixtures."""
+    return ke.read_record(records_dir / "00001_hr")

@@ -17,16 +17,6 @@ STUDENT, COMPANION = PKG / "default_bundle", PKG / "default_bundle_12"
 LIMB = ["I", "II", "III", "aVR", "aVL", "aVF"]
 
 
-@pytest.fixture(scope="module")
-def clf() -> ke.Classifier:
-    return ke.load(backend="torch")
-
-
-@pytest.fixture(scope="module")
-def rec12(records_dir: Path) -> ke.Record:
-    return ke.read_record(records_dir / "00001_hr")
-
-
 def test_the_companion_is_shipped_sealed_and_the_bundles_stay_small() -> None:
     b = ke.load_bundle(ke.default_companion_path())
     assert b.path == COMPANION and b.trained and b.max_leads == 12 and b.spec is not None
@@ -36,53 +26,53 @@ def test_the_companion_is_shipped_sealed_and_the_bundles_stay_small() -> None:
     assert size <= 15 * 2**20
 
 
-def test_a_12_lead_record_is_scored_by_the_companion(clf: ke.Classifier, rec12: ke.Record) -> None:
-    assert clf.max_leads == 12 and clf.bundle.max_leads == 3
-    p = clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
+def test_a_12_lead_record_is_scored_by_the_companion(default_clf: ke.Classifier, rec12: ke.Record) -> None:
+    assert default_clf.max_leads == 12 and default_clf.bundle.max_leads == 3
+    p = default_clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
     assert p.leads == tuple(rec12.leads) and len(p.leads) == 12
     assert Path(p.bundle) == COMPANION and p.to_dict()["bundle"] == str(COMPANION)
     assert any("companion bundle default_bundle_12" in n for n in p.notes)
     assert p.trained_model and p.top(1, "ptbxl_superclass")
-    assert clf.check_leads(rec12.leads) == tuple(rec12.leads)
-    r = clf.predict_record(rec12)  # a Record routes the same way
+    assert default_clf.check_leads(rec12.leads) == tuple(rec12.leads)
+    r = default_clf.predict_record(rec12)  # a Record routes the same way
     assert Path(r.bundle) == COMPANION and r.scores == p.scores
 
 
 def test_the_companion_starts_only_when_more_leads_are_scored(rec12: ke.Record) -> None:
-    clf = ke.load(backend="torch")
-    p = clf.predict(rec12.signal[:3], fs=rec12.fs, leads=rec12.leads[:3])
-    assert clf._companion is None and Path(p.bundle) == STUDENT and not any("companion" in n for n in p.notes)
-    clf.predict(rec12.signal[:4], fs=rec12.fs, leads=rec12.leads[:4])
-    assert clf._companion is not None and clf._companion.backend_name == "torch"
+    default_clf = ke.load(backend="torch")
+    p = default_clf.predict(rec12.signal[:3], fs=rec12.fs, leads=rec12.leads[:3])
+    assert default_clf._companion is None and Path(p.bundle) == STUDENT and not any("companion" in n for n in p.notes)
+    default_clf.predict(rec12.signal[:4], fs=rec12.fs, leads=rec12.leads[:4])
+    assert default_clf._companion is not None and default_clf._companion.backend_name == "torch"
 
 
-def test_1_to_3_leads_score_exactly_as_the_student_alone(clf: ke.Classifier, rec12: ke.Record) -> None:
+def test_1_to_3_leads_score_exactly_as_the_student_alone(default_clf: ke.Classifier, rec12: ke.Record) -> None:
     alone = ke.load(ke.default_bundle_path(), backend="torch")
     assert alone.companion_bundle is None and alone.max_leads == 3
     for leads in (["I"], ["I", "II"], ["I", "II", "V2"]):
         rows = [rec12.leads.index(x) for x in leads]
-        p = clf.predict(rec12.signal[rows], fs=rec12.fs, leads=leads)
+        p = default_clf.predict(rec12.signal[rows], fs=rec12.fs, leads=leads)
         q = alone.predict(rec12.signal[rows], fs=rec12.fs, leads=leads)
         assert p.scores == q.scores and p.bundle == q.bundle == str(STUDENT)
 
 
-def test_six_limb_leads_and_a_two_lead_holter_score(clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
+def test_six_limb_leads_and_a_two_lead_holter_score(default_clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
     rows = [rec12.leads.index(x) for x in LIMB]
-    p = clf.predict(rec12.signal[rows], fs=rec12.fs, leads=LIMB)
+    p = default_clf.predict(rec12.signal[rows], fs=rec12.fs, leads=LIMB)
     assert p.leads == tuple(LIMB) and Path(p.bundle) == COMPANION
     assert all(0.0 <= v <= 1.0 for v in p.scores.values())
-    h = clf.predict_record(records_dir / "data_101_6")  # CPSC-2021 Holter, leads I and II at 200 Hz
+    h = default_clf.predict_record(records_dir / "data_101_6")  # CPSC-2021 Holter, leads I and II at 200 Hz
     assert h.leads == ("I", "II") and Path(h.bundle) == STUDENT and len(h.window_starts_s) > 1
 
 
-def test_a_12_lead_stream_is_scored_by_the_companion(clf: ke.Classifier, rec12: ke.Record) -> None:
-    s = clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=5.0, synchronous=True)
+def test_a_12_lead_stream_is_scored_by_the_companion(default_clf: ke.Classifier, rec12: ke.Record) -> None:
+    s = default_clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=5.0, synchronous=True)
     assert s.classifier.bundle.path == COMPANION
     res = s.push(rec12.signal, t0=0.0) + s.close()
     scored = [r for r in res if not r.skipped]
     assert scored and all(r.leads_used == tuple(rec12.leads) for r in scored)
-    two = clf.stream(fs=rec12.fs, leads=["I", "II"], synchronous=True)
-    assert two.classifier is clf
+    two = default_clf.stream(fs=rec12.fs, leads=["I", "II"], synchronous=True)
+    assert two.classifier is default_clf
 
 
 def test_cli_streams_a_12_lead_file_with_the_companion(records_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,16 +135,16 @@ def test_an_explicit_companion_that_does_not_cover_the_leads_is_a_named_error(
 
 def test_an_explicit_companion_with_fixed_lead_sets_refuses_others(tmp_path: Path, rec12: ke.Record) -> None:
     comp = _companion_serving(tmp_path, supported_lead_sets=[LIMB])
-    clf = ke.load(ke.default_bundle_path(), backend="torch", companion=comp)
+    default_clf = ke.load(ke.default_bundle_path(), backend="torch", companion=comp)
     with pytest.raises(ke.LeadError, match="serves only the lead sets"):
-        clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
+        default_clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
     x = rec12.signal[[rec12.leads.index(x) for x in LIMB]]
-    assert np.isfinite(list(clf.predict(x, fs=rec12.fs, leads=LIMB).scores.values())).all()
+    assert np.isfinite(list(default_clf.predict(x, fs=rec12.fs, leads=LIMB).scores.values())).all()
 
 
-def test_each_default_bundle_ships_a_tuned_af_event_rule_its_sessions_use(clf: ke.Classifier, rec12: ke.Record) -> None:
+def test_each_default_bundle_ships_a_tuned_af_event_rule_its_sessions_use(default_clf: ke.Classifier, rec12: ke.Record) -> None:
     for leads, path in ((rec12.leads, COMPANION), (["I"], STUDENT), (["I", "II"], STUDENT)):
-        s = clf.stream(fs=rec12.fs, leads=leads, synchronous=True)
+        s = default_clf.stream(fs=rec12.fs, leads=leads, synchronous=True)
         fusion = s.bundle_classifier.af_fusion
         assert s.bundle_classifier.bundle.path == path and fusion is not None
         assert "atrial_coherence" in fusion.features and fusion.event_rule is not None

@@ -24,16 +24,6 @@ STUDENT, COMPANION = PKG / "default_bundle", PKG / "default_bundle_12"
 KEEP = ("I", "II", "V2")
 
 
-@pytest.fixture(scope="module")
-def clf() -> ke.Classifier:
-    return ke.load(backend="torch")
-
-
-@pytest.fixture(scope="module")
-def rec12(records_dir: Path) -> ke.Record:
-    return ke.read_record(records_dir / "00001_hr")
-
-
 def _zeroed(rec: ke.Record, keep: tuple[str, ...] = KEEP, from_s: float = 0.0) -> np.ndarray:
     """The record with every lead but ``keep`` set to 0 mV (a lead off) from ``from_s`` on."""
     x = np.array(rec.signal, dtype=np.float64)
@@ -44,14 +34,14 @@ def _zeroed(rec: ke.Record, keep: tuple[str, ...] = KEEP, from_s: float = 0.0) -
     return x
 
 
-def test_12_leads_with_9_flat_are_scored_by_the_student_on_the_3_left(clf: ke.Classifier, rec12: ke.Record) -> None:
-    p = clf.predict(_zeroed(rec12), fs=rec12.fs, leads=rec12.leads)
+def test_12_leads_with_9_flat_are_scored_by_the_student_on_the_3_left(default_clf: ke.Classifier, rec12: ke.Record) -> None:
+    p = default_clf.predict(_zeroed(rec12), fs=rec12.fs, leads=rec12.leads)
     assert Path(p.bundle) == STUDENT and p.leads == KEEP
     assert p.leads_given == tuple(rec12.leads)
     assert p.dropped == {lead: "flat" for lead in rec12.leads if lead not in KEEP}
     assert [(r.bundle, r.leads, r.n_windows) for r in p.routes] == [(str(STUDENT), KEEP, len(p.window_starts_s))]
     rows = [rec12.leads.index(x) for x in KEEP]
-    alone = clf.predict(rec12.signal[rows], fs=rec12.fs, leads=list(KEEP))  # the same 3 leads given alone
+    alone = default_clf.predict(rec12.signal[rows], fs=rec12.fs, leads=list(KEEP))  # the same 3 leads given alone
     assert Path(alone.bundle) == STUDENT
     for k, v in alone.scores.items():
         assert p.scores[k] == pytest.approx(v, abs=1e-5)
@@ -61,13 +51,13 @@ def test_12_leads_with_9_flat_are_scored_by_the_student_on_the_3_left(clf: ke.Cl
     assert not any("companion" in n for n in p.notes)
 
 
-def test_all_12_good_leads_still_go_to_the_companion(clf: ke.Classifier, rec12: ke.Record) -> None:
-    p = clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
+def test_all_12_good_leads_still_go_to_the_companion(default_clf: ke.Classifier, rec12: ke.Record) -> None:
+    p = default_clf.predict(rec12.signal, fs=rec12.fs, leads=rec12.leads)
     assert Path(p.bundle) == COMPANION and p.dropped == {} and p.leads == tuple(rec12.leads)
     assert any("companion bundle default_bundle_12" in n for n in p.notes)
 
 
-def test_routing_is_per_piece_of_a_long_recording(clf: ke.Classifier, records_dir: Path) -> None:
+def test_routing_is_per_piece_of_a_long_recording(default_clf: ke.Classifier, records_dir: Path) -> None:
     """Four real PTB-XL records end to end (40 s); nine leads go off at 15 s. With 20-s pieces (each with
     one 5-s hop of context before its core), the first piece still has every lead (companion), the
     second only I, II, V2 (student)."""
@@ -75,7 +65,7 @@ def test_routing_is_per_piece_of_a_long_recording(clf: ke.Classifier, records_di
     x = np.concatenate([r.signal for r in recs], axis=1).astype(np.float64)
     leads = recs[0].leads
     x[[i for i, lead in enumerate(leads) if lead not in KEEP], int(15 * 500):] = 0.0
-    sw = score_reader(clf, ArrayReader(x, fs=500.0, leads=leads), piece_s=20.0)
+    sw = score_reader(default_clf, ArrayReader(x, fs=500.0, leads=leads), piece_s=20.0)
     assert [(Path(r.bundle), r.leads) for r in sw.routes] == [(COMPANION, tuple(leads)), (STUDENT, KEEP)]
     assert sum(r.n_windows for r in sw.routes) == len(sw.starts_s)
     assert sw.routes[1].start_s == 20.0 and sw.dropped == {lead: "flat" for lead in leads if lead not in KEEP}
@@ -125,13 +115,13 @@ def test_supported_lead_sets_are_enforced_on_the_leads_that_survive(tmp_path: Pa
     assert Path(good.bundle) == student
 
 
-def test_a_stream_keeps_its_bundle_when_leads_go_off(clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
+def test_a_stream_keeps_its_bundle_when_leads_go_off(default_clf: ke.Classifier, rec12: ke.Record, records_dir: Path) -> None:
     """A 12-lead stream keeps scoring with the companion when nine leads go off (a session keeps its
     bundle: benchmarks/routing.py), on the three leads left, as the companion alone scores them."""
     recs = [rec12, ke.read_record(records_dir / "00008_hr"), ke.read_record(records_dir / "00017_hr")]
     x = np.concatenate([r.signal for r in recs], axis=1).astype(np.float64)
     x[[i for i, lead in enumerate(rec12.leads) if lead not in KEEP], 10000:] = 0.0  # off from 20 s
-    s = clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=10.0, synchronous=True)
+    s = default_clf.stream(fs=rec12.fs, leads=rec12.leads, hop_s=10.0, synchronous=True)
     res = [r for r in s.push(x, t0=0.0) + s.close() if not r.skipped]
     assert [Path(r.bundle) for r in res] == [COMPANION] * 3
     assert res[0].leads_used == tuple(rec12.leads) and res[2].leads_used == KEEP
@@ -144,12 +134,12 @@ def test_a_stream_keeps_its_bundle_when_leads_go_off(clf: ke.Classifier, rec12: 
         assert res[2].scores[k] == pytest.approx(v, abs=1e-4)
 
 
-def test_gateway_sessions_keep_the_bundle_their_lead_set_picks(clf: ke.Classifier, rec12: ke.Record) -> None:
+def test_gateway_sessions_keep_the_bundle_their_lead_set_picks(default_clf: ke.Classifier, rec12: ke.Record) -> None:
     """One shared worker, two devices: a 12-lead patch (nine leads off in its second window) stays with
     the companion, a 2-lead one with the student."""
     from kmerl_edge.stream import Gateway
 
-    gw = Gateway(clf)
+    gw = Gateway(default_clf)
     twelve = gw.open("twelve", fs=rec12.fs, leads=rec12.leads, hop_s=10.0)
     two = gw.open("two", fs=rec12.fs, leads=["I", "II"], hop_s=10.0)
     x = np.concatenate([rec12.signal] * 2, axis=1).astype(np.float64)
@@ -182,9 +172,9 @@ def test_a_stream_goes_to_the_other_bundle_only_when_its_own_cannot_serve(tmp_pa
 
 
 @pytest.mark.parametrize("n", range(1, 13))
-def test_every_lead_count_scores_without_flags(clf: ke.Classifier, rec12: ke.Record, n: int) -> None:
+def test_every_lead_count_scores_without_flags(default_clf: ke.Classifier, rec12: ke.Record, n: int) -> None:
     leads = list(rec12.leads[:n])
-    p = clf.predict(rec12.signal[:n], fs=rec12.fs, leads=leads)
+    p = default_clf.predict(rec12.signal[:n], fs=rec12.fs, leads=leads)
     assert p.leads == tuple(leads) and p.quality.overall == "good" and not p.quality.flags and not p.dropped
     assert Path(p.bundle) == (STUDENT if n <= 3 else COMPANION)
     assert all(0.0 <= v <= 1.0 for v in p.scores.values())
