@@ -34,7 +34,7 @@ from kmerl_edge.rhythm import analyse, detect_beats
 
 from ._stats import machine_info, percentile
 
-__all__ = ["run_rhythm", "rhythm_markdown", "BEAT_SYMBOLS", "bootstrap_auc"]
+__all__ = ["run_rhythm", "rhythm_markdown", "refresh_error_kinds", "error_kinds", "BEAT_SYMBOLS", "bootstrap_auc"]
 
 #: MIT-BIH beat annotation symbols (non-beat symbols such as ``+`` rhythm changes, ``~`` noise are left out).
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
@@ -190,6 +190,108 @@ def _holter_patient(record: str) -> str:
     return record.split("_")[1]
 
 
+#: Kinds of missed (FN) and false (FP) beats, in the order they are tested (the first that applies).
+FN_KINDS = ("mislocated", "artefact", "premature", "low amplitude", "other")
+FP_KINDS = ("mislocated", "artefact", "after a beat (T wave)", "other")
+
+
+def error_kinds(
+    x: np.ndarray, fs: float, ref: np.ndarray, fn: Sequence[int], fp: Sequence[int]
+) -> tuple[list[str], list[str]]:
+    """What kind of error each missed reference (``fn``) and false detection (``fp``) is, from the
+    signal around it (the first kind that applies):
+
+    - ``mislocated``: a false detection and a missed reference within 0.4 s of each other (the beat was
+      found but placed on something else, 150 ms < offset < 400 ms);
+    - ``artefact``: the signal's peak-to-peak within ±0.3 s of a missed beat (±0.1 s of a false one)
+      exceeds 3× the record's beat amplitude (the 75th percentile over the references of the
+      peak-to-peak within ±80 ms);
+    - missed beats: ``premature`` (its interval < 0.8× the median RR), ``low amplitude`` (< 0.5× the
+      beat amplitude); false beats: ``after a beat (T wave)`` (0.15–0.45 s after a reference);
+    - ``other``.
+    """
+    ref = np.asarray(ref, dtype=np.int64)
+    h80, h100, h300 = (int(round(s * fs)) for s in (0.08, 0.1, 0.3))
+
+    def ptp(i: int, h: int) -> float:
+        seg = x[max(0, i - h) : min(x.size, i + h + 1)]
+        return float(seg.max() - seg.min()) if seg.size else 0.0
+
+    amp = float(np.percentile([ptp(int(i), h80) for i in ref], 75)) if ref.size else 0.0
+    rr = float(np.median(np.diff(ref))) if ref.size > 1 else 0.0
+    near = 0.4 * fs
+    fpa, fna = np.asarray(fp, dtype=np.int64), np.asarray(fn, dtype=np.int64)
+    fn_k = []
+    for i in fna.tolist():
+        j = int(np.searchsorted(ref, i))
+        prev = int(ref[j - 1]) if j > 0 else None
+        if fpa.size and np.abs(fpa - i).min() < near:
+            fn_k.append("mislocated")
+        elif amp > 0 and ptp(i, h300) > 3 * amp:
+            fn_k.append("artefact")
+        elif prev is not None and rr > 0 and i - prev < 0.8 * rr:
+            fn_k.append("premature")
+        elif ptp(i, h80) < 0.5 * amp:
+            fn_k.append("low amplitude")
+        else:
+            fn_k.append("other")
+    fp_k = []
+    for d in fpa.tolist():
+        before = ref[ref < d]
+        if fna.size and np.abs(fna - d).min() < near:
+            fp_k.append("mislocated")
+        elif amp > 0 and ptp(d, h100) > 3 * amp:
+            fp_k.append("artefact")
+        elif before.size and 0.15 * fs <= d - int(before[-1]) <= 0.45 * fs:
+            fp_k.append("after a beat (T wave)")
+        else:
+            fp_k.append("other")
+    return fn_k, fp_k
+
+
+def _kind_counts(per: dict[str, Any], names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Error kinds summed over the records of :func:`_per_record` (all, or those in ``names``)."""
+    fn = dict.fromkeys(FN_KINDS, 0)
+    fp = dict.fromkeys(FP_KINDS, 0)
+    for name, r in per.items():
+        if names is not None and name not in names:
+            continue
+        for k in r.get("fn_kinds", ()):
+            fn[k] += 1
+        for k in r.get("fp_kinds", ()):
+            fp[k] += 1
+    return {"fn": fn, "fp": fp}
+
+
+def _error_kind_table(per: dict[str, Any], c19: list[_Rec]) -> dict[str, Any]:
+    """Error kinds of kmerl on CPSC-2019 (all, even, odd clips) and on CPSC-2021 (per lead)."""
+    c = per["CPSC-2019"]
+    return {
+        "CPSC-2019 (50 clips)": _kind_counts(c),
+        "CPSC-2019 even clips": _kind_counts(c, [r.name for r in c19[0::2]]),
+        "CPSC-2019 odd clips": _kind_counts(c, [r.name for r in c19[1::2]]),
+        **{k: _kind_counts(v) for k, v in per.items() if k.startswith("CPSC-2021")},
+    }
+
+
+def refresh_error_kinds(data: Path, results: Path) -> dict[str, Any]:
+    """Recompute kmerl's per-record errors and their kinds (no timing, deterministic) into an existing
+    ``rhythm.json`` in ``results`` and rewrite ``rhythm.md`` from it; the other parts stay as measured."""
+    import json
+
+    path = Path(results) / "rhythm.json"
+    res = json.loads(path.read_text())
+    c19 = _cpsc2019(Path(data))
+    per = {"CPSC-2019": _per_record(c19), **{f"CPSC-2021 lead {n}": _per_record(_cpsc2021(Path(data), i)) for n, i in (("I", 0), ("II", 1))}}
+    res["kmerl_per_record"] = per
+    res["kmerl_error_kinds"] = _error_kind_table(per, c19)
+    for name, text in (("rhythm.json", json.dumps(res, indent=2) + "\n"), ("rhythm.md", rhythm_markdown(res))):
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path.with_name(name))
+    return res
+
+
 def _per_record(recs: list[_Rec]) -> dict[str, Any]:
     """kmerl beats per record: TP / FN / FP, Se, PPV and the positions of the errors (samples)."""
     out: dict[str, Any] = {}
@@ -199,6 +301,7 @@ def _per_record(recs: list[_Rec]) -> dict[str, Any]:
         fn, fp = _errors(r.ref, det, r.fs, lo=r.lo, hi=hi)
         n_ref = int(((r.ref >= r.lo) & (r.ref < hi)).sum())
         tp = n_ref - len(fn)
+        fn_k, fp_k = error_kinds(r.x, r.fs, r.ref, fn, fp)
         out[r.name] = {
             "fs": r.fs,
             "tp": tp,
@@ -208,6 +311,8 @@ def _per_record(recs: list[_Rec]) -> dict[str, Any]:
             "ppv": tp / (tp + len(fp)) if tp + len(fp) else None,
             "fn_samples": fn,
             "fp_samples": fp,
+            "fn_kinds": fn_k,
+            "fp_kinds": fp_k,
         }
     return out
 
@@ -463,6 +568,7 @@ def run_rhythm(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neur
         "CPSC-2019": _per_record(c19),
         **{f"CPSC-2021 lead {lead}": _per_record(c21[lead]) for lead in ("I", "II")},
     }
+    res["kmerl_error_kinds"] = _error_kind_table(res["kmerl_per_record"], c19)
     res["holter_held_out_patients"] = sorted(held, key=int)
     unread: dict[str, str] = {}
     res["af_evidence"] = {
@@ -509,6 +615,14 @@ def rhythm_markdown(res: dict[str, Any]) -> str:
                 f"| {name}{star} | {a['tp'] + a['fn']} | {_f(a['se'], True)} | {_f(a['ppv'], True)} | {a['fn']} / {a['fp']} | "
                 f"{_f(b['se'], True)} | {_f(b['ppv'], True)} | {b['fn']} / {b['fp']} |"
             )
+    kinds = res.get("kmerl_error_kinds")
+    if kinds:
+        lines += ["", "kmerl's missed (FN) and false (FP) beats by kind (`benchmarks.rhythm.error_kinds`):", "",
+                  "| data | " + " | ".join(f"FN {k}" for k in FN_KINDS) + " | " + " | ".join(f"FP {k}" for k in FP_KINDS) + " |",
+                  "| --- |" + " --- |" * (len(FN_KINDS) + len(FP_KINDS))]
+        for data, m in kinds.items():
+            lines.append(f"| {data} | " + " | ".join(str(m["fn"][k]) for k in FN_KINDS) + " | "
+                         + " | ".join(str(m["fp"][k]) for k in FP_KINDS) + " |")
     lines += ["", "| data | positive | windows (pos / non-AF) | AUC rr_irregularity [95 % CI] | AUC share ΔRR > 50 ms [95 % CI] |",
               "| --- | --- | --- | --- | --- |"]
     for data, per in res["af_evidence"].items():
@@ -536,3 +650,11 @@ def rhythm_markdown(res: dict[str, Any]) -> str:
     if res.get("load_average"):
         lines.append(f"\nLoad average during the run: {', '.join(str(v) for v in res['load_average'])}.")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "--refresh-error-kinds":
+        raise SystemExit("usage: python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS (the full run: kmerl-bench rhythm)")
+    refresh_error_kinds(Path(sys.argv[2]), Path(sys.argv[3]))

@@ -52,3 +52,28 @@ def test_holter_records_are_split_by_patient_like_the_corpus() -> None:
     assert _holter_patient("data_101_6") == "101"
     assert _holter_patient("data_8_2") in holter_test_patients()
     assert _holter_patient("data_84_1") not in holter_test_patients()
+
+
+def test_error_kinds_name_what_each_missed_and_false_beat_is() -> None:
+    """The error analysis behind the CPSC-2019 totals: a beat placed on a nearby artefact is one
+    mislocated miss and one mislocated false beat; a false beat 0.3 s after a beat is a T wave; a miss
+    in a big artefact, a premature miss and a small miss are named as such."""
+    from benchmarks.rhythm import FN_KINDS, FP_KINDS, error_kinds
+
+    fs = 500.0
+    n = 5000
+    x = np.zeros(n)
+    ref = np.arange(250, n, 400)  # 1.25 Hz, beats of 1 mV (3 samples wide)
+    ref = np.sort(np.append(ref[ref != 3450], [3300]))  # one premature beat (250 ms after 3050)
+    for i in ref:
+        x[i - 1 : i + 2] = 1.0
+    x[4250 - 1 : 4250 + 2] = 0.2  # a small beat
+    x[1450 + 100 : 1450 + 140] = 8.0  # a big artefact 0.2-0.28 s after the beat at 1450
+    fn = [1050, 1450, 3300, 4250]
+    fp = [1050 + 130, 650 + 150]  # 260 ms after the beat at 1050; 300 ms after the beat at 650
+    fn_k, fp_k = error_kinds(x, fs, ref, fn, fp)
+    assert fn_k == ["mislocated", "artefact", "premature", "low amplitude"]
+    assert fp_k == ["mislocated", "after a beat (T wave)"]
+    assert set(fn_k) <= set(FN_KINDS) and set(fp_k) <= set(FP_KINDS)
+    # far from every reference and quiet: neither kind applies
+    assert error_kinds(x, fs, ref, [], [2450 + 240]) == ([], ["other"])
