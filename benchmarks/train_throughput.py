@@ -244,12 +244,17 @@ def _git_commit(cwd: Path) -> str | None:
 def run_trainer(
     data: str | Path, out: str | Path, *, preset: str, nproc: int = 1, device: str = "cuda", workers: int | None = None,
     batch: int | None = None, steps: int, log_every: int = 10, sets: Sequence[str] = (), timeout_s: float = 600.0,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, repo: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``steps`` steps on ``data`` under torchrun with ``nproc`` processes into ``out`` (a new folder)
     and return the command, its wall time and the run's ``metrics.csv`` path. ``workers`` / ``batch`` (per
-    process) override the preset; checkpoints only at the end. :class:`ThroughputError` when it fails."""
-    out = Path(out)
+    process) override the preset; checkpoints only at the end. ``repo``: the checkout whose ``trainer``
+    runs (default: this one; another commit's for an A/B). :class:`ThroughputError` when it fails."""
+    out = Path(out).resolve()
+    data = Path(data).resolve()
+    root = _REPO if repo is None else Path(repo).resolve()
+    if not (root / "trainer" / "cli.py").is_file():
+        raise ThroughputError(f"{root} holds no trainer/cli.py")
     if out.exists():
         raise ThroughputError(f"{out} exists; a throughput run needs a new folder")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
@@ -263,10 +268,10 @@ def run_trainer(
     for s in sets:
         cmd += ["--set", s]
     run_env = dict(os.environ if env is None else env)
-    run_env["PYTHONPATH"] = str(_REPO) + (os.pathsep + run_env["PYTHONPATH"] if run_env.get("PYTHONPATH") else "")
+    run_env["PYTHONPATH"] = str(root) + (os.pathsep + run_env["PYTHONPATH"] if run_env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(cmd, cwd=_REPO, env=run_env, capture_output=True, text=True, timeout=timeout_s)
+        r = subprocess.run(cmd, cwd=root, env=run_env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ThroughputError(f"the training run did not finish within {timeout_s:.0f} s: {' '.join(cmd)}") from None
     wall = time.perf_counter() - t0
@@ -432,8 +437,21 @@ def summarize_runs(manifest: Mapping[str, Any], base: Path) -> dict[str, Any]:
         else:
             ceilings.append(dict(c))
     smi = {f: summarize_smi(base / f) for f in manifest.get("smi", [])}
+    groups: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if r.get("group"):
+            g = groups.setdefault(r["group"], {"runs": [], "in_epoch_medians": [], "trainer_samples_per_s": []})
+            g["runs"].append(r["name"])
+            g["in_epoch_medians"].append(r["throughput"]["in_epoch"]["median_samples_per_s"])
+            if (r.get("trainer_summary") or {}).get("samples_per_s") is not None:
+                g["trainer_samples_per_s"].append(r["trainer_summary"]["samples_per_s"])
+    for g in groups.values():
+        g["median_in_epoch_samples_per_s"] = round(statistics.median(g["in_epoch_medians"]), 1)
+        ts = g["trainer_samples_per_s"]
+        g["median_trainer_samples_per_s"] = round(statistics.median(ts), 1) if ts else None
     keep = {k: v for k, v in manifest.items() if k not in ("runs", "compute_ceiling", "smi")}
-    return {"kind": "train_throughput", **keep, "runs": runs, "compute_ceiling": ceilings, "nvidia_smi": smi}
+    return {"kind": "train_throughput", **keep, "runs": runs, "groups": groups, "compute_ceiling": ceilings,
+            "nvidia_smi": smi}
 
 
 def throughput_markdown(rep: Mapping[str, Any]) -> str:
@@ -455,6 +473,14 @@ def throughput_markdown(rep: Mapping[str, Any]) -> str:
             f"**{ie['median_samples_per_s']:,.0f}** [{ie['min_samples_per_s']:,.0f}, {ie['max_samples_per_s']:,.0f}] "
             f"({ie['intervals']} intervals) | {tp['all_intervals_samples_per_s']:,.0f} | "
             f"{'–' if rs is None else f'{rs:.2f}'} | {tp['paper_50_epochs']['hours']:.2f} h |")
+    if rep.get("groups"):
+        lines += ["", "| group | runs | in-epoch samples/s, median of the runs' medians | each run "
+                  "| the trainer's own samples/s (start-up included), median |", "| --- | --- | --- | --- | --- |"]
+        for name, g in rep["groups"].items():
+            ts = g["median_trainer_samples_per_s"]
+            lines.append(f"| {name} | {len(g['runs'])} | **{g['median_in_epoch_samples_per_s']:,.0f}** | "
+                         f"{', '.join(f'{x:,.0f}' for x in g['in_epoch_medians'])} | "
+                         f"{'–' if ts is None else f'{ts:,.0f}'} |")
     if rep.get("compute_ceiling"):
         lines += ["", "| compute ceiling (no loader) | batch | ms/step | samples/s | with host mask sampling "
                   "| host mask sampling ms/batch | peak GPU memory GiB |",
@@ -520,7 +546,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the training step alone (default on)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per training run (default 600)")
-    ap.add_argument("--label", default=None, help="trainer label in the table (default: the git commit)")
+    ap.add_argument("--trainer-repo", default=None,
+                    help="the checkout whose trainer runs (default: this one), e.g. an older commit for an A/B")
+    ap.add_argument("--label", default=None, help="trainer label in the table (default: its git commit)")
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -544,7 +572,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     cfg = get_preset(a.preset)
     tiled = tile_shards(a.data, work / f"tiled-k{a.k}", a.k)
     store_rows = int(json.loads((tiled / "index.json").read_text())["n_rows"])
-    commit = _git_commit(_REPO)
+    repo = Path(a.trainer_repo).resolve() if a.trainer_repo else _REPO
+    commit = _git_commit(repo)
     label = a.label or (commit[:7] if commit else "")
     smi = None
     smi_file = out / "smi.csv"
@@ -560,7 +589,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 print(f"[train-throughput] {name}: {a.steps} steps on {store_rows:,} rows", flush=True)
                 r = run_trainer(tiled, work / f"run-{name}-{time.strftime('%Y%m%d-%H%M%S')}", preset=a.preset,
                                 nproc=a.nproc, device=a.device, workers=w, batch=b, steps=a.steps,
-                                log_every=a.log_every, sets=a.set, timeout_s=a.timeout)
+                                log_every=a.log_every, sets=a.set, timeout_s=a.timeout, repo=repo)
                 shutil.copyfile(r["metrics"], out / f"{name}.metrics.csv")
                 runs.append({"name": name, "trainer": label, "commit": commit, "preset": a.preset, "nproc": a.nproc,
                              "device": a.device, "workers": w, "batch": b, "global_batch": b * a.nproc,
