@@ -429,6 +429,8 @@ def summarize_runs(manifest: Mapping[str, Any], base: Path) -> dict[str, Any]:
             raise ThroughputError(f"run {r.get('name')!r} in the manifest lacks {sorted(need - set(r))}")
         tp = throughput_from_metrics(read_metrics(base / r["metrics"]), global_batch=int(r["global_batch"]),
                                      store_rows=int(r["store_rows"]))
+        if r.get("preset", "paper") != "paper":
+            tp.pop("paper_50_epochs")  # another model: its time for the paper's corpus means nothing
         runs.append({**r, "throughput": tp})
     ceilings: list[dict[str, Any]] = []
     for c in manifest.get("compute_ceiling", []):
@@ -467,12 +469,15 @@ def throughput_markdown(rep: Mapping[str, Any]) -> str:
         tp = r["throughput"]
         ie = tp["in_epoch"]
         rs = tp["epoch_restart_extra_s_median"]
+        paper = tp.get("paper_50_epochs")
+        hours = "–" if paper is None else f"{paper['hours']:.2f} h"
         lines.append(
             f"| {r['name']} | {r.get('trainer', '')} | {r.get('nproc', 1)} | {tp['global_batch']} | "
             f"{r.get('workers', '')} | {tp['store_rows']:,} ({r.get('k', '')}) | {tp['logged_steps'][1]} | "
             f"**{ie['median_samples_per_s']:,.0f}** [{ie['min_samples_per_s']:,.0f}, {ie['max_samples_per_s']:,.0f}] "
             f"({ie['intervals']} intervals) | {tp['all_intervals_samples_per_s']:,.0f} | "
-            f"{'–' if rs is None else f'{rs:.2f}'} | {tp['paper_50_epochs']['hours']:.2f} h |")
+            f"{'–' if rs is None else f'{round(rs, 2) or 0.0:.2f}'} | "
+            f"{hours} |")
     if rep.get("groups"):
         lines += ["", "| group | runs | in-epoch samples/s, median of the runs' medians | each run "
                   "| the trainer's own samples/s (start-up included), median |", "| --- | --- | --- | --- | --- |"]
@@ -498,8 +503,8 @@ def throughput_markdown(rep: Mapping[str, Any]) -> str:
             lines.append(f"| {f} | {s['peak_memory_mib']:,.0f} | {s['busy_median_utilization_pct']} |")
     lines += ["", "In-epoch: the median over log intervals within one epoch of Δstep × global batch ÷ Δtime_s "
               "(`metrics.csv`, wall clock). All intervals: first to last logged step, epoch restarts included. "
-              f"50 paper epochs: {PAPER_PAIRS:,} pairs × {PAPER_EPOCHS} ÷ the in-epoch median, plus 50 × the "
-              "median epoch-restart extra seconds."]
+              f"50 paper epochs (`paper` preset runs only): {PAPER_PAIRS:,} pairs × {PAPER_EPOCHS} ÷ the in-epoch "
+              "median, plus 50 × the median epoch-restart extra seconds."]
     if rep.get("notes"):
         lines += [""] + [f"- {n}" for n in rep["notes"]]
     return "\n".join(lines) + "\n"

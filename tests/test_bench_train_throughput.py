@@ -183,3 +183,21 @@ def test_report_only_reads_a_runs_manifest(tmp_path: Path) -> None:
                                             "busy_median_utilization_pct": 55.0}
     assert "| r |" in (tmp_path / "train_throughput.md").read_text()
     assert main(["train-throughput"]) == 2  # neither --data nor --runs
+
+
+def test_compute_ceiling_times_the_step_with_fixed_and_host_sampled_masks() -> None:
+    import torch
+
+    from benchmarks.train_throughput import compute_ceiling
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        c = compute_ceiling("cpu", 2, preset="test", iters=2, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert (c["model"], c["batch"], c["precision"], c["peak_gpu_memory_gib"]) == ("kmerl-test-micro", 2, "fp32", None)
+    for key in ("fixed_masks", "host_masks"):
+        assert c[key]["ms_per_step"] > 0
+        assert c[key]["samples_per_s"] == pytest.approx(2 / c[key]["ms_per_step"] * 1e3, rel=0.02)
+    assert c["host_mask_sampling_ms_per_batch"] > 0
