@@ -536,7 +536,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", help="a complete shard store (from `kmerl-train prepare`) to tile")
     ap.add_argument("--out", help="results folder: runs.json, metrics CSVs, train_throughput.json / .md")
     ap.add_argument("--runs", help="only report: a runs.json written by an earlier run (results go beside it)")
-    ap.add_argument("--work", help="where the tiled store and the training runs go (default OUT/work)")
+    ap.add_argument("--work", help="keep the tiled store and the training runs here (default: a temporary "
+                                   "folder, removed afterwards)")
     ap.add_argument("--preset", default="paper", help="training preset (default paper)")
     ap.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     ap.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per node for torchrun (default 1)")
@@ -569,11 +570,19 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         raise ThroughputError("give --data STORE and --out DIR (or --runs runs.json to only report)")
     if a.k < 1 or a.steps < 1 or a.nproc < 1 or a.log_every < 1:
         raise ThroughputError("--k, --steps, --nproc and --log-every must be >= 1")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.work:
+        return _measure(a, out, Path(a.work))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kmerl-train-throughput-") as tmp:  # runs hold checkpoints
+        return _measure(a, out, Path(tmp))
+
+
+def _measure(a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from trainer._config import get_preset
 
-    out = Path(a.out)
-    work = Path(a.work) if a.work else out / "work"
-    out.mkdir(parents=True, exist_ok=True)
     cfg = get_preset(a.preset)
     tiled = tile_shards(a.data, work / f"tiled-k{a.k}", a.k)
     store_rows = int(json.loads((tiled / "index.json").read_text())["n_rows"])
@@ -604,7 +613,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     finally:
         if smi is not None:
             smi.terminate()
-            smi.wait(timeout=10)
+            try:
+                smi.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                smi.kill()
+                smi.wait()
     from ._stats import machine_info
 
     mi = machine_info()
