@@ -16,7 +16,6 @@ from benchmarks.train_throughput import (
     ThroughputError,
     read_metrics,
     run_trainer,
-    summarize_runs,
     throughput_from_metrics,
     tile_shards,
 )
@@ -134,9 +133,9 @@ def test_a_tiled_store_lists_k_times_the_rows_and_the_trainer_runs_on_it(store: 
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert res.steps == 7 and [m.step for m in rows] == list(range(1, 8))
     assert [m.epoch for m in rows] == [0, 0, 0, 1, 1, 1, 2]
-    rep = summarize_runs({"runs": [{"name": "cpu", "metrics": "run/metrics.csv", "global_batch": 4,
-                                    "store_rows": 12}]}, tmp_path)
-    tp = rep["runs"][0]["throughput"]
+    # the trainer's steps and epochs, with one second per step: time_s (10 ms resolution) cannot time its ~10 ms steps
+    tp = throughput_from_metrics([MetricRow(m.step, m.epoch, float(m.step)) for m in rows], global_batch=4,
+                                 store_rows=12)
     assert tp["steps_per_epoch"] == 3
     assert [(iv["from_step"], iv["to_step"]) for iv in tp["intervals"] if iv["crosses_epoch"]] == [(3, 4), (6, 7)]
 
@@ -170,12 +169,17 @@ def test_report_only_reads_a_runs_manifest(tmp_path: Path) -> None:
         "2026/11/30 17:34:45.528, 60 %, 9957 MiB\n2026/11/30 17:34:46.528, 50 %, 9957 MiB\n"
         "2026/11/30 17:34:47.528, 0 %, 4 MiB\n")
     manifest = {"machine": "a test", "runs": [{"name": "r", "metrics": "m.csv", "global_batch": 10,
-                                               "store_rows": 100, "workers": 4, "k": 1}],
+                                               "store_rows": 100, "workers": 4, "k": 1},
+                                              {"name": "small", "metrics": "m.csv", "global_batch": 10,
+                                               "store_rows": 100, "preset": "cpu-small", "group": "g"}],
                 "compute_ceiling": [{"report": "ceiling.txt"}], "smi": ["smi.csv"]}
     (tmp_path / "runs.json").write_text(json.dumps(manifest))
     assert main(["train-throughput", "--runs", str(tmp_path / "runs.json")]) == 0
     rep = json.loads((tmp_path / "train_throughput.json").read_text())
     assert rep["runs"][0]["throughput"]["in_epoch"]["median_samples_per_s"] == 100.0
+    assert "paper_50_epochs" in rep["runs"][0]["throughput"]  # the paper preset (the default)
+    assert "paper_50_epochs" not in rep["runs"][1]["throughput"]  # another model: no time for the paper's corpus
+    assert rep["groups"]["g"]["runs"] == ["small"] and rep["groups"]["g"]["median_in_epoch_samples_per_s"] == 100.0
     c = rep["compute_ceiling"][0]
     assert (c["batch"], c["fixed_masks"]["samples_per_s"], c["host_masks"]["ms_per_step"]) == (512, 8640.0, 90.6)
     assert (c["host_mask_sampling_ms_per_batch"], c["peak_gpu_memory_gib"]) == (40.4, 8.18)
