@@ -9,6 +9,9 @@
                          [--json OUT] [--out DIR]
     kmerl-bench fuzz     [--cases 100000] [--seed 0] [--workers 2] [--case-timeout 20] [--bridge-frames N]
                          [--json OUT]
+    kmerl-bench train-throughput --data STORE --out DIR [--device cuda] [--preset paper] [--batch 512]
+                         [--workers 4,8] [--k 128] [--steps 150] [--nproc 1] [--set KEY=VALUE]
+                         | --runs RUNS_JSON
     kmerl-bench all --out results/DIR [options of the above]
 
 Every number comes from a real run on this machine; results are JSON, markdown tables and PNG plots.
@@ -178,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep import add_arguments as _add_sweep
 
     _add_sweep(p)
+    p = sub.add_parser("train-throughput", help="trainer samples/s under torchrun on a tiled shard store, and the "
+                                                "training step's compute ceiling")
+    from .train_throughput import add_arguments as _add_train_throughput
+
+    _add_train_throughput(p)
     p = sub.add_parser("fuzz", help="seeded fuzz of the whole runtime surface: crashes, tracebacks, hangs, "
                                     "silent wrong results, lost samples")
     p.add_argument("--cases", type=_positive, default=100_000, help="generated cases (default 100000)")
@@ -438,6 +446,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sweep import run as sweep_run
 
         return sweep_run(a, list(sys.argv[1:] if argv is None else argv), prog="kmerl-bench")
+    if a.command == "train-throughput":
+        from .train_throughput import run as train_throughput_run
+
+        try:
+            train_throughput_run(a)
+        except KmerlError as exc:
+            print(f"kmerl-bench: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if a.command == "all":
             _all(a)

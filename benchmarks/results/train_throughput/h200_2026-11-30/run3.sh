@@ -1,0 +1,12 @@
+#!/bin/bash
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+R=$OUT/report3.txt
+python3 .gpu/tile.py .gpu/shards /tmp/tiled128 128 >> $R 2>&1
+(nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 > $OUT/smi3.csv 2>/dev/null &)
+for cfg in "new-w4:--preset paper" "new-w8:--preset paper --set num_workers=8" "new-b32-w4:--preset paper --set batch_size=32"; do
+  name=${cfg%%:*}; args=${cfg#*:}; echo "== $name" >> $R
+  timeout 100 torchrun --standalone --nproc-per-node 1 -m trainer.cli train $args --set 'text_encoder="/tmp/te"' --set log_every=10 --set ckpt_every=100000 \
+     --data /tmp/tiled128 --out /tmp/run-$name --device cuda --max-steps 150 --no-progress > $OUT/$name.log 2>&1; echo "rc $?" >> $R
+  cp /tmp/run-$name/metrics.csv $OUT/$name.metrics.csv 2>/dev/null; tail -1 $OUT/$name.log >> $R
+done
+cat $R
