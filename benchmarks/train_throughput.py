@@ -234,11 +234,17 @@ def throughput_from_metrics(
 
 # --------------------------------------------------------------------------------------- running the trainer
 def _git_commit(cwd: Path) -> str | None:
+    """The checkout's commit, with ``+modified`` when the code that trains (``trainer/``, ``kmerl_edge/``)
+    differs from it: a tree copied to another machine can carry stale git metadata."""
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            return None
+        d = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "trainer", "kmerl_edge"], cwd=cwd,
+                           capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return r.stdout.strip() if r.returncode == 0 else None
+    return r.stdout.strip() + ("" if d.returncode == 0 else "+modified")
 
 
 def run_trainer(
@@ -588,7 +594,7 @@ def _measure(a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     store_rows = int(json.loads((tiled / "index.json").read_text())["n_rows"])
     repo = Path(a.trainer_repo).resolve() if a.trainer_repo else _REPO
     commit = _git_commit(repo)
-    label = a.label or (commit[:7] if commit else "")
+    label = a.label or (commit[:7] + commit[40:] if commit else "")
     smi = None
     smi_file = out / "smi.csv"
     if a.device.startswith("cuda") and shutil.which("nvidia-smi"):

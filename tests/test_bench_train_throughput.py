@@ -205,3 +205,22 @@ def test_compute_ceiling_times_the_step_with_fixed_and_host_sampled_masks() -> N
         assert c[key]["ms_per_step"] > 0
         assert c[key]["samples_per_s"] == pytest.approx(2 / c[key]["ms_per_step"] * 1e3, rel=0.02)
     assert c["host_mask_sampling_ms_per_batch"] > 0
+
+
+def test_the_trainer_label_says_when_the_code_differs_from_its_commit(tmp_path: Path) -> None:
+    """A tree copied to a GPU machine can carry stale git metadata: the label must not name a commit whose
+    trainer is not the one that ran."""
+    import subprocess
+
+    from benchmarks.train_throughput import _git_commit
+
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "train.py").write_text("a = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    clean = _git_commit(tmp_path)
+    assert clean is not None and len(clean) == 40
+    (tmp_path / "trainer" / "train.py").write_text("a = 2\n")
+    assert _git_commit(tmp_path) == clean + "+modified"
