@@ -24,7 +24,7 @@ ent = torch.randn(40, 384, device=dev)
 y = (torch.rand(B, 40, device=dev) > 0.9).float()
 present = torch.ones(B, 12, dtype=torch.bool)
 g = torch.Generator().manual_seed(0)
-keep, kmask, _ = sample_token_keep(present, tokens_per_lead=model.cfg.tokens_per_lead, cfg=cfg.masking, generator=g)
+keep, kmask, _kept = sample_token_keep(present, tokens_per_lead=model.cfg.tokens_per_lead, cfg=cfg.masking, generator=g)
 keep, kmask = keep.to(dev), kmask.to(dev)
 groups = torch.arange(B, device=dev)
 
