@@ -155,3 +155,17 @@ def test_the_default_model_cli_refuses_bad_finetune_settings_before_reading_data
                  str(tmp_path / "out"), "--teacher-model", "kmerl-student-s", "--distill-steps", "0",
                  "--finetune-steps", "10", "--finetune-lr", "-1"]) == 2
     assert not (tmp_path / "work").exists()
+
+
+def test_the_paired_difference_interval_of_the_validation_benchmark() -> None:
+    from benchmarks.finetune_val import paired_macro_auc_diff_ci
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((80, 3)) < 0.4).astype(np.float32)
+    noise = rng.normal(size=y.shape)
+    weak, strong = y + 2.0 * noise, y + 0.3 * noise
+    assert paired_macro_auc_diff_ci(y, weak, weak) == [0.0, 0.0]
+    lo, hi = paired_macro_auc_diff_ci(y, weak, strong)
+    assert 0.0 < lo < hi
+    lo, hi = paired_macro_auc_diff_ci(y, strong, weak)
+    assert lo < hi < 0.0
