@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="write the fine-tuned weights (safetensors) here")
-    ap.add_argument("--load", type=Path, default=None, help="score these fine-tuned weights instead of training")
+    ap.add_argument("--load", type=Path, default=None, help="score these fine-tuned weights (a safetensors state dict or a bundle's weights.safetensors) instead of training")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.load is not None:
         from safetensors.torch import load_file
 
-        teacher.model.load_state_dict(load_file(str(a.load)))
+        # a bundle's weights.safetensors lacks the contrastive heads, which the query logits do not use
+        missing, unexpected = teacher.model.load_state_dict(load_file(str(a.load)), strict=False)
+        if unexpected or any(not k.startswith(("ecg_proj.", "text_proj.")) for k in missing):
+            raise SystemExit(f"{a.load}: weights do not match the run's model ({(unexpected + missing)[:3]})")
     else:
         x, y, lab = finetune_windows(a.run / "shards", read_corpus_csv(a.run / "corpus.csv").records, sup)
         res = finetune_model(teacher.model, emb, x, y, lab, cfg)
