@@ -164,8 +164,8 @@ def test_the_paired_difference_interval_of_the_validation_benchmark() -> None:
     y = (rng.random((80, 3)) < 0.4).astype(np.float32)
     noise = rng.normal(size=y.shape)
     weak, strong = y + 2.0 * noise, y + 0.3 * noise
-    assert paired_macro_auc_diff_ci(y, weak, weak) == [0.0, 0.0]
-    lo, hi = paired_macro_auc_diff_ci(y, weak, strong)
+    assert paired_macro_auc_diff_ci(y, weak, weak, n_boot=200) == [0.0, 0.0]
+    lo, hi = paired_macro_auc_diff_ci(y, weak, strong, n_boot=200)
     assert 0.0 < lo < hi
-    lo, hi = paired_macro_auc_diff_ci(y, strong, weak)
+    lo, hi = paired_macro_auc_diff_ci(y, strong, weak, n_boot=200)
     assert lo < hi < 0.0
