@@ -16,6 +16,10 @@
 3. **Teacher.** :func:`trainer.train.train` (lead and segment masking, contrastive + query BCE). With
    ``--lead-mask-choices`` the 12-lead records keep from 1 up to all 12 leads in training, so that the
    model has seen the many-lead inputs it serves.
+   *Optional* (``--finetune-steps N``, off by default): :mod:`export._finetune` then trains the network end
+   to end on the ground-truth PTB-XL superclass labels of the training split, 1–12 random leads per step,
+   with a consistency term that keeps every other query's logit (AF, the rhythm classes) at the trained
+   network's value; the metrics keep the trained network's numbers as ``teacher`` and add ``finetuned``.
 4. **Student.** :func:`export.export_bundle` distils into a student serving at most ``--max-leads`` leads
    (or keeps the trained weights with ``--distill-steps 0``) and lowers it to ONNX fp32 / int8 and
    ExecuTorch fp32 / int8, parity-checked.
@@ -177,13 +181,15 @@ def build_default_model(
     lead_mask_choices: Sequence[int] | None = None,
     lead_count_per: str = "sample",
     ptbxl_val_folds: Sequence[int] = (9,),
+    finetune: Any = None,
 ) -> Path:
     """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
     numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
     trainer's default, 9–11, i.e. 1–3 leads kept); ``lead_count_per``: ``sample`` or ``batch`` (one draw
     per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`);
     ``ptbxl_val_folds``: the PTB-XL folds kept out of training for validation (empty: they train too, as
-    the bundles shipped before the validation split did)."""
+    the bundles shipped before the validation split did); ``finetune``: an :class:`export._finetune.FinetuneConfig`
+    (None or ``steps=0``: no fine-tuning stage)."""
     import torch
 
     from kmerl_edge._config import get_config
@@ -253,6 +259,19 @@ def build_default_model(
     metrics: dict[str, Any] = {"teacher": _evaluate(teacher_scores, ptb_eval, af_eval, classes, val=val_eval)}
     metrics["class_status"] = seen_classes(text, classes, list(labels.entities))
     print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
+    if finetune is not None and finetune.steps > 0:
+        from export._finetune import finetune_model, finetune_windows
+
+        x_ft, y_ft, lab_ft = finetune_windows(work / "shards", ds["corpus"].records,
+                                              list(DEFAULT_LABEL_SETS[finetune.label_set]))
+        texts = {ls: text.encode(list(cs)).float() for ls, cs in DEFAULT_LABEL_SETS.items()}
+        ft = finetune_model(teacher.model, texts, x_ft, y_ft, lab_ft, finetune)
+        del x_ft
+        metrics["finetuned"] = _evaluate(teacher_scores, ptb_eval, af_eval, classes, val=val_eval)
+        metrics["finetune"] = {"config": finetune.to_dict(), "labelled_windows": ft.labelled,
+                               "windows": ft.windows, "seconds": round(ft.seconds, 1), "history": ft.history}
+        print(f"[3/5] fine-tuned ({finetune.steps} steps, {ft.seconds:.0f} s):",
+              json.dumps(_headline(metrics["finetuned"])), flush=True)
     from export import ExportConfig, export_bundle
     from export._augment import AugmentConfig
 
@@ -268,7 +287,7 @@ def build_default_model(
                    parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
                    calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
     distil_data = _distillation_windows(shards, ptb_eval)
-    bundle = export_bundle(run, out, ecfg, data=distil_data, text_encoder=text, overwrite=True)
+    bundle = export_bundle(teacher, out, ecfg, data=distil_data, text_encoder=text, overwrite=True)
     print(f"[4/5] bundle: {bundle}", flush=True)
     import kmerl_edge
 
@@ -297,6 +316,7 @@ def build_default_model(
         "lead_count_per": cfg.masking.lead_count_per,
         "augment": augment,
         "distill_lr": distill_lr,
+        "finetune_steps": finetune.steps if finetune is not None else 0,
         "corpus": ds["corpus"].summary(),
         "duplicates_dropped": ds["corpus"].duplicates,
         "int8_top1_tie_tolerance": tie_tolerance,
@@ -457,6 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ptbxl-val-folds", default="9",
                     help="comma-separated PTB-XL folds kept out of training for validation, or 'none' (they "
                          "train too: how the shipped bundles were built, before the validation split)")
+    ap.add_argument("--finetune-steps", type=int, default=0,
+                    help="supervised fine-tuning steps on the training split's PTB-XL superclass labels after "
+                         "training (export._finetune; default 0: off)")
+    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    ap.add_argument("--finetune-consistency", type=float, default=1.0,
+                    help="weight of the fine-tuning term that keeps the other queries' logits")
+    ap.add_argument("--finetune-augment", action="store_true",
+                    help="fine-tune on device-shift-augmented windows (export._augment)")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
     import torch
@@ -470,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     from kmerl_edge._errors import KmerlError
 
     try:
+        from export._augment import AugmentConfig
+        from export._finetune import FinetuneConfig
+
+        finetune = FinetuneConfig(steps=a.finetune_steps, lr=a.finetune_lr, consistency_weight=a.finetune_consistency,
+                                  augment=AugmentConfig() if a.finetune_augment else None, seed=a.seed)
         build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
                             batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
                             bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,
@@ -479,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                             lead_mask_choices=_int_list(a.lead_mask_choices), lead_count_per=a.lead_count_per,
                             ptbxl_val_folds=() if a.ptbxl_val_folds.strip().lower() == "none"
                             else tuple(_int_list(a.ptbxl_val_folds, "--ptbxl-val-folds") or ()),
-                            backends=a.backends.split(",") if a.backends else None, command=command)
+                            backends=a.backends.split(",") if a.backends else None, command=command,
+                            finetune=finetune)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)
         return 2
