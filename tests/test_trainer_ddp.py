@@ -96,3 +96,24 @@ def test_loader_workers_make_the_batches_the_main_process_would(shards: Path, tm
     assert runs[0].keys() == runs[2].keys()
     for k in runs[0]:
         assert torch.equal(runs[0][k], runs[2][k]), k
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(shards: Path, tmp_path: Path) -> None:
+    """Config fields added later take their default (the old behaviour) when a checkpoint written before them
+    is resumed; a real difference is still refused."""
+    import json
+
+    from trainer._errors import CheckpointError
+
+    cfg = get_preset("test", max_steps=2, batch_size=4, epochs=100, ckpt_every=2)
+    train(cfg, data=shards, out_dir=tmp_path / "run", device="cpu", progress=False)
+    cj = tmp_path / "run" / "checkpoints" / "step-00000002" / "config.json"
+    conf = json.loads(cj.read_text())
+    del conf["train_config"]["masking"]["lead_count_per"]  # as written before the field existed
+    cj.write_text(json.dumps(conf))
+    res = train(cfg.override(max_steps=4), data=shards, out_dir=tmp_path / "run", device="cpu", progress=False,
+                resume=True)
+    assert res.steps == 4
+    with pytest.raises(CheckpointError, match="lr"):
+        train(cfg.override(max_steps=6, lr=1e-2), data=shards, out_dir=tmp_path / "run", device="cpu",
+              progress=False, resume=True)
