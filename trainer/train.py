@@ -556,10 +556,11 @@ def _load_resume(
 
     conf = json.loads((ck / "config.json").read_text())
     old = conf.get("train_config") or {}
-    try:  # fields added since the checkpoint was written take their default, which is the old behaviour
-        old = TrainConfig.from_dict(old).to_dict()
-    except (TrainConfigError, TypeError, ValueError):
-        pass  # keys this code does not know: compare as written
+    if old:  # fields added since the checkpoint was written take their default, which is the old behaviour
+        try:
+            old = TrainConfig.from_dict(old).to_dict()
+        except (TrainConfigError, TypeError, ValueError):
+            pass  # keys this code does not know: compare as written
     now = cfg.to_dict()
     diff = sorted(k for k in now if k not in _RESUMABLE_CHANGES and json.dumps(old.get(k), sort_keys=True) != json.dumps(now[k], sort_keys=True))
     if diff:
