@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from export._augment import AugmentConfig
     from export._corpus import read_corpus_csv
-    from export._finetune import FinetuneConfig, finetune_model, finetune_windows
+    from export._finetune import FinetuneConfig, finetune_af_labels, finetune_model, finetune_windows
     from export.default_model import EVAL_SUBSETS
     from kmerl_edge import lead_ids
     from kmerl_edge._labels import DEFAULT_LABEL_SETS
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--consistency", type=float, default=1.0)
     ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--af-label-weight", type=float, default=0.0, help="BCE weight on the AF query against the training split's AF labels")
+    ap.add_argument("--af-consistency", type=float, default=0.0, help="extra MSE weight anchoring the AF logit to the start network")
+    ap.add_argument("--one-lead-share", type=float, default=0.0, help="share of steps forced to one lead")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="write the fine-tuned weights (safetensors) here")
     ap.add_argument("--load", type=Path, default=None, help="score these fine-tuned weights (a safetensors state dict or a bundle's weights.safetensors) instead of training")
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = FinetuneConfig(steps=a.steps, lr=a.lr, consistency_weight=a.consistency, seed=a.seed,
-                         augment=AugmentConfig() if a.augment else None)
+                         augment=AugmentConfig() if a.augment else None, af_label_weight=a.af_label_weight,
+                         af_index=list(DEFAULT_LABEL_SETS["rhythm"]).index("atrial fibrillation"),
+                         af_consistency_weight=a.af_consistency, one_lead_share=a.one_lead_share)
     ev = _eval_cache(a.data, a.cache, (9,))
     teacher = load_teacher(a.run / "teacher")
     text = load_text_encoder(teacher.text_encoder)
@@ -134,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         if unexpected or any(not k.startswith(("ecg_proj.", "text_proj.")) for k in missing):
             raise SystemExit(f"{a.load}: weights do not match the run's model ({(unexpected + missing)[:3]})")
     else:
-        x, y, lab = finetune_windows(a.run / "shards", read_corpus_csv(a.run / "corpus.csv").records, sup)
-        res = finetune_model(teacher.model, emb, x, y, lab, cfg)
+        recs = read_corpus_csv(a.run / "corpus.csv").records
+        x, y, lab = finetune_windows(a.run / "shards", recs, sup)
+        af, af_lab = finetune_af_labels(a.run / "shards", recs, DEFAULT_LABEL_SETS["rhythm"])
+        res = finetune_model(teacher.model, emb, x, y, lab, cfg, af, af_lab)
         info = {"labelled_windows": res.labelled, "windows": res.windows, "seconds": round(res.seconds, 1),
+                "af_labelled_windows": int(af_lab.sum()), "af_positive_windows": int(af[af_lab].sum()),
                 "history": res.history}
         if a.save is not None:
             from safetensors.torch import save_file
