@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from export._augment import AugmentConfig
     from export._corpus import read_corpus_csv
-    from export._finetune import FinetuneConfig, finetune_model, finetune_windows
+    from export._finetune import FinetuneConfig, finetune_af_labels, finetune_model, finetune_windows
     from export.default_model import EVAL_SUBSETS
     from kmerl_edge import lead_ids
     from kmerl_edge._labels import DEFAULT_LABEL_SETS
@@ -108,15 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--consistency", type=float, default=1.0)
     ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--af-label-weight", type=float, default=0.0, help="BCE weight on the AF query against the training split's AF labels")
+    ap.add_argument("--af-consistency", type=float, default=0.0, help="extra MSE weight anchoring the AF logit to the start network")
+    ap.add_argument("--one-lead-share", type=float, default=0.0, help="share of steps forced to one lead")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="write the fine-tuned weights (safetensors) here")
     ap.add_argument("--load", type=Path, default=None, help="score these fine-tuned weights (a safetensors state dict or a bundle's weights.safetensors) instead of training")
+    ap.add_argument("--compare", type=Path, default=None, help="also score these fine-tuned weights (another setting) and the paired difference to them")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = FinetuneConfig(steps=a.steps, lr=a.lr, consistency_weight=a.consistency, seed=a.seed,
-                         augment=AugmentConfig() if a.augment else None)
+                         augment=AugmentConfig() if a.augment else None, af_label_weight=a.af_label_weight,
+                         af_index=list(DEFAULT_LABEL_SETS["rhythm"]).index("atrial fibrillation"),
+                         af_consistency_weight=a.af_consistency, one_lead_share=a.one_lead_share)
     ev = _eval_cache(a.data, a.cache, (9,))
     teacher = load_teacher(a.run / "teacher")
     text = load_text_encoder(teacher.text_encoder)
@@ -126,17 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     start = copy.deepcopy(teacher.model).eval()
     t0 = time.time()
     info: dict[str, Any] = {}
-    if a.load is not None:
+
+    def load_into(model: Any, path: Path) -> None:
         from safetensors.torch import load_file
 
         # a bundle's weights.safetensors lacks the contrastive heads, which the query logits do not use
-        missing, unexpected = teacher.model.load_state_dict(load_file(str(a.load)), strict=False)
+        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
         if unexpected or any(not k.startswith(("ecg_proj.", "text_proj.")) for k in missing):
-            raise SystemExit(f"{a.load}: weights do not match the run's model ({(unexpected + missing)[:3]})")
+            raise SystemExit(f"{path}: weights do not match the run's model ({(unexpected + missing)[:3]})")
+
+    other = None
+    if a.compare is not None:
+        other = copy.deepcopy(start)
+        load_into(other, a.compare)
+    if a.load is not None:
+        load_into(teacher.model, a.load)
     else:
-        x, y, lab = finetune_windows(a.run / "shards", read_corpus_csv(a.run / "corpus.csv").records, sup)
-        res = finetune_model(teacher.model, emb, x, y, lab, cfg)
+        recs = read_corpus_csv(a.run / "corpus.csv").records
+        x, y, lab = finetune_windows(a.run / "shards", recs, sup)
+        af, af_lab = finetune_af_labels(a.run / "shards", recs, DEFAULT_LABEL_SETS["rhythm"])
+        res = finetune_model(teacher.model, emb, x, y, lab, cfg, af, af_lab)
         info = {"labelled_windows": res.labelled, "windows": res.windows, "seconds": round(res.seconds, 1),
+                "af_labelled_windows": int(af_lab.sum()), "af_positive_windows": int(af[af_lab].sum()),
                 "history": res.history}
         if a.save is not None:
             from safetensors.torch import save_file
@@ -171,9 +188,16 @@ def main(argv: list[str] | None = None) -> int:
                         "start_ci95": [round(v, 4) for v in ci_old] if ci_old else None,
                         "diff": round(_macro(yy, s_new) - _macro(yy, s_old), 4),
                         "diff_ci95": [round(v, 4) for v in paired_macro_auc_diff_ci(yy, s_old, s_new)]}
+        if other is not None:
+            s_cmp = scores(other, xs, ids)[:, col]
+            results[key].update({"compare": round(_macro(yy, s_cmp), 4),
+                                 "diff_vs_compare": round(_macro(yy, s_new) - _macro(yy, s_cmp), 4),
+                                 "diff_vs_compare_ci95": [round(v, 4) for v in
+                                                          paired_macro_auc_diff_ci(yy, s_cmp, s_new)]})
     args = sys.argv[1:] if argv is None else argv
     out = {"run": str(a.run), "split": {"val": "PTB-XL fold 9", "test": "PTB-XL fold 10"}[a.split],
-           "config": cfg.to_dict(), "loaded": str(a.load) if a.load else None, "finetune": info,
+           "config": cfg.to_dict(), "loaded": str(a.load) if a.load else None,
+           "compared": str(a.compare) if a.compare else None, "finetune": info,
            "results": results, "wall_s": round(time.time() - t0, 1),
            "command": "python -m benchmarks.finetune_val " + " ".join(shlex.quote(x) for x in args)}
     a.out.parent.mkdir(parents=True, exist_ok=True)

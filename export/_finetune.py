@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from kmerl_edge._model import KMERLModel
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune_model", "finetune_windows"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune_af_labels", "finetune_model", "finetune_windows"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,16 @@ class FinetuneConfig:
     consistency_weight: float = 1.0
     #: device-shift augmentation of the network's input (None: off)
     augment: AugmentConfig | None = None
+    #: weight of a BCE on the AF query's logit against ground-truth AF labels (``af_labels`` of
+    #: :func:`finetune_model`; 0: off, the AF logit only takes part in the consistency term)
+    af_label_weight: float = 0.0
+    #: the AF query: its label set and its index there
+    af_label_set: str = "rhythm"
+    af_index: int = 0
+    #: weight of an extra MSE anchoring the AF logit of every window to the starting network's (0: off)
+    af_consistency_weight: float = 0.0
+    #: share of steps forced to one lead (0: the lead count is drawn uniformly from 1..max_leads)
+    one_lead_share: float = 0.0
     seed: int = 0
     log_every: int = 50
 
@@ -69,8 +79,12 @@ class FinetuneConfig:
             raise ConfigError(f"fine-tuning max_leads must be 1-12, got {self.max_leads}")
         if self.batch_size < 1:
             raise ConfigError(f"fine-tuning batch size must be >= 1, got {self.batch_size}")
-        if self.label_weight < 0 or self.consistency_weight < 0:
+        if min(self.label_weight, self.consistency_weight, self.af_label_weight, self.af_consistency_weight) < 0:
             raise ConfigError("fine-tuning loss weights must be >= 0")
+        if not 0.0 <= self.one_lead_share <= 1.0:
+            raise ConfigError(f"fine-tuning one_lead_share must be in [0, 1], got {self.one_lead_share}")
+        if self.af_index < 0:
+            raise ConfigError(f"fine-tuning af_index must be >= 0, got {self.af_index}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +123,33 @@ def finetune_windows(shards: str | Path, corpus_records: Sequence[Any], classes:
     return x, y, np.asarray(y.any(axis=1), dtype=bool)
 
 
+def finetune_af_labels(shards: str | Path, corpus_records: Sequence[Any], rhythm_classes: Sequence[str],
+                       af_class: str = "atrial fibrillation") -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth AF labels of a shard store's windows, in its order: ``(af (N,) float32, labelled (N,)
+    bool)``. A window is labelled when its corpus record is in the ``train`` split and names at least one of
+    ``rhythm_classes`` (PTB-XL rhythm statements, CinC SNOMED rhythms, the CPSC-2021 Holter annotations);
+    its label is whether it names ``af_class``. Validation and test records (PTB-XL folds 9-10, held-out
+    patients, the held-out CPSC-2021 Holter patients) are never labelled."""
+    from trainer.shards import open_shards
+
+    store = open_shards(shards)
+    by_id = {r.record_id: r for r in corpus_records}
+    ids = list(store.record_ids)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ConfigError(f"{len(missing)} shard records are not in the corpus (e.g. {missing[:3]}): "
+                          "the shards and the corpus come from different runs")
+    rh = set(rhythm_classes)
+    af = np.zeros(len(ids), np.float32)
+    lab = np.zeros(len(ids), bool)
+    for i, rid in enumerate(ids):
+        r = by_id[rid]
+        if r.split == "train" and rh & set(r.labels):
+            lab[i] = True
+            af[i] = float(af_class in r.labels)
+    return af, lab
+
+
 def finetune_model(
     model: KMERLModel,
     text_embeddings: Mapping[str, torch.Tensor],
@@ -116,11 +157,15 @@ def finetune_model(
     labels: np.ndarray,
     labelled: np.ndarray,
     config: FinetuneConfig,
+    af_labels: np.ndarray | None = None,
+    af_labelled: np.ndarray | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place (see the module docstring). ``text_embeddings``: label set → raw text
     embeddings (n, text_dim), every label set whose logits must be kept, including ``config.label_set``;
     ``windows`` (N, 12, S) in canonical lead order (absent leads are zero rows); ``labels`` (N, C) over
-    ``config.label_set``'s classes; ``labelled`` (N,) which rows carry them."""
+    ``config.label_set``'s classes; ``labelled`` (N,) which rows carry them; ``af_labels`` / ``af_labelled``
+    (N,): ground-truth AF and which rows carry it (:func:`finetune_af_labels`), needed when
+    ``config.af_label_weight`` > 0."""
     import torch
     import torch.nn.functional as F
 
@@ -136,6 +181,19 @@ def finetune_model(
     if x_all.ndim != 3 or len(y_all) != len(x_all) or len(lab) != len(x_all) or y_all.shape[1:] != (n_cls,):
         raise ConfigError(f"fine-tuning data: windows {x_all.shape}, labels {y_all.shape}, labelled {lab.shape} "
                           f"do not match ({n_cls} classes in {config.label_set!r})")
+    use_af = config.af_label_weight > 0
+    af_y = np.zeros(len(x_all), np.float32)
+    af_lab = np.zeros(len(x_all), bool)
+    if use_af:
+        if af_labels is None or af_labelled is None:
+            raise ConfigError("af_label_weight > 0 needs af_labels and af_labelled")
+        af_y = np.asarray(af_labels, dtype=np.float32)
+        af_lab = np.asarray(af_labelled, dtype=bool)
+        if af_y.shape != (len(x_all),) or af_lab.shape != (len(x_all),):
+            raise ConfigError(f"fine-tuning AF labels {af_y.shape} / {af_lab.shape} do not match "
+                              f"{len(x_all)} windows")
+    if (use_af or config.af_consistency_weight > 0) and config.af_label_set not in text_embeddings:
+        raise ConfigError(f"AF label set {config.af_label_set!r} is not among {sorted(text_embeddings)}")
     present = np.abs(x_all).max(axis=-1) > 0
     n_present = present.sum(axis=1)
     usable = np.flatnonzero(n_present > 0)
@@ -145,10 +203,15 @@ def finetune_model(
     text = torch.cat([text_embeddings[n].to(torch.float32) for n in names])
     off = 0
     sup = slice(0, 0)
+    af_col = -1
     for n in names:
         sz = int(text_embeddings[n].shape[0])
         if n == config.label_set:
             sup = slice(off, off + sz)
+        if n == config.af_label_set:
+            if config.af_index >= sz and (use_af or config.af_consistency_weight > 0):
+                raise ConfigError(f"af_index {config.af_index} is outside {n!r} ({sz} queries)")
+            af_col = off + config.af_index
         off += sz
     if config.steps == 0:
         return FinetuneResult(model, [], 0.0, int(lab.sum()), len(x_all))
@@ -173,6 +236,8 @@ def finetune_model(
     model.train()
     for step in range(config.steps):
         k = int(rng.integers(1, config.max_leads + 1))
+        if config.one_lead_share > 0 and rng.random() < config.one_lead_share:
+            k = 1
         cand = usable[n_present[usable] >= k]
         if cand.size == 0:
             k = int(n_present[usable].max())
@@ -196,6 +261,9 @@ def finetune_model(
         is_lab = torch.from_numpy(lab[idx])
         # consistency on every logit except the supervised ones of labelled rows
         keep = ~(is_lab.unsqueeze(1) & sup_mask.unsqueeze(0))
+        is_af = torch.from_numpy(af_lab[idx])
+        if use_af:  # nor the AF logit of rows with an AF label
+            keep[:, af_col] &= ~is_af
         w = keep.to(logits.dtype)
         l_cons = (((logits - r_logits) ** 2) * w).sum() / w.sum().clamp_min(1.0)
         if bool(is_lab.any()):
@@ -203,12 +271,18 @@ def finetune_model(
         else:
             l_lab = logits.sum() * 0.0
         loss = config.label_weight * l_lab + config.consistency_weight * l_cons
+        l_af = logits.sum() * 0.0
+        if use_af and bool(is_af.any()):
+            l_af = F.binary_cross_entropy_with_logits(logits[is_af][:, af_col], torch.from_numpy(af_y[idx][af_lab[idx]]))
+            loss = loss + config.af_label_weight * l_af
+        if config.af_consistency_weight > 0:
+            loss = loss + config.af_consistency_weight * ((logits[:, af_col] - r_logits[:, af_col]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % max(1, config.log_every) == 0 or step == config.steps - 1:
             history.append({"step": float(step), "loss": loss.item(), "label_bce": l_lab.item(),
-                            "consistency": l_cons.item(), "leads": float(k)})
+                            "consistency": l_cons.item(), "af_bce": l_af.item(), "leads": float(k)})
     model.eval()
     return FinetuneResult(model, history, time.perf_counter() - t0, int(lab.sum()), len(x_all))

@@ -260,12 +260,14 @@ def build_default_model(
     metrics["class_status"] = seen_classes(text, classes, list(labels.entities))
     print("[3/5] teacher zero-shot:", json.dumps(_headline(metrics["teacher"])), flush=True)
     if finetune is not None and finetune.steps > 0:
-        from export._finetune import finetune_model, finetune_windows
+        from export._finetune import finetune_af_labels, finetune_model, finetune_windows
 
         x_ft, y_ft, lab_ft = finetune_windows(work / "shards", ds["corpus"].records,
                                               list(DEFAULT_LABEL_SETS[finetune.label_set]))
+        af_ft, af_lab_ft = finetune_af_labels(work / "shards", ds["corpus"].records,
+                                              DEFAULT_LABEL_SETS[finetune.af_label_set])
         texts = {ls: text.encode(list(cs)).float() for ls, cs in DEFAULT_LABEL_SETS.items()}
-        ft = finetune_model(teacher.model, texts, x_ft, y_ft, lab_ft, finetune)
+        ft = finetune_model(teacher.model, texts, x_ft, y_ft, lab_ft, finetune, af_ft, af_lab_ft)
         del x_ft
         metrics["finetuned"] = _evaluate(teacher_scores, ptb_eval, af_eval, classes, val=val_eval)
         metrics["finetune"] = {"config": finetune.to_dict(), "labelled_windows": ft.labelled,
@@ -483,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate")
     ap.add_argument("--finetune-consistency", type=float, default=1.0,
                     help="weight of the fine-tuning term that keeps the other queries' logits")
+    ap.add_argument("--finetune-af-label-weight", type=float, default=0.0,
+                    help="fine-tuning BCE weight on the AF query against the training split's AF labels (default 0: off)")
+    ap.add_argument("--finetune-af-consistency", type=float, default=0.0,
+                    help="extra fine-tuning weight anchoring the AF logit to the trained network (default 0: off)")
+    ap.add_argument("--finetune-one-lead-share", type=float, default=0.0,
+                    help="share of fine-tuning steps forced to one lead (default 0)")
     ap.add_argument("--finetune-augment", action="store_true",
                     help="fine-tune on device-shift-augmented windows (export._augment)")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
@@ -502,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         from export._finetune import FinetuneConfig
 
         finetune = FinetuneConfig(steps=a.finetune_steps, lr=a.finetune_lr, consistency_weight=a.finetune_consistency,
-                                  augment=AugmentConfig() if a.finetune_augment else None, seed=a.seed)
+                                  augment=AugmentConfig() if a.finetune_augment else None, seed=a.seed,
+                                  af_label_weight=a.finetune_af_label_weight,
+                                  af_index=list(DEFAULT_LABEL_SETS["rhythm"]).index("atrial fibrillation"),
+                                  af_consistency_weight=a.finetune_af_consistency,
+                                  one_lead_share=a.finetune_one_lead_share)
         build_default_model(a.shared, a.work, a.out, seed=a.seed, teacher_model=a.teacher_model, epochs=a.epochs,
                             batch_size=a.batch_size, distill_steps=a.distill_steps, student=a.student,
                             bce_weight=a.bce_weight, tie_tolerance=a.top1_tie_tolerance,

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export._finetune import FinetuneConfig, finetune_model, finetune_windows  # noqa: E402
+from export._finetune import FinetuneConfig, finetune_af_labels, finetune_model, finetune_windows  # noqa: E402
 from kmerl_edge._errors import ConfigError  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "export" / "ptbxl_windows.npz"
@@ -109,7 +109,8 @@ def test_it_is_seeded_and_off_by_default() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"steps": -1}, {"lr": 0.0}, {"max_leads": 13}, {"batch_size": 0},
-                                 {"consistency_weight": -1.0}])
+                                 {"consistency_weight": -1.0}, {"af_label_weight": -1.0},
+                                 {"af_consistency_weight": -0.5}, {"one_lead_share": 1.5}, {"af_index": -1}])
 def test_bad_settings_are_named_errors(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         FinetuneConfig(**bad)  # type: ignore[arg-type]
@@ -154,6 +155,9 @@ def test_the_default_model_cli_refuses_bad_finetune_settings_before_reading_data
     assert main(["--shared", str(tmp_path / "shared"), "--work", str(tmp_path / "work"), "--out",
                  str(tmp_path / "out"), "--teacher-model", "kmerl-student-s", "--distill-steps", "0",
                  "--finetune-steps", "10", "--finetune-lr", "-1"]) == 2
+    assert main(["--shared", str(tmp_path / "shared"), "--work", str(tmp_path / "work"), "--out",
+                 str(tmp_path / "out"), "--teacher-model", "kmerl-student-s", "--distill-steps", "0",
+                 "--finetune-steps", "10", "--finetune-af-label-weight", "1", "--finetune-one-lead-share", "2"]) == 2
     assert not (tmp_path / "work").exists()
 
 
@@ -169,3 +173,76 @@ def test_the_paired_difference_interval_of_the_validation_benchmark() -> None:
     assert 0.0 < lo < hi
     lo, hi = paired_macro_auc_diff_ci(y, strong, weak, n_boot=200)
     assert lo < hi < 0.0
+
+
+def _af_auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s))
+
+
+def test_the_af_label_term_teaches_the_af_query_and_is_absent_at_weight_zero() -> None:
+    x, y = _data()
+    x = x.copy()
+    x[:, 1:] = 0  # lead I only, as a one-lead wearable
+    lab = y.any(axis=1)
+    af = np.array([1, 0, 0, 1, 0, 1, 1, 0], np.float32)
+    af_lab = np.ones(len(x), bool)
+    af_lab[2] = False  # a window without a rhythm label takes no AF loss
+    kw = {"steps": 20, "lr": 1e-3, "warmup_steps": 2, "batch_size": 8, "log_every": 5, "max_leads": 1,
+          "label_weight": 0.0, "af_index": 0}  # the AF query is the first of "rhythm" (column 5 below)
+    m = _shipped_network()
+    texts = _texts(m)
+    before = _logits(m, texts, x, [0])[:, 5]
+    auc_before = _af_auc(af[af_lab], before[af_lab])
+    res = finetune_model(m, texts, x, y, lab, FinetuneConfig(**kw, af_label_weight=1.0), af, af_lab)
+    after = _logits(m, texts, x, [0])[:, 5]
+    assert _af_auc(af[af_lab], after[af_lab]) > max(auc_before + 0.2, 0.9)
+    assert res.history[-1]["af_bce"] < 0.8 * res.history[0]["af_bce"]
+    # weight 0: the AF labels change nothing (the same weights as a run given none), no AF loss is logged
+    a, b = _shipped_network(), _shipped_network()
+    finetune_model(a, texts, x, y, lab, FinetuneConfig(**kw), af, af_lab)
+    rb = finetune_model(b, texts, x, y, lab, FinetuneConfig(**kw))
+    sa, sb = a.state_dict(), b.state_dict()  # type: ignore[attr-defined]
+    trained = [k for k in sa if not k.startswith(("ecg_proj.", "text_proj."))]  # the heads are random here
+    assert all(torch.equal(sa[k], sb[k]) for k in trained)
+    assert all(h["af_bce"] == 0.0 for h in rb.history)
+    with pytest.raises(ConfigError, match="needs af_labels"):
+        finetune_model(a, texts, x, y, lab, FinetuneConfig(**kw, af_label_weight=1.0))
+    with pytest.raises(ConfigError, match="do not match"):
+        finetune_model(a, texts, x, y, lab, FinetuneConfig(**kw, af_label_weight=1.0), af[:3], af_lab[:3])
+    with pytest.raises(ConfigError, match="outside"):
+        finetune_model(a, texts, x, y, lab, FinetuneConfig(**{**kw, "af_index": 6}, af_label_weight=1.0),
+                       af, af_lab)
+
+
+def test_one_lead_share_forces_one_lead_steps() -> None:
+    x, y = _data()
+    lab = y.any(axis=1)
+    m = _model()
+    texts = _texts(m)
+    res = finetune_model(m, texts, x, y, lab, FinetuneConfig(steps=8, lr=1e-4, batch_size=2, log_every=1,
+                                                             one_lead_share=1.0))
+    assert [h["leads"] for h in res.history] == [1.0] * 8
+
+
+def test_af_labels_come_from_training_records_with_rhythm_labels_only(tmp_path: Path) -> None:
+    from export._corpus import CorpusRecord
+    from trainer.data import Dataset, EcgItem
+    from trainer.shards import prepare_shards
+
+    items = [EcgItem(record_id=r, path=str(RECORDS / p), report="x") for r, p in
+             (("ptbxl:1", "00001_hr"), ("ptbxl:8", "00008_hr"), ("ptbxl:17", "00017_hr"),
+              ("cpsc2018:A1980", "A1980.mat"))]
+    shards = prepare_shards(Dataset("t", items), tmp_path / "s", workers=1, progress=False)
+    rhythm = ["atrial fibrillation", "sinus rhythm"]
+    recs = [CorpusRecord("ptbxl:1", "ptbxl", "ptbxl", "p1", "", "", ("sinus rhythm", "normal ECG"), "train"),
+            CorpusRecord("ptbxl:8", "ptbxl", "ptbxl", "p8", "", "", ("normal ECG",), "train"),  # no rhythm
+            # a validation record's AF is never a training label
+            CorpusRecord("ptbxl:17", "ptbxl", "ptbxl", "p17", "", "", ("atrial fibrillation",), "val"),
+            CorpusRecord("cpsc2018:A1980", "cpsc2018", "cpsc2018", "a", "", "", ("atrial fibrillation",), "train")]
+    af, lab = finetune_af_labels(shards, recs, rhythm)
+    assert af.tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert lab.tolist() == [True, False, False, True]
+    with pytest.raises(ConfigError, match="different runs"):
+        finetune_af_labels(shards, recs[:2], rhythm)
