@@ -140,3 +140,18 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         },
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def macro_auc_ranks(y: np.ndarray, s: np.ndarray) -> float:
+    """Macro AUC by ranks over the classes with both labels (the Mann-Whitney form, ties averaged); ``y``
+    (N, C) bool, ``s`` (N, C); NaN when no class has both labels."""
+    from scipy.stats import rankdata
+
+    n = len(y)
+    per = []
+    for c in range(y.shape[1]):
+        pos = int(y[:, c].sum())
+        if 0 < pos < n:
+            r = rankdata(s[:, c])
+            per.append((r[y[:, c]].sum() - pos * (pos + 1) / 2) / (pos * (n - pos)))
+    return float(np.mean(per)) if per else float("nan")

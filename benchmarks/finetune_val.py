@@ -29,20 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from ._stats import macro_auc_ranks
+
 __all__ = ["main", "paired_macro_auc_diff_ci"]
 
 
 def _macro(y: np.ndarray, s: np.ndarray) -> float:
-    """Macro ROC-AUC (Mann-Whitney, ties halved) over the classes with both labels; NaN when none has."""
-    from scipy.stats import rankdata
-
-    v = []
-    for c in range(y.shape[1]):
-        pos = y[:, c] > 0.5
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos and n_neg:
-            v.append((rankdata(s[:, c])[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return float(np.mean(v)) if v else float("nan")
+    """Macro ROC-AUC (Mann-Whitney, ties averaged) over the classes with both labels; NaN when none has."""
+    return macro_auc_ranks(np.asarray(y) > 0.5, s)
 
 
 def paired_macro_auc_diff_ci(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int = 1000,

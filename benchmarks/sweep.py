@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ._stats import macro_auc_ranks
+
 __all__ = [
     "Budget",
     "SweepPoint",
@@ -321,27 +323,13 @@ def seed_mean_auc_ci(
         yb = y[idx]
         if not (yb.any(axis=0) & ~yb.all(axis=0)).any():
             continue
-        vals.append(np.mean([_macro_auc_fast(yb, np.asarray(s, dtype=np.float64).reshape(n, -1)[idx]) for s in scores]))
+        vals.append(np.mean([macro_auc_ranks(yb, np.asarray(s, dtype=np.float64).reshape(n, -1)[idx]) for s in scores]))
     a = (1.0 - level) / 2.0
     ci = [float(np.quantile(vals, a)), float(np.quantile(vals, 1.0 - a))] if len(vals) >= 20 else None
     got = [float(v) for v in per_seed if v is not None]
     return {"auc": float(np.mean(got)), "ci": ci, "per_seed": got,
             "sd": float(np.std(got, ddof=1)) if len(got) > 1 else None, "n": int(n),
             "positives": [int(v) for v in y.sum(axis=0)]}
-
-
-def _macro_auc_fast(y: np.ndarray, s: np.ndarray) -> float:
-    """Macro AUC by ranks over the classes with both labels (the Mann-Whitney form, ties averaged)."""
-    from scipy.stats import rankdata
-
-    n = len(y)
-    per = []
-    for c in range(y.shape[1]):
-        pos = int(y[:, c].sum())
-        if 0 < pos < n:
-            r = rankdata(s[:, c])
-            per.append((r[y[:, c]].sum() - pos * (pos + 1) / 2) / (pos * (n - pos)))
-    return float(np.mean(per)) if per else float("nan")
 
 
 def paired_delta(
@@ -357,7 +345,7 @@ def paired_delta(
         yy = np.asarray(y[k]) > 0.5
         yy = yy.reshape(len(yy), -1)
         sel = slice(None) if idx is None else idx
-        return float(np.mean([_macro_auc_fast(yy[sel], np.asarray(s, np.float64).reshape(len(yy), -1)[sel]) for s in ss]))
+        return float(np.mean([macro_auc_ranks(yy[sel], np.asarray(s, np.float64).reshape(len(yy), -1)[sel]) for s in ss]))
 
     per_key = {k: mean_auc(k, a[k], None) - mean_auc(k, b[k], None) for k in keys}
     rng = np.random.default_rng(seed)
