@@ -17,8 +17,10 @@ The detector is an energy detector of the Pan–Tompkins family, chosen by measu
 rhythm``): the signal is median-filtered at the device rate (pacing spikes up to 2 ms wide: 3 samples
 up to 500 Hz, 5 above), block-averaged to about 125 Hz, band-passed (8–20 Hz), differentiated,
 rectified and integrated over 100 ms; local maxima of that envelope are
-classified with adaptive signal / noise levels, a T-wave check and a search back after 1.66 mean RR
-intervals; each beat is then placed on the largest deflection of the raw signal at the device rate.
+classified with adaptive signal / noise levels, a T-wave check, a search back after 1.66 mean RR
+intervals and, after a regular run, a search back of any gap over 1.4 mean RR intervals (a small
+premature beat before its compensatory pause); each beat is then placed on the largest deflection of
+the raw signal at the device rate.
 Every stage is causal and carries its state, so a stream cut anywhere gives the same beats as the
 whole record. Polarity and scale do not change the beats (all thresholds are relative); absolute
 levels (mV) are used only to call a window flat.
@@ -95,6 +97,12 @@ class DetectorConfig:
       candidate that failed the T-wave test when it rises at least ``searchback_prominence`` times over
       the lowest envelope within ``refractory_s`` of it and reaches ``searchback_height`` × the last
       beat's envelope (a premature beat; a T wave is broad and has no quiet floor; 0: off).
+    - ``gap_rr`` / ``gap_regular``: when a beat comes more than ``gap_rr`` mean RR intervals after the
+      last one, before search back has covered that gap, and the rhythm before was regular (mean |RR(i) − RR(i − lag)| ≤ ``gap_regular`` × the
+      mean RR for lag 1 or 2, over the last 8 intervals, at least 3 of them), the gap is searched back
+      for a missed beat (as above, but every beat taken rises ``searchback_prominence`` times over its
+      floor): a premature beat too small for the threshold, followed by its compensatory pause. Off in
+      irregular rhythms (AF), where long gaps are no evidence of a missed beat (0: off).
     - ``twave_s`` / ``twave_rr`` / ``twave_ratio``: a candidate sooner than ``twave_s`` (and than
       ``twave_rr`` × the mean RR) after a beat, whose steepest slope is below ``twave_ratio`` × that
       beat's, is a T wave.
@@ -122,6 +130,8 @@ class DetectorConfig:
     twave_rr: float = 0.7
     searchback_prominence: float = 10.0
     searchback_height: float = 0.4
+    gap_rr: float = 1.4
+    gap_regular: float = 0.2
     median: bool = False
     locate_before_s: float = 0.09
     locate_after_s: float = 0.05
@@ -624,21 +634,34 @@ class BeatDetector:
             self._noise = [c for c in self._noise if c[0] > p]
         self._pending.append((p, h, confident, floor))
 
+    def _regular(self) -> bool:
+        """The last (up to 8, at least 3) RR intervals are regular enough for a gap search back."""
+        rr = self._rr[-8:]
+        n = len(rr)
+        if n < 3:
+            return False
+        d = min([sum([abs(b - a) for a, b in zip(rr, rr[lag:])]) / (n - lag) for lag in (1, 2)])
+        return d <= self.config.gap_regular * self._rrm
+
     def _deadline(self) -> int:
         return self._ref + int(self.config.searchback_rr * self._rr_mean())
 
-    def _searchback(self) -> None:
-        dl = self._deadline()
+    def _searchback(self, before: int | None = None) -> None:
+        """Search back to the deadline (nothing found: the levels fall and the search moves on), or,
+        with ``before``, the gap before a just-accepted beat there (nothing found: nothing changes)."""
+        dl = self._deadline() if before is None else before
         thr2 = self.config.searchback_threshold * self._thr()
         best: tuple[int, float, float, float] | None = None
         c = self.config
         pmin, hmin = c.searchback_prominence, c.searchback_height * self._beat_h
+        pgap = 0.0 if before is None else pmin
         for cand in self._noise:
             q, g, sl, fl = cand
             if q >= dl:
                 break
             if (
                 g > thr2
+                and g >= pgap * fl
                 and (not self._is_twave(q, sl) or (pmin > 0 and g >= hmin and g >= pmin * fl))
                 and (best is None or g > best[1])
             ):
@@ -646,7 +669,7 @@ class BeatDetector:
         if best is not None:
             self._accept(best[0], best[1], best[2], False, best[3])
             self._spk = 0.25 * min(best[1], self._cap * self._spk) + 0.75 * self._spk
-        else:
+        elif before is None:
             self._ref = dl
             self._noise = [c for c in self._noise if c[0] >= dl]
             self._spk = max(self._npk, 0.5 * self._spk)
@@ -663,6 +686,7 @@ class BeatDetector:
         c = self.config
         frac, sb_rr, cap = c.threshold, c.searchback_rr, self._cap
         tw_ratio, tw_rr, tw_s = c.twave_ratio, c.twave_rr, self.twave
+        gap_rr = c.gap_rr
         for cand in cands:  # the same tests as _deadline / _thr / _is_twave, inlined (hot loop)
             p, h, sl, fl = cand
             while p >= self._ref + int(sb_rr * self._rrm):
@@ -677,6 +701,18 @@ class BeatDetector:
             else:
                 twave = True
             if not twave:
+                # a long gap after a regular run that search back has not yet covered: a missed
+                # premature beat before this one? (bi is set: a beat passed the threshold)
+                if (
+                    gap_rr > 0
+                    and self._rr
+                    and self._noise
+                    and self._ref == bi[-1]
+                    and p - bi[-1] > gap_rr * self._rrm
+                    and self._regular()
+                ):
+                    self._searchback(p)
+                    spk = self._spk
                 self._accept(p, h, sl, True, fl)
                 self._spk = 0.125 * (h if h < cap * spk else cap * spk) + 0.875 * spk
             else:
