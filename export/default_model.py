@@ -20,6 +20,10 @@
    to end on the ground-truth PTB-XL superclass labels of the training split, 1–12 random leads per step,
    with a consistency term that keeps every other query's logit (AF, the rhythm classes) at the trained
    network's value; the metrics keep the trained network's numbers as ``teacher`` and add ``finetuned``.
+   *Optional* (``--superclass-probe``, off by default): :mod:`export._probe` fits a linear superclass head
+   (logistic regression on the frozen encoder's mean-pooled tokens, the linear-probe protocol) on the
+   training split's PTB-XL records and puts it in the exported graph, where it scores the
+   ``ptbxl_superclass`` rows and leaves every other row (AF, rhythm) as it was.
 4. **Student.** :func:`export.export_bundle` distils into a student serving at most ``--max-leads`` leads
    (or keeps the trained weights with ``--distill-steps 0``) and lowers it to ONNX fp32 / int8 and
    ExecuTorch fp32 / int8, parity-checked.

@@ -84,18 +84,20 @@ def test_a_config_without_head_reads_and_writes_as_before() -> None:
 
 
 def test_a_bundle_without_head_loads_and_scores_as_before() -> None:
-    """The shipped bundle (written before heads existed): no head, nothing listed as defaulted for it, and
+    """The test bundle (written before heads existed): no head, nothing listed as defaulted for it, and
     the torch backend's logits are the query network's, matching the bundle's own ONNX fp32 artifact."""
     pytest.importorskip("onnxruntime")
     import kmerl_edge
     from kmerl_edge._bundle import load_bundle
 
-    b = load_bundle(REPO / "kmerl_edge" / "default_bundle")
+    b = load_bundle(Path(__file__).parent / "fixtures" / "test_bundle")
     assert b.model_config.probe_classes == 0
+    assert "probe_classes" not in (b.path / "manifest.json").read_text()
     assert not [d for d in (b.spec.defaulted if b.spec else ()) if "probe" in d]
+    n = min(3, b.max_leads)
     with np.load(FIXTURE) as z:
-        x = np.ascontiguousarray(z["windows"][:4, [0, 1, 7]], dtype=np.float32)
-    lid = np.array([0, 1, 7])
+        x = np.ascontiguousarray(z["windows"][:4, :n], dtype=np.float32)
+    lid = np.arange(n)
     t = kmerl_edge.load(b.path, backend="torch", companion=False)
     o = kmerl_edge.load(b.path, backend="onnxruntime", companion=False)
     assert t.backend.graph.probe is None  # type: ignore[attr-defined]
@@ -192,3 +194,26 @@ def test_the_fit_takes_training_records_only(tmp_path: Path) -> None:
             probe_training_windows(shards, recs(split), classes)
     with pytest.raises(ExportError, match="different runs"):
         probe_training_windows(shards, recs("train")[:2], classes)
+
+
+@pytest.mark.parametrize("name", ["default_bundle", "default_bundle_12"])
+def test_the_shipped_bundles_score_the_superclasses_with_the_head_and_nothing_else(name: str) -> None:
+    import kmerl_edge
+
+    clf = kmerl_edge.load(REPO / "kmerl_edge" / name, backend="torch", companion=False)
+    assert clf.bundle.model_config.probe_classes == 5
+    with np.load(FIXTURE) as z:
+        x = np.ascontiguousarray(z["windows"][:4, [0, 1]], dtype=np.float32)
+    lid = np.array([0, 1])
+    g = clf.backend.graph  # type: ignore[attr-defined]
+    q = clf.backend.queries  # type: ignore[attr-defined]
+    with torch.no_grad():
+        tokens, pooled, _ = g.encoder(torch.from_numpy(x), torch.from_numpy(lid))
+        query_net = g.query_head(q, tokens, None).numpy()
+        head = (pooled @ g.probe.weight.t() + g.probe.bias).numpy()
+    got = clf.backend.run(x, lid)
+    _, index = clf.bundle.all_queries()
+    sc = [i for i, (ls, _) in enumerate(index) if ls == "ptbxl_superclass"]
+    other = [i for i in range(len(index)) if i not in sc]
+    assert np.array_equal(got[:, other], query_net[:, other])  # AF and the rhythm classes: the query network
+    np.testing.assert_allclose(got[:, sc], head, atol=1e-5)
