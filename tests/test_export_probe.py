@@ -217,3 +217,13 @@ def test_the_shipped_bundles_score_the_superclasses_with_the_head_and_nothing_el
     other = [i for i in range(len(index)) if i not in sc]
     assert np.array_equal(got[:, other], query_net[:, other])  # AF and the rhythm classes: the query network
     np.testing.assert_allclose(got[:, sc], head, atol=1e-5)
+
+
+def test_kmerl_export_refuses_a_probe_run_without_shards_before_exporting(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from export.cli import main
+
+    rc = main(["bundle", "--teacher", "random:kmerl-test-micro", "--out", str(tmp_path / "b"),
+               "--superclass-probe-run", str(tmp_path)])
+    assert rc == 2 and "corpus.csv and shards/" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
