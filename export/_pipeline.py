@@ -28,6 +28,7 @@ from ._config import ExportConfig
 from ._data import EcgWindows, default_ptbxl_root, load_ptbxl_windows, load_windows_npz
 from ._distill import distill_student, embed_texts, macro_auc, model_logits
 from ._parity import ParityError, ParityResult, check_parity, median_latency_ms
+from ._probe import ProbeData
 from ._teacher import TeacherSpec, load_text_encoder, resolve_teacher
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -571,17 +572,44 @@ def export_bundle(
     text_encoder: Any = None,
     overwrite: bool = False,
     signing_key: Any = None,
+    superclass_probe: ProbeData | None = None,
 ) -> Path:
     """Teacher (checkpoint path, trainer ``Teacher`` or ``KMERLModel``) → device bundle at ``out_dir``.
 
     distil → lower → save; nothing is written to ``out_dir`` unless every parity check passes. The bundle
     is sealed, and signed with ``signing_key`` (Ed25519 private key: PEM path, PEM bytes or key object).
+    ``superclass_probe``: training windows and labels for the optional linear superclass head
+    (:mod:`export._probe`), fitted on the distilled student before lowering, so every artifact and parity
+    check covers it.
     """
     cfg = config or ExportConfig()
     d = distil(teacher, cfg, data, text_encoder=text_encoder)
+    probe_meta = None
+    if superclass_probe is not None:
+        d, probe_meta = _with_probe(d, superclass_probe)
     with tempfile.TemporaryDirectory(prefix="kmerl-export-") as td:
         low = lower(d, cfg, td)
+        if probe_meta is not None:
+            low.metrics["superclass_probe"] = probe_meta
         return save(d, low, out_dir, cfg, overwrite=overwrite, signing_key=signing_key)
+
+
+def _with_probe(d: Distilled, data: ProbeData) -> tuple[Distilled, dict[str, Any]]:
+    """Fit the linear superclass head on the distilled student's frozen encoder and put it in the student
+    (:mod:`export._probe`)."""
+    from dataclasses import replace as dc_replace
+
+    from ._probe import attach_probe, fit_probe
+
+    ls = data.config.label_set
+    if ls not in d.queries:
+        raise ConfigError(f"superclass head: label set {ls!r} is not deployed (deployed: {sorted(d.queries)})")
+    head = fit_probe(d.student, data.windows, data.labels, data.classes, data.config, data.record_ids)
+    student = attach_probe(d.student, head, d.queries[ls].detach().cpu().numpy(), data.config.mode)
+    meta = {"label_set": ls, "classes": list(head.classes), "mode": data.config.mode,
+            "protocol": "supervised linear head on the mean-pooled encoder tokens (linear-probe protocol); "
+                        "the label set's rows only, every other row is the query network's", **head.meta}
+    return dc_replace(d, student=student), meta
 
 
 def add_label_set(

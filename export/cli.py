@@ -2,7 +2,7 @@
 
     kmerl-export bundle --teacher CKPT_DIR --out BUNDLE [--student kmerl-student-s] [--max-leads 3]
                         [--steps 2000] [--backends onnxruntime,onnxruntime-int8,executorch,executorch-int8]
-                        [--data PTBXL_ROOT|windows.npz] [--overwrite]
+                        [--data PTBXL_ROOT|windows.npz] [--overwrite] [--superclass-probe-run RUN]
     kmerl-export queries --bundle BUNDLE --label-set NAME --classes "a,b,c"
     kmerl-export tensorrt --bundle BUNDLE [--precision fp16,int8] [--batch 1,1,8]   (TensorRT machines)
     kmerl-export seal BUNDLE [--key PRIVATE.pem]      (re-)seal a bundle as its publisher (signs with --key)
@@ -149,6 +149,23 @@ def _keygen(prefix: str) -> tuple[Path, Path]:
     return priv, pub
 
 
+def _probe_data(run: str, mode: str) -> Any:
+    """The superclass head's training data from a default-model work directory (shards + corpus.csv)."""
+    from kmerl_edge._errors import ConfigError
+    from kmerl_edge._labels import DEFAULT_LABEL_SETS
+
+    from ._corpus import read_corpus_csv
+    from ._probe import ProbeConfig, ProbeData, probe_training_windows
+
+    root = Path(run)
+    if not (root / "corpus.csv").is_file() or not (root / "shards").is_dir():
+        raise ConfigError(f"--superclass-probe-run {run}: needs corpus.csv and shards/ (an export.default_model work dir)")
+    cfg = ProbeConfig(mode=mode)
+    classes = tuple(DEFAULT_LABEL_SETS[cfg.label_set])
+    x, y, ids = probe_training_windows(root / "shards", read_corpus_csv(root / "corpus.csv").records, classes)
+    return ProbeData(x, y, classes, tuple(ids), cfg)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kmerl-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--top1-tie-tolerance", type=float, default=0.0,
                    help="logit margin under which the reference's top classes count as tied (0: strict)")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--superclass-probe-run", default=None, metavar="RUN",
+                   help="fit the linear superclass head (export._probe) on the training split of RUN, an "
+                        "`export.default_model` work directory (its shards/ and corpus.csv)")
+    b.add_argument("--superclass-probe-mode", choices=("replace", "mean"), default="replace")
     q = sub.add_parser("queries", help="add a label set (precomputed query vectors) to a bundle")
     q.add_argument("--bundle", required=True)
     q.add_argument("--label-set", required=True)
@@ -218,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 qdq_for_tensorrt=not a.no_qdq, entities=tuple(_csv(a.entities)), latency_iters=a.latency_iters,
                 parity=ParityConfig(top1_tie_tolerance=a.top1_tie_tolerance),
             )
+            probe = _probe_data(a.superclass_probe_run, a.superclass_probe_mode) if a.superclass_probe_run else None
             print(export_bundle(_teacher(a.teacher), a.out, cfg, data=a.data, overwrite=a.overwrite,
-                                signing_key=a.sign_key))
+                                signing_key=a.sign_key, superclass_probe=probe))
         elif a.cmd == "queries":
             from ._pipeline import add_label_set
 

@@ -20,6 +20,10 @@
    to end on the ground-truth PTB-XL superclass labels of the training split, 1–12 random leads per step,
    with a consistency term that keeps every other query's logit (AF, the rhythm classes) at the trained
    network's value; the metrics keep the trained network's numbers as ``teacher`` and add ``finetuned``.
+   *Optional* (``--superclass-probe``, off by default): :mod:`export._probe` fits a linear superclass head
+   (logistic regression on the frozen encoder's mean-pooled tokens, the linear-probe protocol) on the
+   training split's PTB-XL records and puts it in the exported graph, where it scores the
+   ``ptbxl_superclass`` rows and leaves every other row (AF, rhythm) as it was.
 4. **Student.** :func:`export.export_bundle` distils into a student serving at most ``--max-leads`` leads
    (or keeps the trained weights with ``--distill-steps 0``) and lowers it to ONNX fp32 / int8 and
    ExecuTorch fp32 / int8, parity-checked.
@@ -182,6 +186,7 @@ def build_default_model(
     lead_count_per: str = "sample",
     ptbxl_val_folds: Sequence[int] = (9,),
     finetune: Any = None,
+    superclass_probe: Any = None,
 ) -> Path:
     """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
     numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
@@ -189,7 +194,8 @@ def build_default_model(
     per batch: many-lead batches without padding the others, see :class:`trainer._config.MaskingConfig`);
     ``ptbxl_val_folds``: the PTB-XL folds kept out of training for validation (empty: they train too, as
     the bundles shipped before the validation split did); ``finetune``: an :class:`export._finetune.FinetuneConfig`
-    (None or ``steps=0``: no fine-tuning stage)."""
+    (None or ``steps=0``: no fine-tuning stage); ``superclass_probe``: an :class:`export._probe.ProbeConfig`
+    (None: no head) — a linear superclass head fitted on the run's training split, in both bundles alike."""
     import torch
 
     from kmerl_edge._config import get_config
@@ -289,7 +295,16 @@ def build_default_model(
                    parity=replace(ecfg.parity, max_windows=0, top1_tie_tolerance=tie_tolerance),
                    calibration_windows=calibration_windows, qdq_for_tensorrt=qdq_for_tensorrt)
     distil_data = _distillation_windows(shards, ptb_eval)
-    bundle = export_bundle(teacher, out, ecfg, data=distil_data, text_encoder=text, overwrite=True)
+    probe_data = None
+    if superclass_probe is not None:
+        from export._probe import ProbeData, probe_training_windows
+
+        sc_classes = tuple(DEFAULT_LABEL_SETS[superclass_probe.label_set])
+        x_pr, y_pr, ids_pr = probe_training_windows(work / "shards", ds["corpus"].records, sc_classes)
+        probe_data = ProbeData(x_pr, y_pr, sc_classes, tuple(ids_pr), superclass_probe)
+    bundle = export_bundle(teacher, out, ecfg, data=distil_data, text_encoder=text, overwrite=True,
+                           superclass_probe=probe_data)
+    del probe_data
     print(f"[4/5] bundle: {bundle}", flush=True)
     import kmerl_edge
 
@@ -319,6 +334,7 @@ def build_default_model(
         "augment": augment,
         "distill_lr": distill_lr,
         "finetune_steps": finetune.steps if finetune is not None else 0,
+        "superclass_probe": superclass_probe.to_dict() if superclass_probe is not None else None,
         "corpus": ds["corpus"].summary(),
         "duplicates_dropped": ds["corpus"].duplicates,
         "int8_top1_tie_tolerance": tie_tolerance,
@@ -493,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of fine-tuning steps forced to one lead (default 0)")
     ap.add_argument("--finetune-augment", action="store_true",
                     help="fine-tune on device-shift-augmented windows (export._augment)")
+    ap.add_argument("--superclass-probe", action="store_true",
+                    help="score the PTB-XL superclasses with a supervised linear head on the frozen encoder's "
+                         "mean-pooled tokens, fitted on the training split (export._probe; default: off)")
+    ap.add_argument("--superclass-probe-mode", choices=("replace", "mean"), default="replace",
+                    help="the head's logit (replace) or the mean of its and the query network's probabilities")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
     import torch
@@ -508,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from export._augment import AugmentConfig
         from export._finetune import FinetuneConfig
+        from export._probe import ProbeConfig
+
+        probe = ProbeConfig(mode=a.superclass_probe_mode, seed=a.seed) if a.superclass_probe else None
 
         finetune = FinetuneConfig(steps=a.finetune_steps, lr=a.finetune_lr, consistency_weight=a.finetune_consistency,
                                   augment=AugmentConfig() if a.finetune_augment else None, seed=a.seed,
@@ -525,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                             ptbxl_val_folds=() if a.ptbxl_val_folds.strip().lower() == "none"
                             else tuple(_int_list(a.ptbxl_val_folds, "--ptbxl-val-folds") or ()),
                             backends=a.backends.split(",") if a.backends else None, command=command,
-                            finetune=finetune)
+                            finetune=finetune, superclass_probe=probe)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)
         return 2

@@ -247,7 +247,8 @@ def _dataclass_from(cls: Any, d: Any, what: str, defaulted: list[str], prefix: s
     unknown = sorted(set(d) - names)
     if unknown:
         raise ConfigMismatchError(f"manifest {what}: unknown keys {unknown}")
-    defaulted.extend(prefix + f.name for f in fields(cls) if f.name not in d)
+    optional = set(getattr(cls, "optional_fields", ()))  # absent by design (e.g. no superclass head)
+    defaulted.extend(prefix + f.name for f in fields(cls) if f.name not in d and f.name not in optional)
     return dict(d)
 
 
@@ -938,6 +939,24 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(v))
 
 
+def _probe_card_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """The card's line on a supervised linear head (none without one)."""
+    m = manifest["model"]
+    if not m.get("probe_classes"):
+        return []
+    info = manifest.get("metrics", {}).get("superclass_probe", {})
+    classes = info.get("classes") or [f"{m['probe_classes']} classes"]
+    how = ("the head's logit" if m.get("probe_mode", "replace") == "replace"
+           else "the mean of the head's and the query network's probabilities")
+    return [
+        f"- supervised linear head: the scores of {', '.join(map(str, classes))}"
+        f"{' (label set `' + str(info['label_set']) + '`)' if info.get('label_set') else ''} are {how}, from a "
+        "logistic regression on the mean-pooled encoder tokens fitted on the training split's labels (the "
+        "linear-probe protocol; these are seen, supervised classes); every other class is scored by the "
+        "cardiac query network",
+    ]
+
+
 def render_model_card(manifest: Mapping[str, Any]) -> str:
     """The MODEL_CARD.md text generated from a manifest."""
     m = manifest["model"]
@@ -971,6 +990,7 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         f"- input: {m['n_samples']} samples per lead at {manifest['preprocess']['target_fs']:g} Hz, tokens of "
         f"{m['patch_len']} samples; any subset of up to {manifest['max_leads']} leads, by name",
         f"- supported lead sets: {manifest.get('supported_lead_sets')}",
+        *_probe_card_lines(manifest),
         "",
         "## Preprocessing",
         "",

@@ -7,11 +7,14 @@ a bundle can be checked against its config on a device that has no torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import ConfigError, ConfigMismatchError, UnknownModelError
 
-__all__ = ["ModelConfig", "list_models", "get_config", "expected_weight_shapes", "register_model"]
+__all__ = ["ModelConfig", "PROBE_MODES", "list_models", "get_config", "expected_weight_shapes", "register_model"]
+
+#: how a supervised linear head's logit enters the rows it scores (see :class:`ModelConfig`)
+PROBE_MODES = ("replace", "mean")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,16 @@ class ModelConfig:
       ``proj_dim``: the shared ECG-text space of the contrastive loss. Both projections are non-linear
       (Linear → GELU → Linear) as in the paper; ``text_proj_layers=1`` is the single Linear text
       projection of models trained before (a stored config without the key means 1).
+    - ``probe_classes``: outputs of the optional supervised linear head on the mean-pooled encoder tokens
+      (0: no head, the default). With a head, the device graph scores the rows of ``queries`` that equal
+      the head's stored query vectors (one label set's classes, matched by their query vector, not by
+      row position) with the head: ``probe_mode`` ``"replace"`` uses the head's logit, ``"mean"`` the
+      logit of the mean of the query network's and the head's probabilities. Every other row is the
+      query network's logit, bit for bit. A config without a head writes neither key.
     """
+
+    #: fields a stored config may omit (and that :meth:`to_dict` omits when they hold their default)
+    optional_fields: ClassVar[tuple[str, ...]] = ("probe_classes", "probe_mode")
 
     name: str
     patch_len: int = 100
@@ -47,14 +59,19 @@ class ModelConfig:
     proj_dim: int = 256
     temperature: float = 0.07
     text_proj_layers: int = 2
+    probe_classes: int = 0
+    probe_mode: str = "replace"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
             raise ConfigError(f"ModelConfig.name must be a string, got {self.name!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.type in ("int", int) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"ModelConfig.{f.name} must be a whole number >= 1, got {v!r}")
+            low = 0 if f.name == "probe_classes" else 1
+            if f.type in ("int", int) and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ConfigError(f"ModelConfig.{f.name} must be a whole number >= {low}, got {v!r}")
+        if self.probe_mode not in PROBE_MODES:
+            raise ConfigError(f"ModelConfig.probe_mode must be one of {PROBE_MODES}, got {self.probe_mode!r}")
         if not isinstance(self.query_self_attention, bool):
             raise ConfigError(f"ModelConfig.query_self_attention must be true or false, got {self.query_self_attention!r}")
         t = self.temperature
@@ -74,7 +91,11 @@ class ModelConfig:
         return self.n_samples // self.patch_len
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.probe_classes == 0:  # no head: the config a runtime without heads reads
+            for k in self.optional_fields:
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -249,6 +270,9 @@ def expected_weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                   "text_proj.fc2.weight": (cfg.proj_dim, cfg.proj_dim), "text_proj.fc2.bias": (cfg.proj_dim,)})
     else:
         s.update({"text_proj.weight": (cfg.proj_dim, cfg.text_dim), "text_proj.bias": (cfg.proj_dim,)})
+    if cfg.probe_classes:
+        c = cfg.probe_classes
+        s.update({"probe.weight": (c, w), "probe.bias": (c,), "probe.queries": (c, w)})
     return s
 
 

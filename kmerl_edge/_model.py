@@ -28,8 +28,13 @@ __all__ = [
     "CardiacQueryHead",
     "KMERLModel",
     "DeviceGraph",
+    "LinearProbe",
     "create_model",
 ]
+
+#: a query row is scored by the linear head when it equals one of the head's query vectors within this
+#: (max absolute difference; distinct classes' query vectors differ by far more, which the exporter checks)
+PROBE_MATCH_TOLERANCE = 1e-3
 
 
 class Attention(nn.Module):
@@ -198,6 +203,37 @@ class ProjectionHead(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class LinearProbe(nn.Module):
+    """A supervised linear head on the mean-pooled encoder tokens: ``weight`` (C, width), ``bias`` (C,),
+    and ``queries`` (C, width), the projected query vectors of the C classes it scores — the device graph
+    finds those classes' rows among its ``queries`` input by these vectors, not by row position."""
+
+    queries: Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c, w = cfg.probe_classes, cfg.width
+        self.mode = cfg.probe_mode
+        self.weight = nn.Parameter(torch.zeros(c, w))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.register_buffer("queries", torch.zeros(c, w))
+
+    def forward(self, logits: Tensor, pooled: Tensor, queries: Tensor) -> Tensor:
+        """``logits`` (B, Q) of the query network for ``queries`` (Q, width) → the same logits with the
+        rows whose query vector is one of :attr:`queries` scored by the head (every other row unchanged)."""
+        head = pooled @ self.weight.t() + self.bias  # (B, C)
+        diff = (queries.unsqueeze(1) - self.queries.unsqueeze(0)).abs().amax(dim=-1)  # (Q, C)
+        hit = diff <= PROBE_MATCH_TOLERANCE
+        covered = hit.any(dim=-1)  # (Q,)
+        which = hit.to(torch.int64).argmax(dim=-1)  # (Q,): the head's class for each covered row
+        mapped = head.index_select(1, which)  # (B, Q)
+        if self.mode == "mean":  # logit of the mean of the two probabilities, without log(0)
+            p = 0.5 * (torch.sigmoid(logits) + torch.sigmoid(mapped))
+            q = 0.5 * (torch.sigmoid(-logits) + torch.sigmoid(-mapped))
+            mapped = torch.log(p.clamp_min(1e-30)) - torch.log(q.clamp_min(1e-30))
+        return torch.where(covered.unsqueeze(0), mapped, logits)
+
+
 class KMERLModel(nn.Module):
     """Encoder + cardiac query head + query projection + the contrastive projection heads."""
 
@@ -213,6 +249,8 @@ class KMERLModel(nn.Module):
             else nn.Linear(cfg.text_dim, cfg.proj_dim)
         )
         self.apply(self._init)
+        # the optional supervised head (fitted after training, see export._probe); zero until loaded
+        self.probe: LinearProbe | None = LinearProbe(cfg) if cfg.probe_classes else None
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -240,16 +278,23 @@ class KMERLModel(nn.Module):
 
 
 class DeviceGraph(nn.Module):
-    """What runs on a device: ``(signal, lead_ids, queries) -> logits``. No text input, no projections."""
+    """What runs on a device: ``(signal, lead_ids, queries) -> logits``. No text input, no projections.
+
+    With a :class:`LinearProbe` (``cfg.probe_classes > 0``) the rows of its classes come from the head on
+    the mean of the tokens of the leads given; the graph still has one output."""
 
     def __init__(self, model: KMERLModel) -> None:
         super().__init__()
         self.encoder = model.encoder
         self.query_head = model.query_head
+        self.probe = model.probe
 
     def forward(self, signal: Tensor, lead_ids: Tensor, queries: Tensor) -> Tensor:
-        tokens, _, _ = self.encoder(signal, lead_ids)
-        return self.query_head(queries, tokens, None)
+        tokens, pooled, _ = self.encoder(signal, lead_ids)
+        logits = self.query_head(queries, tokens, None)
+        if self.probe is None:
+            return logits
+        return self.probe(logits, pooled, queries)
 
 
 def create_model(name: str | ModelConfig, **overrides: object) -> KMERLModel:
