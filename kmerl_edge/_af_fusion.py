@@ -150,8 +150,10 @@ def window_rhythm_features(
                 raise InvalidArgumentError(f"the fusion analyses lead {lead}; a rhythm of lead {r.lead} was given")
     if not len(windows):
         return np.zeros((0, len(RHYTHM_FEATURES)))
-    return np.stack([rhythm_features(w[row], fs=fs, lead=lead, rhythm=None if rhythm is None else rhythm[k])
-                     for k, w in enumerate(windows)])
+    out = np.empty((len(windows), len(RHYTHM_FEATURES)))
+    for k, w in enumerate(windows):
+        out[k] = rhythm_features(w[row], fs=fs, lead=lead, rhythm=None if rhythm is None else rhythm[k])
+    return out
 
 
 def event_rule_from_seconds(

@@ -446,6 +446,13 @@ def _centred(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, d, np.sqrt(np.add.reduce(d * d, axis=-1, keepdims=True) / n)
 
 
+def _std(x: np.ndarray) -> np.ndarray:
+    """``x.std(axis=-1)`` (the same bits, see :func:`_centred`), squaring the deviations in place."""
+    n = x.shape[-1]
+    d = x - np.add.reduce(x, axis=-1, keepdims=True) / n
+    return np.sqrt(np.add.reduce(np.multiply(d, d, out=d), axis=-1) / n)
+
+
 def normalize_window(x: np.ndarray, *, config: PreprocessConfig) -> np.ndarray:
     """Per-lead z-score of one window (leads × samples)."""
     _, d, std = _centred(x)
@@ -496,10 +503,10 @@ def _quality(
     hf_cut = cfg.lowpass_hz
     if fs / 2.0 > hf_cut * 1.2:
         hf = _filtfilt(_sos_high(fs, hf_cut, cfg.filter_order), x, min(60, x.shape[-1] - 1))
-        hf_std = _centred(hf)[2][..., 0]
+        hf_std = _std(hf)
     else:
         hf_std = np.zeros(len(names))
-    std_all = _centred(band)[2][..., 0]
+    std_all = _std(band)
     hi, lo = band.max(axis=-1), band.min(axis=-1)
     ptp_all = hi - lo  # np.ptp
     absmax_all = np.maximum(hi, -lo)  # np.abs(band).max(axis=-1) of a finite signal
