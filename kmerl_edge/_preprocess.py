@@ -471,14 +471,15 @@ def _saturated(x: np.ndarray, cfg: QualityConfig, fs: float) -> np.ndarray:
     plateau = max(cfg.min_saturation_run, int(round(_CLIP_PLATEAU_S * fs)))
     out = np.zeros(x.shape[0], dtype=bool)
     for rail in (x.max(axis=-1), x.min(axis=-1)):
-        on = x == rail[:, None]
-        count = np.count_nonzero(on, axis=-1)
-        for i in np.flatnonzero((count >= cfg.min_saturation_run) & ~out).tolist():
-            if int(count[i]) / n >= cfg.saturation_fraction:
+        for i, on in enumerate(x == rail[:, None]):
+            count = 0 if out[i] else int(np.count_nonzero(on))
+            if count < cfg.min_saturation_run:
+                continue
+            if count / n >= cfg.saturation_fraction:
                 out[i] = True
                 continue
             # a long run on a rail (clipping plateau) even if rare overall
-            edges = np.flatnonzero(np.diff(np.concatenate(([0], on[i].astype(np.int8), [0]))))
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], on.astype(np.int8), [0]))))
             runs = edges[1::2] - edges[0::2]
             out[i] = bool(runs.size and runs.max() >= plateau)
     return out
