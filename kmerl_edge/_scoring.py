@@ -389,7 +389,10 @@ class _Piecer:
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
             kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
-            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids, **kw))
+            # consecutive windows (the usual case) as a view, not a copy
+            batch = (pre.windows[rows[0] : rows[-1] + 1] if rows[-1] - rows[0] == len(rows) - 1
+                     else pre.windows[rows])
+            self.probs.append(target.run_windows(batch, pre.lead_ids, **kw))
         self.infer_s += time.perf_counter() - t0
         bundle = str(target.bundle.path)
         last = self.routes[-1] if self.routes else None
