@@ -31,6 +31,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from ._errors import BundleError, InvalidArgumentError
 from ._leads import LEADS
+from .rhythm import _median, choose_rhythm_lead
 
 if TYPE_CHECKING:  # pragma: no cover
     from .rhythm import RhythmResult
@@ -56,26 +58,35 @@ ATRIAL_SEGMENT_S = (0.25, 0.06)
 ATRIAL_SEGMENT_RR = 0.35
 
 
-def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int], *, fs: float) -> float:
+def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int] | np.ndarray, *, fs: float) -> float:
     """Share of the power of the segments from min(250 ms, 0.35 × median RR) to 60 ms before each R peak
     that their average keeps (0–1): high when every beat has the same P wave, low for fibrillatory waves;
     NaN with fewer than 3 segments."""
     rp = np.asarray(r_peaks, dtype=np.int64)
     start_s = ATRIAL_SEGMENT_S[0]
     if rp.size > 1:
-        start_s = min(start_s, ATRIAL_SEGMENT_RR * float(np.median(np.diff(rp))) / fs)
+        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median((rp[1:] - rp[:-1]).tolist()) / fs)
     a, b = round(start_s * fs), round(ATRIAL_SEGMENT_S[1] * fs)
-    x = np.asarray(signal, dtype=np.float64)
-    starts = [int(p) - a for p in r_peaks if int(p) - a >= 0]
-    if len(starts) < 3 or a <= b:
+    starts = rp[rp >= a] - a
+    if starts.size < 3 or a <= b:
         return float("nan")
-    segs = x[np.asarray(starts)[:, None] + np.arange(a - b)[None, :]]
-    segs = segs - segs.mean(axis=1, keepdims=True)
-    power = float((segs * segs).sum(axis=1).mean())
+    # only the segments are taken to float64 (a float32 window's samples convert exactly); numpy's own
+    # reductions, as ``mean`` / ``sum`` run them, without their wrappers
+    segs = np.asarray(signal)[starts[:, None] + np.arange(a - b)[None, :]].astype(np.float64, copy=False)
+    segs -= np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]
+    power = float(np.add.reduce(np.add.reduce(segs * segs, axis=1)) / segs.shape[0])
     if power <= 0.0:
         return float("nan")
-    tmpl = segs.mean(axis=0)
-    return float((tmpl * tmpl).sum() / power)
+    tmpl = np.add.reduce(segs, axis=0) / segs.shape[0]
+    return float(np.add.reduce(tmpl * tmpl) / power)
+
+
+_NO_RHYTHM = np.array([0.0 if name == "rhythm_ok" else math.nan for name in RHYTHM_FEATURES])
+_NO_RHYTHM.setflags(write=False)
+
+
+def _clip3(v: float | None) -> float:
+    return math.nan if v is None else min(max(float(v), 0.0), 3.0)
 
 
 def rhythm_features(signal: np.ndarray, *, fs: float, lead: str, rhythm: RhythmResult | None = None) -> np.ndarray:
@@ -89,31 +100,33 @@ def rhythm_features(signal: np.ndarray, *, fs: float, lead: str, rhythm: RhythmR
 
         rhythm = analyse(signal, fs=fs, lead=lead)
     r = rhythm
-    out = np.full(len(RHYTHM_FEATURES), np.nan)
-    ok = RHYTHM_FEATURES.index("rhythm_ok")
     if not r.usable or r.hr_bpm is None:
-        out[ok] = 0.0
-        return out
+        return _NO_RHYTHM.copy()
     rr = np.asarray(r.rr_ms, dtype=np.float64)
-    cv = float(rr.std() / rr.mean()) if rr.size > 1 and rr.mean() > 0 else np.nan
-    peaks: Sequence[int] = r.r_peaks
+    cv = math.nan
+    if rr.size > 1:  # rr.std() / rr.mean(): numpy's reductions in numpy's order, one pass for the mean
+        mean = np.add.reduce(rr) / rr.size
+        if mean > 0:
+            d = rr - mean
+            cv = float(np.sqrt(np.add.reduce(d * d) / rr.size) / mean)
+    peaks: Sequence[int] | np.ndarray = r.r_peaks
     if r.fs != fs:  # device-rate beats on the model-rate window
         mapped = np.rint(np.asarray(peaks, dtype=np.float64) * (fs / r.fs)).astype(np.int64)
-        peaks = mapped[mapped < np.shape(signal)[-1]].tolist()
+        peaks = mapped[mapped < np.shape(signal)[-1]]
     vals = {"rr_irregularity": r.rr_irregularity, "pnn50": r.pnn50, "nrmssd": r.nrmssd, "cv_rr": cv,
             "ectopic_share": r.ectopic_beats / max(r.n_beats, 1), "hr_100bpm": r.hr_bpm / 100.0,
             "atrial_coherence": atrial_coherence(signal, peaks, fs=fs)}
-    for name, v in vals.items():
-        out[RHYTHM_FEATURES.index(name)] = np.nan if v is None else min(max(float(v), 0.0), 3.0)
-    out[ok] = 1.0
-    return out
+    return np.array([1.0 if name == "rhythm_ok" else _clip3(vals[name]) for name in RHYTHM_FEATURES])
+
+
+@lru_cache(maxsize=256)
+def _fusion_lead(lead_ids: tuple[int, ...]) -> str:
+    return choose_rhythm_lead([LEADS[i] for i in lead_ids])
 
 
 def fusion_rhythm_lead(lead_ids: Sequence[int] | np.ndarray) -> str:
     """The lead whose rhythm the fusion uses among the scored ``lead_ids``."""
-    from .rhythm import choose_rhythm_lead
-
-    return choose_rhythm_lead([LEADS[int(i)] for i in lead_ids])
+    return _fusion_lead(tuple(int(i) for i in lead_ids))
 
 
 def window_rhythm_features(
@@ -127,9 +140,8 @@ def window_rhythm_features(
     ``lead_ids`` (:func:`fusion_rhythm_lead`). ``rhythm``: per window, that lead's analysis at the device
     rate over the window's time span (what ``predict`` and ``stream`` pass), or ``None`` to analyse the
     model window itself."""
-    names = [LEADS[int(i)] for i in lead_ids]
     lead = fusion_rhythm_lead(lead_ids)
-    row = names.index(lead)
+    row = [LEADS[int(i)] for i in lead_ids].index(lead)
     if rhythm is not None:
         if len(rhythm) != len(windows):
             raise InvalidArgumentError(f"{len(rhythm)} rhythm analyses for {len(windows)} windows")
@@ -138,8 +150,10 @@ def window_rhythm_features(
                 raise InvalidArgumentError(f"the fusion analyses lead {lead}; a rhythm of lead {r.lead} was given")
     if not len(windows):
         return np.zeros((0, len(RHYTHM_FEATURES)))
-    return np.stack([rhythm_features(w[row], fs=fs, lead=lead, rhythm=None if rhythm is None else rhythm[k])
-                     for k, w in enumerate(windows)])
+    out = np.empty((len(windows), len(RHYTHM_FEATURES)))
+    for k, w in enumerate(windows):
+        out[k] = rhythm_features(w[row], fs=fs, lead=lead, rhythm=None if rhythm is None else rhythm[k])
+    return out
 
 
 def event_rule_from_seconds(
@@ -206,12 +220,16 @@ class AfFusion:
 
     def probability(self, model_logit: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
         """Fused probability (N,) from the model's logits (N,) and :func:`window_rhythm_features` (N, F)."""
-        cols = [RHYTHM_FEATURES.index(f) for f in self.features[1:]]
-        x = np.concatenate([np.asarray(model_logit, np.float64)[:, None], np.asarray(rhythm, np.float64)[:, cols]],
-                           axis=1)
+        x = np.concatenate([np.asarray(model_logit, np.float64)[:, None],
+                            np.asarray(rhythm, np.float64)[:, self._columns]], axis=1)
         x = np.where(np.isnan(x), self.mean, x)
         z = ((x - self.mean) / self.std) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -60.0), 60.0)))  # np.clip's numbers
+
+    @cached_property
+    def _columns(self) -> list[int]:
+        """The columns of :func:`window_rhythm_features` this fusion uses, in its order."""
+        return [RHYTHM_FEATURES.index(f) for f in self.features[1:]]
 
     def to_dict(self) -> dict[str, Any]:
         return {

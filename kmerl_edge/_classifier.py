@@ -14,8 +14,9 @@ from ._af_fusion import AF_FUSION_FILE, AfFusion, window_rhythm_features
 from ._backends import Backend, BackendChoice, choose_backend
 from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, InvalidArgumentError, LeadError, UnknownLabelSetError
+from ._io import ArrayReader
 from ._leads import canonical_leads
-from ._preprocess import Preprocessed, QualityReport, preprocess
+from ._preprocess import Preprocessed, QualityReport, _check_fs, preprocess
 from ._scoring import Coverage, Route, ScoredWindows, score_reader
 from .rhythm import RhythmResult
 
@@ -46,7 +47,7 @@ def default_companion_path() -> Path | None:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(x, -60.0), 60.0)))  # np.clip's numbers, less overhead
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,9 @@ class Classifier:
         #: what ``load`` chose and why (``backend="auto"`` weighs load time against per-window latency)
         self.backend_choice = choice or BackendChoice(backend.name, backend.name, "given")
         _, self._index = bundle.all_queries()
+        #: per label set (None: all), the (column, label set, class, flat key) of each class scored
+        self._score_keys: dict[str | None, list[tuple[int, str, str, str]]] = {}
+        self._serves: dict[tuple[str, ...], bool] = {}  # lead set → whether this bundle serves it
         self._max_leads = bundle.max_leads
         self._lead_sets = bundle.spec.supported_lead_sets if bundle.spec is not None else None
         self.af_fusion: AfFusion | None = None
@@ -203,10 +207,14 @@ class Classifier:
     def serves(self, leads: Sequence[str]) -> bool:
         """Whether this classifier's own bundle scores exactly this lead set (``max_leads`` and
         ``supported_lead_sets``); its companion is not asked."""
-        names = canonical_leads(leads)
-        if not names or len(names) > self._max_leads:
-            return False
-        return self._lead_sets is None or tuple(sorted(names)) in {tuple(sorted(s)) for s in self._lead_sets}
+        try:
+            ok = self._serves.get(leads)  # type: ignore[call-overload]  # a lead set asked before, as given
+        except TypeError:  # unhashable: checked (and refused) below
+            ok = None
+        if ok is None:
+            names = canonical_leads(leads)
+            ok = self._serves[names] = _bundle_serves(self.bundle, names)
+        return ok
 
     def route(self, leads: Sequence[str]) -> Classifier | None:
         """The classifier whose bundle scores this lead set: the primary bundle when it serves it (the
@@ -304,15 +312,19 @@ class Classifier:
             raise UnknownLabelSetError(
                 f"label set {label_set!r} not in bundle; it has {', '.join(self.bundle.label_sets)}"
             )
+        keys = self._score_keys.get(label_set)
+        if keys is None:
+            chosen = [(i, ls, cls) for i, (ls, cls) in enumerate(self._index) if label_set is None or ls == label_set]
+            names = [cls for _, _, cls in chosen]
+            # never let two classes collapse: a name in two label sets is keyed "label set/class"
+            keys = [(i, ls, cls, cls if names.count(cls) == 1 else f"{ls}/{cls}") for i, ls, cls in chosen]
+            self._score_keys[label_set] = keys
+        values = probs.tolist() if isinstance(probs, np.ndarray) and probs.ndim == 1 else [float(p) for p in probs]
         by: dict[str, dict[str, float]] = {}
         flat: dict[str, float] = {}
-        chosen = [(ls, cls) for ls, cls in self._index if label_set is None or ls == label_set]
-        names = [cls for _, cls in chosen]
-        for (ls, cls), p in zip(self._index, probs):
-            if label_set is not None and ls != label_set:
-                continue
-            by.setdefault(ls, {})[cls] = float(p)
-            flat[cls if names.count(cls) == 1 else f"{ls}/{cls}"] = float(p)  # never let two classes collapse
+        for i, ls, cls, key in keys:
+            if i < len(values):
+                by.setdefault(ls, {})[cls] = flat[key] = float(values[i])
         return flat, by
 
     def preprocess(self, signal: np.ndarray, *, fs: float, leads: Sequence[str]) -> Preprocessed:
@@ -334,9 +346,6 @@ class Classifier:
         Unusable leads (flat, saturated, out of range) are dropped and reported in ``quality``; the model
         scores the remaining subset. Raises a named :class:`kmerl_edge.KmerlError` for bad input.
         """
-        from ._io import ArrayReader
-        from ._preprocess import _check_fs
-
         top = self._parent or self
         top._check_label_set(label_set)
         names = top.check_leads(leads)
@@ -362,15 +371,13 @@ class Classifier:
         are not ECG, and ECG channels of unknown position beside standard leads, are left out with a note.
         ``units``/``gain``: what the numbers of a CSV/.npy are when the file does not say (see
         :func:`kmerl_edge.read_record`)."""
-        from ._io import ArrayReader, Record, open_record
+        from ._io import Record, open_record
 
         top = self._parent or self
         if top is not self:
             return top.predict_record(record, fs=fs, leads=leads, lead_map=lead_map, label_set=label_set,
                                       units=units, gain=gain)
         if isinstance(record, Record):
-            from ._preprocess import _check_fs
-
             rec_leads = canonical_leads(record.leads)  # a Record built by hand is checked like predict()'s input
             names = self.check_leads(leads if leads is not None else rec_leads)
             self._check_label_set(label_set)

@@ -303,14 +303,18 @@ class _Piecer:
         self._buf_start = 0
         self._core_at = 0
         self._stretch_start = 0
+        self._may_miss = False  # whether a chunk of this stretch held missing samples (NaN)
         self.open = False
 
     # -- stretches ------------------------------------------------------------------------------------
     def start(self, at: int) -> None:
         self._buf, self._buf_n, self._buf_start, self._core_at, self._stretch_start = [], 0, at, at, at
+        self._may_miss = False
         self.open = True
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray, may_miss: bool = True) -> None:
+        """Samples of the open stretch; ``may_miss=False``: the caller knows they hold no NaN."""
+        self._may_miss = self._may_miss or may_miss
         self._buf.append(x)
         self._buf_n += x.shape[1]
         while self._buf_n - (self._core_at - self._buf_start) >= self.core_n + self.tail_n:
@@ -344,8 +348,9 @@ class _Piecer:
     def _piece(self, data: np.ndarray, offset: int, keep_from: int, keep_to: int | None) -> None:
         raw = data
         leads = self.leads
-        holes = np.isnan(data).any(axis=1)  # a lead missing somewhere in this piece sits it out
-        if holes.any():
+        clean = not self._may_miss  # no chunk of this stretch held a NaN: no lead is missing here
+        holes = np.zeros(len(leads), dtype=bool) if clean else np.isnan(data).any(axis=1)
+        if holes.any():  # a lead missing somewhere in this piece sits it out
             for h in np.flatnonzero(holes).tolist():
                 self.left_out_missing[leads[h]] = self.left_out_missing.get(leads[h], 0) + 1
             data = data[~holes]
@@ -373,7 +378,7 @@ class _Piecer:
             return
         # one rhythm analysis per window at the device rate: reported as the window's rhythm, and the AF
         # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
-        reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off) for w in keep]
+        reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off, clean) for w in keep]
         fused: list[RhythmResult | None] | None = None
         if target.af_fusion is not None:
             lead = fusion_rhythm_lead(pre.lead_ids)
@@ -384,7 +389,10 @@ class _Piecer:
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
             kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
-            self.probs.append(target.run_windows(pre.windows[rows], pre.lead_ids, **kw))
+            # consecutive windows (the usual case) as a view, not a copy
+            batch = (pre.windows[rows[0] : rows[-1] + 1] if rows[-1] - rows[0] == len(rows) - 1
+                     else pre.windows[rows])
+            self.probs.append(target.run_windows(batch, pre.lead_ids, **kw))
         self.infer_s += time.perf_counter() - t0
         bundle = str(target.bundle.path)
         last = self.routes[-1] if self.routes else None
@@ -405,11 +413,12 @@ class _Piecer:
         a = int(round(start_s * self.fs))
         return analyse(raw[row, a : a + self.win_n], fs=self.fs, lead=self.leads[row], t0=t_off + start_s)
 
-    def _window_rhythm(self, raw: np.ndarray, start_s: float, t_off: float) -> RhythmResult:
-        """Rhythm of one window on the preferred lead that has every sample there (device rate)."""
+    def _window_rhythm(self, raw: np.ndarray, start_s: float, t_off: float, clean: bool = False) -> RhythmResult:
+        """Rhythm of one window on the preferred lead that has every sample there (device rate);
+        ``clean``: ``raw`` is known to hold no missing sample."""
         a = int(round(start_s * self.fs))
         for row in self.rhythm_rows:
-            if not np.isnan(raw[row, a : a + self.win_n]).any():
+            if clean or not np.isnan(raw[row, a : a + self.win_n]).any():
                 return self._analyse(raw, row, start_s, t_off)
         return summarise_beats([], fs=self.fs, lead=self.rhythm_lead, t0=t_off + start_s,
                                notes=("no lead has every sample in this window",))
@@ -491,18 +500,27 @@ def score_reader(
     missing_n = 0
     lead_missing = np.zeros(len(leads), dtype=np.int64)
     gap_open: int | None = None
+    whole: np.ndarray | None = None  # a one-window recording, as read
+    any_nan = False
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         x = reader.read(a, b)
         if x.shape != (len(leads), b - a):
             raise RecordReadError(f"{reader.name}: read {x.shape[1]} samples at {a}, expected {b - a}")
-        if np.isinf(x).any():
-            raise NonFiniteSignalError(f"{reader.name}: infinite sample values near {a / fs:.1f} s")
-        nan = np.isnan(x)
-        miss = nan.all(axis=0)  # a time gap: no lead has a sample; a lead missing alone sits out its pieces
-        if nan.any():
+        finite = bool(np.isfinite(x).all())  # the usual case: one pass, no gap to look for
+        if finite:
+            runs: Iterator[tuple[int, int, bool]] | tuple[tuple[int, int, bool], ...] = ((0, b - a, False),)
+        else:
+            if np.isinf(x).any():
+                raise NonFiniteSignalError(f"{reader.name}: infinite sample values near {a / fs:.1f} s")
+            any_nan = True
+            nan = np.isnan(x)
+            miss = nan.all(axis=0)  # a time gap: no lead has a sample; a lead missing alone sits out its pieces
             lead_missing += (nan & ~miss).sum(axis=1)
-        for s, e, missing in _all_runs(miss):
+            runs = _all_runs(miss)
+        if one_window:
+            whole = x
+        for s, e, missing in runs:
             if missing:
                 piecer.end()
                 if not one_window:
@@ -518,7 +536,7 @@ def score_reader(
                         gaps.append((gap_open, a + s))
                     gap_open = None
                 piecer.start(a + s)
-            piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x)
+            piecer.add(x[:, s:e] if (s, e) != (0, b - a) else x, may_miss=not finite)
             if not one_window:
                 beats.push(x[piecer.rhythm_row, s:e])
     if gap_open is not None:
@@ -552,9 +570,9 @@ def score_reader(
     probs = np.concatenate(piecer.probs, axis=0)
     if one_window:
         wr, first = piecer.window_rhythm, piecer.first_rhythm
-        lead_x = reader.read(0, n)[piecer.rhythm_row]
+        lead_x = (reader.read(0, n) if whole is None else whole)[piecer.rhythm_row]  # one chunk: all of it
         if (not n_gaps and len(wr) == 1 and first is not None and first.lead == beats.lead
-                and not np.isnan(lead_x).any()):
+                and not (any_nan and np.isnan(lead_x).any())):
             record_rhythm = first
         else:  # a gap, or the window's rhythm came from another lead: detect on the whole recording
             beats.push(lead_x)
