@@ -29,7 +29,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from kmerl_edge._errors import ExportError
 from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES, RHYTHM_SCP_CODES
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "CorpusRecord",
     "build_corpus",
     "read_corpus_csv",
+    "shard_records",
     "write_corpus_csv",
 ]
 
@@ -373,3 +376,19 @@ def read_corpus_csv(path: str | Path) -> Corpus:
 
 def label_classes() -> tuple[str, ...]:
     return tuple(c for cs in DEFAULT_LABEL_SETS.values() for c in cs)
+
+
+def shard_records(shards: str | Path, corpus_records: Sequence[Any], *, error: type[Exception] = ExportError
+                  ) -> tuple[Any, list[str], dict[str, Any]]:
+    """A run's shard store, its record ids in row order and the corpus record of each id (``error`` when a
+    shard record is not in the corpus: shards and corpus of different runs)."""
+    from trainer.shards import open_shards
+
+    store = open_shards(shards)
+    by_id = {r.record_id: r for r in corpus_records}
+    ids = list(store.record_ids)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise error(f"{len(missing)} shard records are not in the corpus (e.g. {missing[:3]}): "
+                          "the shards and the corpus come from different runs")
+    return store, ids, by_id

@@ -30,6 +30,7 @@ import numpy as np
 from kmerl_edge._errors import ConfigError
 
 from ._augment import AugmentConfig
+from ._corpus import shard_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -99,28 +100,13 @@ class FinetuneResult:
     windows: int = 0
 
 
-def _shard_records(shards: str | Path, corpus_records: Sequence[Any]) -> tuple[Any, list[str], dict[str, Any]]:
-    """The shard store, its record ids in row order and the corpus record of each id (``ConfigError`` when a
-    shard record is not in the corpus)."""
-    from trainer.shards import open_shards
-
-    store = open_shards(shards)
-    by_id = {r.record_id: r for r in corpus_records}
-    ids = list(store.record_ids)
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ConfigError(f"{len(missing)} shard records are not in the corpus (e.g. {missing[:3]}): "
-                          "the shards and the corpus come from different runs")
-    return store, ids, by_id
-
-
 def finetune_windows(shards: str | Path, corpus_records: Sequence[Any], classes: Sequence[str]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training windows of a shard store with their labels: ``(windows (N, 12, S) float16, labels (N, C)
     float32 over ``classes``, labelled (N,) bool)``. A window is labelled when its corpus record is a PTB-XL
     record with at least one of ``classes`` (the superclasses come from PTB-XL's own statement table; no
     other source has a superclass mapping); the others only take part in the consistency term."""
-    store, ids, by_id = _shard_records(shards, corpus_records)
+    store, ids, by_id = shard_records(shards, corpus_records, error=ConfigError)
     x = np.asarray(store.batch(list(range(len(ids)))), dtype=np.float16)
     y = np.zeros((len(ids), len(classes)), np.float32)
     for i, rid in enumerate(ids):
@@ -137,7 +123,7 @@ def finetune_af_labels(shards: str | Path, corpus_records: Sequence[Any], rhythm
     ``rhythm_classes`` (PTB-XL rhythm statements, CinC SNOMED rhythms, the CPSC-2021 Holter annotations);
     its label is whether it names ``af_class``. Validation and test records (PTB-XL folds 9-10, held-out
     patients, the held-out CPSC-2021 Holter patients) are never labelled."""
-    store, ids, by_id = _shard_records(shards, corpus_records)
+    store, ids, by_id = shard_records(shards, corpus_records, error=ConfigError)
     rh = set(rhythm_classes)
     af = np.zeros(len(ids), np.float32)
     lab = np.zeros(len(ids), bool)

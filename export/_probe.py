@@ -119,15 +119,9 @@ def probe_training_windows(shards: str | Path, corpus_records: Sequence[Any], cl
     """The PTB-XL windows of a run's shard store with their labels over ``classes``: ``(windows (N, 12, S)
     float16, labels (N, C) float32, record ids)``. Every shard record must be a ``train``-split record of
     ``corpus_records`` (else :class:`ExportError`: a validation or test record is never fitted on)."""
-    from trainer.shards import open_shards
+    from ._corpus import shard_records
 
-    store = open_shards(shards)
-    by_id = {r.record_id: r for r in corpus_records}
-    ids = list(store.record_ids)
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ExportError(f"{len(missing)} shard records are not in the corpus (e.g. {missing[:3]}): "
-                          "the shards and the corpus come from different runs")
+    store, ids, by_id = shard_records(shards, corpus_records)
     held = [i for i in ids if by_id[i].split != "train"]
     if held:
         raise ExportError(f"{len(held)} shard records are not in the corpus's train split (e.g. {held[:3]}, "
