@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from kmerl_edge._config import PROBE_MODES
 from kmerl_edge._labels import DEFAULT_LABEL_SETS, PTBXL_SUPERCLASS_CODES
 
 __all__ = ["build_default_model", "default_datasets", "evaluate_classifier", "main"]
@@ -512,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--superclass-probe", action="store_true",
                     help="score the PTB-XL superclasses with a supervised linear head on the frozen encoder's "
                          "mean-pooled tokens, fitted on the training split (export._probe; default: off)")
-    ap.add_argument("--superclass-probe-mode", choices=("replace", "mean"), default="replace",
+    ap.add_argument("--superclass-probe-mode", choices=PROBE_MODES, default="replace",
                     help="the head's logit (replace) or the mean of its and the query network's probabilities")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
