@@ -128,33 +128,6 @@ class Standardiser:
         return np.concatenate([(logits - self.lm) / self.ls, p, mask.astype(np.float64), g], axis=1)
 
 
-def _rows(x: np.ndarray, cfg: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The (window, lead ids) rows of :func:`export._probe.subset_embeddings`, in its order and with its
-    random draws."""
-    from export._probe import FIXED_LEAD_SETS
-    from kmerl_edge import lead_ids
-
-    present = np.abs(x.astype(np.float32)).max(axis=-1) > 0
-    win: list[np.ndarray] = []
-    lids: list[np.ndarray] = []
-    for leads in FIXED_LEAD_SETS:
-        ids = lead_ids(leads)
-        have = np.flatnonzero(present[:, ids].all(axis=1))
-        win.append(have)
-        lids.extend([np.asarray(ids)] * len(have))
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(cfg.random_subsets):
-        n_present = present.sum(axis=1)
-        k = np.minimum(rng.integers(1, 13, len(x)), n_present)
-        for kk in np.unique(k[k > 0]):
-            rows = np.flatnonzero(k == kk)
-            lid = np.stack([np.sort(rng.choice(np.flatnonzero(present[i]), size=int(kk), replace=False))
-                            for i in rows])
-            win.append(rows)
-            lids.extend(list(lid))
-    return np.concatenate(win), lids
-
-
 def _crossfit(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, cs: Sequence[float], folds: int) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
@@ -182,7 +155,7 @@ def score_fold9(run: str | Path, threads: int = 1, limit: int | None = None) -> 
     import torch
 
     from export._corpus import read_corpus_csv
-    from export._probe import ProbeConfig, fit_head, probe_training_windows, subset_embeddings
+    from export._probe import ProbeConfig, fit_head, probe_training_windows, subset_embeddings, subset_rows
     from kmerl_edge import lead_ids
     from kmerl_edge._labels import DEFAULT_LABEL_SETS
     from kmerl_edge._measure import GLOBAL, PER_LEAD
@@ -200,7 +173,7 @@ def score_fold9(run: str | Path, threads: int = 1, limit: int | None = None) -> 
     if limit:  # a smoke test of the code path, not a result
         x, y, ids = x[:limit], y[:limit], ids[:limit]
     emb, win, count = subset_embeddings(model, x, cfg)
-    rwin, rlids = _rows(x, cfg)
+    rwin, rlids = subset_rows(x, cfg)
     if not (np.array_equal(rwin, win) and np.array_equal([len(v) for v in rlids], count)):
         raise RuntimeError("row bookkeeping differs from export._probe.subset_embeddings")
     head = fit_head(emb, y[win], win, sc, cfg)

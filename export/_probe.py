@@ -43,6 +43,7 @@ __all__ = [
     "fit_probe",
     "pooled_embeddings",
     "subset_embeddings",
+    "subset_rows",
     "probe_training_windows",
 ]
 
@@ -178,6 +179,33 @@ def subset_embeddings(model: KMERLModel, x: np.ndarray, config: ProbeConfig
             win.append(rows)
             count.append(np.full(len(rows), int(kk)))
     return np.concatenate(emb), np.concatenate(win), np.concatenate(count)
+
+
+def subset_rows(x: np.ndarray, config: ProbeConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(window index, lead ids) of every row of :func:`subset_embeddings`, in its order and with its
+    random draws."""
+    from kmerl_edge import lead_ids
+
+    present = np.abs(x.astype(np.float32)).max(axis=-1) > 0
+    win: list[np.ndarray] = []
+    lids: list[np.ndarray] = []
+    for leads in FIXED_LEAD_SETS:
+        ids = lead_ids(leads)
+        have = np.flatnonzero(present[:, ids].all(axis=1))
+        if len(have):
+            win.append(have)
+            lids.extend([np.asarray(ids)] * len(have))
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.random_subsets):
+        n_present = present.sum(axis=1)
+        k = np.minimum(rng.integers(1, 13, len(x)), n_present)
+        for kk in np.unique(k[k > 0]):
+            rows = np.flatnonzero(k == kk)
+            lid = np.stack([np.sort(rng.choice(np.flatnonzero(present[i]), size=int(kk), replace=False))
+                            for i in rows])
+            win.append(rows)
+            lids.extend(list(lid))
+    return (np.concatenate(win) if win else np.zeros(0, np.int64)), lids
 
 
 def fit_head(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, classes: Sequence[str], config: ProbeConfig

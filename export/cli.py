@@ -212,13 +212,18 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic fit")
     f.add_argument("--no-event-rule", action="store_true",
                    help="do not tune an AF event rule on the training Holter patients (sessions keep the default)")
+    st = sub.add_parser("superclass-stack", help="fit the superclass stack (the superclass head's logits + classical "
+                        "ECG measurements) on the bundle's training patients' PTB-XL records in --data and add it "
+                        "to a bundle as superclass_stack.json")
+    st.add_argument("--bundle", required=True)
+    st.add_argument("--data", required=True, help="the shared data root (../shared/data)")
     g = sub.add_parser("keygen", help="write an Ed25519 key pair PREFIX.pem / PREFIX.pub.pem")
     g.add_argument("prefix")
-    for p in (b, q, t, f):
+    for p in (b, q, t, f, st):
         p.add_argument("--sign-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
     from kmerl_edge._cli_common import add_common_args
 
-    add_common_args(ap, prog="kmerl-export", subparsers=[b, q, t, f])
+    add_common_args(ap, prog="kmerl-export", subparsers=[b, q, t, f, st])
     return ap
 
 
@@ -254,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(add_af_fusion(a.bundle, Path(a.data), C=a.C, signing_key=a.sign_key,
                                            tune_events=not a.no_event_rule), indent=1))
+        elif a.cmd == "superclass-stack":
+            import json
+
+            from ._stack import add_superclass_stack
+
+            print(json.dumps(add_superclass_stack(a.bundle, Path(a.data), signing_key=a.sign_key), indent=1))
         elif a.cmd == "seal":
             from kmerl_edge._bundle import seal_bundle
 

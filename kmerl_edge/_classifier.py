@@ -18,6 +18,7 @@ from ._io import ArrayReader
 from ._leads import canonical_leads
 from ._preprocess import Preprocessed, QualityReport, _check_fs, preprocess
 from ._scoring import Coverage, Route, ScoredWindows, score_reader
+from ._superclass_stack import STACK_FILE, SuperclassStack, stack_measurements
 from .rhythm import RhythmResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,6 +154,26 @@ class Classifier:
         self._fusion_col = -1
         if AF_FUSION_FILE in bundle.artifacts:
             self.use_af_fusion(AfFusion.from_bytes(bundle.read(AF_FUSION_FILE)))  # the verified bytes
+        self.superclass_stack: SuperclassStack | None = None
+        self._stack_cols: list[int] = []
+        if STACK_FILE in bundle.artifacts:
+            self.use_superclass_stack(SuperclassStack.from_bytes(bundle.read(STACK_FILE)))
+
+    def use_superclass_stack(self, stack: SuperclassStack | None) -> None:
+        """Report ``stack``'s superclass probabilities from now on (``None``: the model's own)."""
+        if stack is None:
+            self.superclass_stack, self._stack_cols = None, []
+            return
+        keys = [(stack.label_set, c) for c in stack.classes]
+        missing = [k for k in keys if k not in self._index]
+        if missing:
+            raise BundleError(f"superclass_stack.json stacks {missing}, which the bundle's queries do not score")
+        self.superclass_stack, self._stack_cols = stack, [self._index.index(k) for k in keys]
+
+    @property
+    def needs_rhythm(self) -> bool:
+        """Whether :meth:`run_windows` uses the windows' rhythm (AF fusion or superclass stack)."""
+        return self.af_fusion is not None or self.superclass_stack is not None
 
     def use_af_fusion(self, fusion: AfFusion | None) -> None:
         """Report ``fusion``'s AF probability from now on (``None``: the model's own). The exporter uses
@@ -289,7 +310,9 @@ class Classifier:
         (:mod:`kmerl_edge._af_fusion`); ``fuse=False`` gives the model's own probabilities. ``rhythm``:
         per window, the analysis at the device rate of the fusion's rhythm lead
         (:func:`kmerl_edge._af_fusion.fusion_rhythm_lead`) over the window's samples, as ``predict`` and
-        ``stream`` pass it; ``None`` (or a ``None`` entry) analyses the model window instead."""
+        ``stream`` pass it; ``None`` (or a ``None`` entry) analyses the model window instead. With a
+        ``superclass_stack.json`` (and ``fuse``), the stacked label set's probabilities come from the model's
+        logits and the window's ECG measurements on the same beats (:mod:`kmerl_edge._superclass_stack`)."""
         n, b = len(windows), max(1, int(self.batch_windows))
         if n <= b:
             logits = self.backend.run(windows, lead_ids).astype(np.float64)
@@ -302,6 +325,11 @@ class Classifier:
             feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs,
                                            rhythm=rhythm)
             probs[:, self._fusion_col] = self.af_fusion.probability(logits[:, self._fusion_col], feats)
+        if fuse and self.superclass_stack is not None and len(probs):
+            per, glob = stack_measurements(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs,
+                                           rhythm=rhythm)
+            cols = self._stack_cols
+            probs[:, cols] = self.superclass_stack.probability(logits[:, cols], per, glob, lead_ids)
         return probs
 
     def scores_from_probs(

@@ -72,7 +72,7 @@ def measure_window(window: np.ndarray, leads: Sequence[str], r_peaks: Sequence[i
     if rp.size < MIN_BEATS or n_leads == 0:
         return per, glob
     segs = x[:, rp[:, None] + np.arange(-a, b)[None, :]]  # (L, B, a + b)
-    good = np.isfinite(x).all(axis=1)
+    good: np.ndarray = np.asarray(np.isfinite(x).all(axis=1))
     med = np.median(np.where(good[:, None, None], segs, 0.0), axis=1)  # (L, a + b)
     ptp = np.ptp(np.where(good[:, None], med, 0.0), axis=1)
     good &= ptp > _FLAT

@@ -380,7 +380,7 @@ class _Piecer:
         # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
         reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off, clean) for w in keep]
         fused: list[RhythmResult | None] | None = None
-        if target.af_fusion is not None:
+        if target.needs_rhythm:
             lead = fusion_rhythm_lead(pre.lead_ids)
             row = self.leads.index(lead)
             fused = [r if r.lead == lead else self._analyse(raw, row, pre.window_starts_s[w], t_off)

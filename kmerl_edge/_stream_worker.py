@@ -337,7 +337,7 @@ class InferenceWorker:
             for k in range(0, len(members), self.max_batch):
                 part = members[k : k + self.max_batch]
                 kw: dict[str, Any] = {}
-                if getattr(target, "af_fusion", None) is not None:  # the fusion's beats: as predict finds them
+                if getattr(target, "needs_rhythm", False):  # the fusion's / stack's beats: as predict finds them
                     lead = fusion_rhythm_lead(ids)
                     kw["rhythm"] = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
                 probs = target.run_windows(np.stack([model_in[p] for p in part]), ids, **kw)

@@ -1,0 +1,177 @@
+"""The PTB-XL superclass scores a bundle reports: the model's superclass logits stacked with classical ECG
+measurements of the window.
+
+A bundle may carry ``superclass_stack.json``: per superclass a logistic model over
+
+- the model's logits of the label set's classes (all of them, standardised),
+- the measurements of :func:`kmerl_edge._measure.measure_window` of every lead scored (on the preprocessed,
+  z-scored model window: QRS shape, ST level, T wave in the window's own units), standardised per lead and
+  clipped; leads not scored are 0 with a 12-lead presence mask,
+- the window's measurements (QRS duration, heart rate, frontal axis, whether the beats sufficed);
+  unmeasured values are 0 after standardisation, so the stack falls back on the logits.
+
+The beats are the window's rhythm analysis (the one ``predict`` and ``stream`` pass to
+:meth:`kmerl_edge.Classifier.run_windows` for the AF fusion, mapped to the model rate), or an analysis of the
+model window when none is given. It is fitted at export on the network's training split only
+(``export._stack``; ``kmerl-export superclass-stack``), stored as JSON (hashed in the manifest like every
+artifact) and changes the label set's rows only: every other row (AF, the rhythm classes) is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import BundleError, InvalidArgumentError
+from ._leads import LEADS
+from ._measure import GLOBAL, PER_LEAD, measure_window
+from .rhythm import choose_rhythm_lead
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .rhythm import RhythmResult
+
+__all__ = ["STACK_FILE", "SuperclassStack", "stack_measurements"]
+
+STACK_FILE = "superclass_stack.json"
+FORMAT = "kmerl-superclass-stack/1"
+N_LEADS = len(LEADS)
+
+
+def stack_measurements(
+    windows: np.ndarray, lead_ids: Sequence[int] | np.ndarray, *, fs: float,
+    rhythm: Sequence[RhythmResult | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(per-lead measurements (N, 12, len(PER_LEAD)), NaN for leads not scored; window measurements
+    (N, len(GLOBAL))) of preprocessed ``windows`` (N, L, S) on ``lead_ids``. ``rhythm``: per window the
+    analysis of the rhythm lead (:func:`kmerl_edge.rhythm.choose_rhythm_lead` of the leads) at the device
+    rate over the window's span, or ``None`` (or a ``None`` entry) to analyse the model window."""
+    ids = [int(i) for i in lead_ids]
+    names = [LEADS[i] for i in ids]
+    lead = choose_rhythm_lead(names)
+    row = names.index(lead)
+    if rhythm is not None and len(rhythm) != len(windows):
+        raise InvalidArgumentError(f"{len(rhythm)} rhythm analyses for {len(windows)} windows")
+    per = np.full((len(windows), N_LEADS, len(PER_LEAD)), np.nan)
+    glob = np.zeros((len(windows), len(GLOBAL)))
+    for k, w in enumerate(windows):
+        r = None if rhythm is None else rhythm[k]
+        if r is None:
+            from .rhythm import analyse
+
+            r = analyse(w[row], fs=fs, lead=lead)
+        elif r.lead != lead:
+            raise InvalidArgumentError(f"the stack analyses lead {lead}; a rhythm of lead {r.lead} was given")
+        peaks = np.asarray(r.r_peaks if r.usable else (), dtype=np.int64)
+        if r.fs != fs and peaks.size:  # device-rate beats on the model-rate window
+            peaks = np.rint(peaks * (fs / r.fs)).astype(np.int64)
+            peaks = peaks[peaks < np.shape(w)[-1]]
+        p, g = measure_window(w, names, peaks, fs=fs)
+        per[k, ids] = p
+        glob[k] = g
+    return per, glob
+
+
+@dataclass(frozen=True)
+class SuperclassStack:
+    """Per class p = sigmoid(intercept + coef · :func:`design_matrix`)."""
+
+    label_set: str
+    classes: tuple[str, ...]
+    logit_mean: np.ndarray
+    logit_std: np.ndarray
+    lead_mean: np.ndarray
+    lead_std: np.ndarray
+    global_mean: np.ndarray
+    global_std: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    clip: float = 6.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c, p, g = len(self.classes), len(PER_LEAD), len(GLOBAL)
+        shapes = {"logit_mean": (c,), "logit_std": (c,), "lead_mean": (N_LEADS, p), "lead_std": (N_LEADS, p),
+                  "global_mean": (g,), "global_std": (g,), "coef": (c, self.n_features), "intercept": (c,)}
+        for name, shape in shapes.items():
+            v = np.asarray(getattr(self, name))
+            if v.shape != shape:
+                raise BundleError(f"superclass_stack {name} must have shape {shape}, has {v.shape}")
+            if not np.all(np.isfinite(v)):
+                raise BundleError(f"superclass_stack {name} holds a non-finite value")
+        for name in ("logit_std", "lead_std", "global_std"):
+            if np.any(np.asarray(getattr(self, name)) <= 0):
+                raise BundleError(f"superclass_stack {name} must be positive")
+        if not (math.isfinite(self.clip) and self.clip > 0) or len(set(self.classes)) != c or c == 0:
+            raise BundleError("superclass_stack: clip > 0 and distinct classes are required")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.classes) + N_LEADS * len(PER_LEAD) + N_LEADS + len(GLOBAL)
+
+    def design(self, logits: np.ndarray, per: np.ndarray, glob: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The stack's inputs (N, :attr:`n_features`): [standardised logits, standardised per-lead
+        measurements (leads not scored or not measured 0, clipped to ±clip), the 12-lead presence ``mask``
+        (N, 12), standardised window measurements (likewise)]."""
+        n = len(logits)
+        p = np.clip(np.nan_to_num((per - self.lead_mean) / self.lead_std, nan=0.0), -self.clip, self.clip)
+        g = np.clip(np.nan_to_num((glob - self.global_mean) / self.global_std, nan=0.0), -self.clip, self.clip)
+        return np.concatenate([(np.asarray(logits, np.float64) - self.logit_mean) / self.logit_std,
+                               p.reshape(n, -1), np.asarray(mask, np.float64), g], axis=1)
+
+    def probability(self, logits: np.ndarray, per: np.ndarray, glob: np.ndarray,
+                    lead_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(N, C) probabilities from the model's logits of :attr:`classes` (N, C) and
+        :func:`stack_measurements` of the same windows on ``lead_ids``."""
+        mask = np.zeros((len(logits), N_LEADS))
+        mask[:, [int(i) for i in lead_ids]] = 1.0
+        z = self.design(logits, per, glob, mask) @ self.coef.T + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -60.0), 60.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        def f(a: np.ndarray) -> Any:
+            return np.asarray(a, np.float64).tolist()
+
+        return {"format": FORMAT, "label_set": self.label_set, "classes": list(self.classes),
+                "leads": list(LEADS), "per_lead": list(PER_LEAD), "global": list(GLOBAL),
+                "logit_mean": f(self.logit_mean), "logit_std": f(self.logit_std),
+                "lead_mean": f(self.lead_mean), "lead_std": f(self.lead_std),
+                "global_mean": f(self.global_mean), "global_std": f(self.global_std),
+                "coef": f(self.coef), "intercept": f(self.intercept), "clip": float(self.clip), "meta": self.meta}
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(self.to_dict(), indent=1))
+        return p
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SuperclassStack:
+        if d.get("format") != FORMAT:
+            raise BundleError(f"unknown superclass_stack format {d.get('format')!r}")
+        if (d.get("leads") != list(LEADS) or d.get("per_lead") != list(PER_LEAD)
+                or d.get("global") != list(GLOBAL)):
+            raise BundleError("superclass_stack.json was fitted on measurements this runtime does not compute "
+                              f"(leads {d.get('leads')}, per lead {d.get('per_lead')}, window {d.get('global')})")
+        try:
+            arrays = {k: np.asarray(d[k], np.float64) for k in ("logit_mean", "logit_std", "lead_mean", "lead_std",
+                                                                 "global_mean", "global_std", "coef", "intercept")}
+            return cls(str(d["label_set"]), tuple(str(c) for c in d["classes"]), **arrays,
+                       clip=float(d["clip"]), meta=dict(d.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"superclass_stack.json is malformed: {exc}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SuperclassStack:
+        """From the verified bytes of a bundle's ``superclass_stack.json`` (:meth:`kmerl_edge.Bundle.read`)."""
+        try:
+            d = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BundleError(f"superclass_stack.json is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise BundleError("superclass_stack.json must hold a JSON object")
+        return cls.from_dict(d)
