@@ -10,6 +10,11 @@ bundles shipped when the digests were written), so refitting a bundle's fusion d
 digests; the model artifacts themselves are part of what is pinned. The digests hold for this
 machine's numpy / scipy / ONNX Runtime builds (other CPU kernels may round differently); rewrite them,
 only for such a change and never to hide a changed number, with ``python tests/test_predict_golden.py --write``.
+
+``tests/fixtures/predict_golden_without_stack.json`` holds the digests written before the bundles carried a
+superclass stack (``superclass_stack.json``): with the stack switched off every output — AF, rhythm, events,
+quality, routes and the query network's / head's superclass scores — must still be those, bit for bit
+(the stack changes the superclass scores only, and a bundle without it behaves exactly as before).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from kmerl_edge._preprocess import resample_signal
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDS = FIXTURES / "records"
 GOLDEN = FIXTURES / "predict_golden.json"
+GOLDEN_WITHOUT_STACK = FIXTURES / "predict_golden_without_stack.json"
 FUSION = FIXTURES / "predict_golden_af_fusion.json"
 BACKEND = "onnxruntime-int8"
 
@@ -154,6 +160,24 @@ def clf() -> ke.Classifier:
 def test_outputs_are_bit_identical_to_the_pinned_ones(clf: ke.Classifier, case: str) -> None:
     want = json.loads(GOLDEN.read_text())["cases"][case]
     got = CASES[case](clf)
+    assert got == want, f"{case}: changed parts {[k for k in want if got.get(k) != want[k]]}"
+
+
+@pytest.fixture(scope="module")
+def clf_without_stack() -> ke.Classifier:
+    pytest.importorskip("onnxruntime")
+    c = _classifier()
+    c.use_superclass_stack(None)
+    assert c.companion is not None
+    c.companion.use_superclass_stack(None)
+    return c
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_without_the_superclass_stack_outputs_are_those_pinned_before_it(clf_without_stack: ke.Classifier,
+                                                                          case: str) -> None:
+    want = json.loads(GOLDEN_WITHOUT_STACK.read_text())["cases"][case]
+    got = CASES[case](clf_without_stack)
     assert got == want, f"{case}: changed parts {[k for k in want if got.get(k) != want[k]]}"
 
 
