@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,11 +128,42 @@ class SuperclassStack:
     def probability(self, logits: np.ndarray, per: np.ndarray, glob: np.ndarray,
                     lead_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """(N, C) probabilities from the model's logits of :attr:`classes` (N, C) and
-        :func:`stack_measurements` of the same windows on ``lead_ids``."""
-        mask = np.zeros((len(logits), N_LEADS))
-        mask[:, [int(i) for i in lead_ids]] = 1.0
-        z = self.design(logits, per, glob, mask) @ self.coef.T + self.intercept
+        :func:`stack_measurements` of the same windows on ``lead_ids``: :meth:`design` times the
+        coefficients, computed on the scored leads only (the others' inputs are 0)."""
+        key = tuple(int(i) for i in lead_ids)
+        blk = self._blocks.get(key)
+        if blk is None:  # per lead set: its leads' statistics and coefficients, the presence term summed
+            ids = list(key)
+            lm, ls, w_l, w_p, w_m, w_g = self._parts
+            blk = self._blocks[key] = (ids, self.lead_mean[ids], self.lead_std[ids],
+                                       w_p[ids].reshape(len(ids) * len(PER_LEAD), -1),
+                                       w_m[ids].sum(axis=0) + self.intercept)
+        ids, mean, std, w_lead, const = blk
+        lm, ls, w_l, _, _, w_g = self._parts
+        z = ((np.asarray(logits, np.float64) - lm) / ls) @ w_l
+        p = (per[:, ids] - mean) / std  # (N, L, P)
+        p[np.isnan(p)] = 0.0
+        np.clip(p, -self.clip, self.clip, out=p)
+        z += p.reshape(len(p), -1) @ w_lead
+        g = (glob - self.global_mean) / self.global_std
+        g[np.isnan(g)] = 0.0
+        np.clip(g, -self.clip, self.clip, out=g)
+        z += g @ w_g + const
         return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -60.0), 60.0)))
+
+    @cached_property
+    def _blocks(self) -> dict[tuple[int, ...], tuple[Any, ...]]:
+        return {}
+
+    @cached_property
+    def _parts(self) -> tuple[np.ndarray, ...]:
+        """logit mean / std and the coefficients split by input block: logits (C, C), per lead (12, P, C),
+        presence (12, C), window (G, C)."""
+        c, p_n = len(self.classes), len(PER_LEAD)
+        w = np.asarray(self.coef, np.float64).T  # (F, C)
+        a, b = c, c + N_LEADS * p_n
+        return (np.asarray(self.logit_mean, np.float64), np.asarray(self.logit_std, np.float64), w[:a],
+                w[a:b].reshape(N_LEADS, p_n, c), w[b:b + N_LEADS], w[b + N_LEADS:])
 
     def to_dict(self) -> dict[str, Any]:
         def f(a: np.ndarray) -> Any:
