@@ -255,6 +255,28 @@ def apply_rule(cand5: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return {"candidates": res, "ship": ship}
 
 
+def paired_fold10(old: str | Path, new: str | Path, data: str | Path) -> dict[str, Any]:
+    """Paired bootstrap interval of fold-10 superclass macro AUC, bundles in ``new`` minus those in ``old``
+    (folders holding ``default_bundle`` and ``default_bundle_12``), torch fp32, the windows and beats of
+    ``kmerl-bench accuracy``. A report of the shipped choice, never an input to it."""
+    import kmerl_edge
+    from benchmarks._stats import macro_auc_ranks
+    from benchmarks.accuracy import _student_scores, load_ptbxl_tasks
+
+    task = load_ptbxl_tasks(data)[0]
+    sets = {"12 leads": "default_bundle_12", "6 limb": "default_bundle_12", "I,II,V2": "default_bundle",
+            "I,II": "default_bundle", "I": "default_bundle", "II": "default_bundle"}
+    out: dict[str, Any] = {"n": len(task.ids)}
+    for key, b in sets.items():
+        sc = {side: _student_scores(kmerl_edge.load(Path(root) / b, backend="torch", companion=False), task,
+                                    LEAD_SETS[key]) for side, root in (("old", old), ("new", new))}
+        y = task.labels > 0.5
+        out[key] = {"old": round(macro_auc_ranks(y, sc["old"]), 4), "new": round(macro_auc_ranks(y, sc["new"]), 4),
+                    "diff_ci95": _paired(y, sc["new"], sc["old"])}
+        print(key, json.dumps(out[key]), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.superclass_measure", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,9 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="first N training and validation records (smoke test)")
+    ap.add_argument("--fold10-paired", nargs=2, metavar=("OLD_DIR", "NEW_DIR"),
+                    help="report: paired fold-10 interval of the bundles in NEW_DIR minus those in OLD_DIR")
+    ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--rule", nargs=2, metavar=("CAND5_JSON", "BASE_JSON"),
                     help="apply the selection rule to the two runs' results and print it")
     a = ap.parse_args(argv)
+    if a.fold10_paired:
+        res = paired_fold10(a.fold10_paired[0], a.fold10_paired[1], a.data)
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=2))
+        return 0
     if a.rule:
         r = apply_rule(json.loads(Path(a.rule[0]).read_text()), json.loads(Path(a.rule[1]).read_text()))
         print(json.dumps(r, indent=2))
