@@ -954,7 +954,12 @@ def _probe_card_lines(manifest: Mapping[str, Any]) -> list[str]:
         "logistic regression on the mean-pooled encoder tokens fitted on the training split's labels (the "
         "linear-probe protocol; these are seen, supervised classes); every other class is scored by the "
         "cardiac query network",
-    ]
+    ] + ([
+        "- superclass stack (`superclass_stack.json`): those scores are then a logistic regression per class over "
+        "the head's logits and classical ECG measurements of the window on its beats (QRS duration and shape, "
+        "ST level, T wave, axis, heart rate; `kmerl_edge._measure`), fitted on the training split with "
+        "cross-fitted head logits; a window without three beats falls back on the logits",
+    ] if manifest.get("metrics", {}).get("superclass_stack") else [])
 
 
 def render_model_card(manifest: Mapping[str, Any]) -> str:
