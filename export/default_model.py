@@ -188,6 +188,7 @@ def build_default_model(
     ptbxl_val_folds: Sequence[int] = (9,),
     finetune: Any = None,
     superclass_probe: Any = None,
+    superclass_stack: bool = False,
 ) -> Path:
     """Train, export and evaluate the default model (see the module docstring). ``lead_mask_choices``: the
     numbers of leads a 12-lead training record may have masked, drawn uniformly per sample (``None``: the
@@ -196,7 +197,12 @@ def build_default_model(
     ``ptbxl_val_folds``: the PTB-XL folds kept out of training for validation (empty: they train too, as
     the bundles shipped before the validation split did); ``finetune``: an :class:`export._finetune.FinetuneConfig`
     (None or ``steps=0``: no fine-tuning stage); ``superclass_probe``: an :class:`export._probe.ProbeConfig`
-    (None: no head) — a linear superclass head fitted on the run's training split, in both bundles alike."""
+    (None: no head) — a linear superclass head fitted on the run's training split, in both bundles alike;
+    ``superclass_stack``: then also the measurement stack on the head (``export._stack``, needs the head)."""
+    if superclass_stack and superclass_probe is None:
+        from kmerl_edge._errors import ConfigError
+
+        raise ConfigError("--superclass-stack stacks the superclass head's logits: it needs --superclass-probe")
     import torch
 
     from kmerl_edge._config import get_config
@@ -352,6 +358,12 @@ def build_default_model(
 
     metrics["af_fusion"] = add_af_fusion(bundle, shared)
     print(f"[5/5] AF fusion: {json.dumps(metrics['af_fusion'])}", flush=True)
+    if superclass_stack:
+        from export._stack import add_superclass_stack
+
+        stack = add_superclass_stack(bundle, shared)
+        metrics["superclass_stack"] = {k: v for k, v in stack.items() if k != "per_class"}
+        print(f"superclass stack: {json.dumps(metrics['superclass_stack'])}", flush=True)
     add_artifacts(bundle, {}, metrics={"default_model": metrics})
     (work / "default_model_metrics.json").write_text(json.dumps(metrics, indent=2))
     return bundle
@@ -515,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                          "mean-pooled tokens, fitted on the training split (export._probe; default: off)")
     ap.add_argument("--superclass-probe-mode", choices=PROBE_MODES, default="replace",
                     help="the head's logit (replace) or the mean of its and the query network's probabilities")
+    ap.add_argument("--superclass-stack", action="store_true",
+                    help="stack the head's logits with classical ECG measurements (export._stack; needs "
+                         "--superclass-probe; default: off)")
     ap.add_argument("--backends", default=None, help="comma-separated artifacts (default: all the exporter knows)")
     a = ap.parse_args(argv)
     import torch
@@ -550,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                             ptbxl_val_folds=() if a.ptbxl_val_folds.strip().lower() == "none"
                             else tuple(_int_list(a.ptbxl_val_folds, "--ptbxl-val-folds") or ()),
                             backends=a.backends.split(",") if a.backends else None, command=command,
-                            finetune=finetune, superclass_probe=probe)
+                            finetune=finetune, superclass_probe=probe, superclass_stack=a.superclass_stack)
     except KmerlError as exc:
         print(f"python -m export.default_model: error: {exc}", file=sys.stderr)
         return 2
