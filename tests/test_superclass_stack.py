@@ -153,3 +153,31 @@ def test_only_training_records_are_fitted_on():
         check_training_records([rec("ptbxl:2", "val", "p2")], {"p1"})
     with pytest.raises(ExportError, match="ptbxl:2"):  # without the bundle's patient lists: train split only
         check_training_records([rec("ptbxl:2", "val", "p2")], None)
+
+
+@pytest.mark.filterwarnings("ignore::Warning")  # sklearn: eight windows leave CV folds without a positive
+def test_the_exporter_fits_a_valid_stack_on_real_windows_and_needs_the_head(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from export._probe import ProbeConfig
+    from export._stack import add_superclass_stack, fit_superclass_stack
+    from kmerl_edge._model import create_model
+
+    with np.load(Path(__file__).parent / "fixtures" / "export" / "ptbxl_windows.npz") as z:
+        x, y, classes = z["windows"].astype(np.float32), z["labels"].astype(np.float32), tuple(z["classes"])
+    y, classes = y[:, :3], classes[:3]  # the classes with two positive windows among the eight
+    monkeypatch.setattr("export._stack.STACK_CS", (0.1,))  # one C: the recipe's grid is what the bundles use
+    torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stack = fit_superclass_stack(create_model("kmerl-test-micro").eval(), [1.0] * len(classes), x, y, classes,
+                                     label_set=SC, fs=500.0, probe_config=ProbeConfig(random_subsets=0))
+    finally:
+        torch.set_num_threads(n)
+    back = SuperclassStack.from_bytes(stack.save(tmp_path / STACK_FILE).read_bytes())
+    assert back.classes == classes and back.meta["rows"] == 8 * 6 and back.meta["measured_share"] > 0.5
+    per, glob = stack_measurements(x[:2, :3], [0, 1, 2], fs=500.0)
+    assert np.isfinite(back.probability(np.zeros((2, len(classes))), per, glob, [0, 1, 2])).all()
+    with pytest.raises(ExportError, match="no superclass head"):  # the fixture bundle has none
+        add_superclass_stack(BUNDLE, tmp_path)
