@@ -78,6 +78,7 @@ def _auc(manifest: dict[str, Any]) -> dict[str, Any]:
     {evaluation: {leads: {"macro_auc", "n"}}}) where present, else the exporter's ``metrics.auc``."""
     built = ((manifest.get("metrics") or {}).get("default_model") or {}).get("student")
     fused = bool((manifest.get("metrics") or {}).get("af_fusion"))  # predict reports the fused AF probability
+    stacked = bool((manifest.get("metrics") or {}).get("superclass_stack"))  # and the stacked superclass scores
     if isinstance(built, dict) and built:
         out_b: dict[str, Any] = {}
         for evaluation, by_leads in built.items():
@@ -93,6 +94,8 @@ def _auc(manifest: dict[str, Any]) -> dict[str, Any]:
                 notes = [f"n={n}"] if n else []
                 if fused and evaluation.endswith("_af"):
                     notes.append("network alone, before the bundle's AF fusion")
+                if stacked and evaluation.endswith("_superclass"):
+                    notes.append("head alone, before the bundle's superclass stack")
                 out_b[evaluation + (f" ({', '.join(notes)})" if notes else "")] = row
         if out_b:
             return out_b

@@ -104,6 +104,9 @@ def test_info_and_models_list_both_default_bundles(capsys: pytest.CaptureFixture
     for d in sources.values():
         af = [k for k in d["auc"] if k.startswith("cpsc2021_af")]
         assert af and all("network alone" in k and "AF fusion" in k for k in af), d["auc"].keys()
+        # likewise the built superclass AUC is the head's alone; predict reports the stacked scores
+        sc = [k for k in d["auc"] if k.startswith("ptbxl_fold10_superclass")]
+        assert sc and all("head alone, before the bundle's superclass stack" in k for k in sc), d["auc"].keys()
     assert main(["models"]) == 0
     assert "network alone, before the bundle's AF fusion" in capsys.readouterr().out
 
