@@ -327,10 +327,12 @@ class VerifiedBeatDetector(BeatDetector):
         real = self._lfilter
 
         def capture(b: np.ndarray, a: np.ndarray, m: np.ndarray, zi: np.ndarray) -> Any:
-            # the block means the band-pass filter reads (one per internal sample, one sample behind
-            # the block mean of the same index): the verifier's signal
+            # the band-pass filter reads the block means one sample late; the verifier's signal is the
+            # block means themselves (this call's: m without its first value, then the newest block
+            # mean, which _feed has just kept in _ytail), one per internal sample
+            y = np.concatenate((m[1:], self._ytail[1:])) if self._ytail is not None else m
             buf: np.ndarray = self._ybuf
-            self._ybuf = np.concatenate((buf, m)) if buf.size else m.copy()
+            self._ybuf = np.concatenate((buf, y)) if buf.size else y
             return real(b, a, m, zi=zi)
 
         self._lfilter = capture
@@ -464,7 +466,7 @@ class VerifiedBeatDetector(BeatDetector):
         nh0 = len(hist)
         pos_l = [q[0] for q in hist] + [e[0] for e in ents]
         pos = np.array(pos_l, dtype=np.float64)
-        c = (pos - self._delay_i + (1.5 - self._yb0)).astype(np.int64)  # rounded; +1: m lags y
+        c = (pos - self._delay_i + (0.5 - self._yb0)).astype(np.int64)  # rounded (all positive)
         idx = c[:, None] + self._voffs
         y = self._ybuf
         if idx[-1, -1] >= y.size or idx[0, 0] < 0:
