@@ -31,6 +31,13 @@ stack − head paired interval entirely below 0, and it would ship only if (1) o
 AUC(fallback) ≥ AUC(stack) − 0.005; (2) on every such cell the fallback − head paired interval is not
 entirely below 0; (3) the mean over all shifted cells of AUC(fallback) − AUC(stack) is ≥ 0.
 
+Second candidate, the polarity guard, written after the first run showed lead I inverted as the one cell
+with stack − head below 0 (the quality fallback above does not trigger there) and before the guard was
+measured: report the head's superclass probabilities when lead I is scored and its median beat, as the
+stack measures it (:func:`kmerl_edge._superclass_stack.stack_measurements` on the model window with the
+prediction's window rhythm), has both a negative QRS area and a negative mean T (``qrs_area < 0`` and
+``t_mean < 0``: an inverted lead I flips both). Same criteria (1)–(3), the cell ``I|invert_I`` for (2).
+
     python -m benchmarks.superclass_shift --data ../shared/data \\
         --out benchmarks/results/superclass_probe/fold9_shift.json
 """
