@@ -130,6 +130,24 @@ def _load_fold(data: str | Path, fold: int, limit: int | None) -> tuple[list[Any
     return recs, np.asarray(ys, bool), ids
 
 
+def _lead_i_polarity(clf: Any, x: np.ndarray, fs: float, leads: Sequence[str], pred: Any) -> list[float] | None:
+    """Lead I's (qrs_area, t_mean) as the stack measures them (mean over windows); None without lead I."""
+    from kmerl_edge import lead_ids, preprocess
+    from kmerl_edge._measure import PER_LEAD
+    from kmerl_edge._superclass_stack import stack_measurements
+
+    if "I" not in pred.leads:
+        return None
+    pre = preprocess(x, fs=fs, leads=leads, config=clf.bundle.preprocess_config)
+    keep = [i for i, lead in enumerate(pre.leads) if lead in pred.leads]
+    names = [pre.leads[i] for i in keep]
+    w = np.asarray(pre.windows)[:, keep]
+    rhythm = list(pred.window_rhythm) if len(pred.window_rhythm) == len(w) else None
+    per, _ = stack_measurements(w, lead_ids(names), fs=clf.bundle.preprocess_config.target_fs, rhythm=rhythm)
+    v = np.nanmean(per[:, 0, [PER_LEAD.index("qrs_area"), PER_LEAD.index("t_mean")]], axis=0)
+    return [float(a) for a in v]
+
+
 def _flags(pred: Any) -> dict[str, Any]:
     wr = list(pred.window_rhythm)
     return {"noisy": any(q.noisy for q in pred.quality.leads if q.lead in pred.leads),
@@ -171,7 +189,7 @@ def score_shifts(data: str | Path, bundles: str | Path, *, seed: int = 0, limit:
                 ph = clfs[b][1].predict(x, fs=fs, leads=leads, label_set=LABEL_SET)
                 cell["stack"].append([ps.by_label_set[LABEL_SET][c] for c in classes])
                 cell["head"].append([ph.by_label_set[LABEL_SET][c] for c in classes])
-                cell["flags"].append(_flags(ps))
+                cell["flags"].append({**_flags(ps), "lead_I_qrs_t": _lead_i_polarity(clfs[b][0], x, fs, leads, ps)})
             raw["cells"][f"{key}|{shift}"] = cell
             log(f"{shift:9s} {key:8s} {time.perf_counter() - t0:6.1f} s")
     return raw
@@ -181,6 +199,17 @@ def fallback_rule(stack: np.ndarray, head: np.ndarray, flags: Sequence[dict[str,
     """The pre-written fallback: the head where a scored lead is noisy or the window's rhythm is not ok."""
     bad = np.array([f["noisy"] or not f["rhythm_ok"] for f in flags], bool)
     return np.where(bad[:, None], head, stack)
+
+
+def polarity_guard(stack: np.ndarray, head: np.ndarray, flags: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The second candidate: the head where lead I's QRS area and mean T are both negative."""
+    bad = np.array([f["lead_I_qrs_t"] is not None and bool(np.all(np.asarray(f["lead_I_qrs_t"]) < 0))
+                    for f in flags], bool)
+    return np.where(bad[:, None], head, stack)
+
+
+CANDIDATES: dict[str, Callable[[np.ndarray, np.ndarray, Sequence[dict[str, Any]]], np.ndarray]] = {
+    "fallback": fallback_rule, "polarity_guard": polarity_guard}
 
 
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
@@ -196,16 +225,19 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, cell in raw["cells"].items():
         s, h = np.asarray(cell["stack"]), np.asarray(cell["head"])
-        f = fallback_rule(s, h, cell["flags"])
         row: dict[str, Any] = {}
-        for k, v in (("stack", s), ("head", h), ("fallback", f)):
+        scores = {"stack": s, "head": h, **{c: fn(s, h, cell["flags"]) for c, fn in CANDIDATES.items()}}
+        for k, v in scores.items():
             row[k] = {"macro_auc": round(macro_auc_ranks(y, v), 4), "ci95": r4(bootstrap_macro_auc_ci(y, v))}
         row["stack_minus_head"] = {"diff": round(row["stack"]["macro_auc"] - row["head"]["macro_auc"], 4),
                                    "ci95": r4(paired_macro_auc_diff_ci(y, h, s))}
-        row["fallback_minus_head"] = {"diff": round(row["fallback"]["macro_auc"] - row["head"]["macro_auc"], 4),
+        for c in CANDIDATES:
+            f = scores[c]
+            row[f"{c}_minus_head"] = {"diff": round(row[c]["macro_auc"] - row["head"]["macro_auc"], 4),
                                       "ci95": r4(paired_macro_auc_diff_ci(y, h, f))}
-        row["fallback_minus_stack"] = {"diff": round(row["fallback"]["macro_auc"] - row["stack"]["macro_auc"], 4),
+            row[f"{c}_minus_stack"] = {"diff": round(row[c]["macro_auc"] - row["stack"]["macro_auc"], 4),
                                        "ci95": r4(paired_macro_auc_diff_ci(y, s, f))}
+            row[f"{c}_share_triggered"] = round(float(np.mean(np.any(f != s, axis=1))), 3)
         fl = cell["flags"]
         row["share_noisy"] = round(float(np.mean([x["noisy"] for x in fl])), 3)
         row["share_rhythm_not_ok"] = round(float(np.mean([not x["rhythm_ok"] for x in fl])), 3)
@@ -214,17 +246,20 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide(summary: dict[str, Any]) -> dict[str, Any]:
-    """The pre-written rule (module docstring) applied to :func:`summarise`'s table."""
+    """The pre-written rules (module docstring) applied to :func:`summarise`'s table, per candidate."""
     worse = [k for k, r in summary.items() if r["stack_minus_head"]["ci95"][1] < 0]
     if not worse:
-        return {"stack_clearly_worse": [], "fallback": "not considered: no cell has stack − head entirely below 0"}
+        return {"stack_clearly_worse": [], "candidates": "not considered: no cell has stack − head entirely below 0"}
+    out: dict[str, Any] = {"stack_clearly_worse": worse}
     clean = {k: r for k, r in summary.items() if k.endswith("|clean")}
-    c1 = all(r["fallback"]["macro_auc"] >= r["stack"]["macro_auc"] - 0.005 for r in clean.values())
-    c2 = all(summary[k]["fallback_minus_head"]["ci95"][1] >= 0 for k in worse)
-    shifted = [r["fallback_minus_stack"]["diff"] for k, r in summary.items() if not k.endswith("|clean")]
-    c3 = float(np.mean(shifted)) >= 0
-    return {"stack_clearly_worse": worse, "c1_clean_kept": c1, "c2_worse_cells_fixed": c2,
-            "c3_mean_shift_gain": round(float(np.mean(shifted)), 4), "fallback_ships": bool(c1 and c2 and c3)}
+    for c in CANDIDATES:
+        c1 = all(r[c]["macro_auc"] >= r["stack"]["macro_auc"] - 0.005 for r in clean.values())
+        c2 = all(summary[k][f"{c}_minus_head"]["ci95"][1] >= 0 for k in worse)
+        shifted = [r[f"{c}_minus_stack"]["diff"] for k, r in summary.items() if not k.endswith("|clean")]
+        c3 = float(np.mean(shifted)) >= 0
+        out[c] = {"c1_clean_kept": c1, "c2_worse_cells_fixed": c2,
+                  "c3_mean_shift_gain": round(float(np.mean(shifted)), 4), "ships": bool(c1 and c2 and c3)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, r in summary.items():
         print(f"{k:22s} stack {r['stack']['macro_auc']:.3f} head {r['head']['macro_auc']:.3f} "
               f"diff {r['stack_minus_head']['diff']:+.3f} {r['stack_minus_head']['ci95']} "
-              f"fallback {r['fallback']['macro_auc']:.3f} noisy {r['share_noisy']} rhythm_bad {r['share_rhythm_not_ok']}")
+              f"fallback {r['fallback']['macro_auc']:.3f} guard {r['polarity_guard']['macro_auc']:.3f} "
+              f"({r['polarity_guard_share_triggered']}) noisy {r['share_noisy']} rhythm_bad {r['share_rhythm_not_ok']}")
     print(json.dumps(res["decision"], indent=1))
     return 0
 

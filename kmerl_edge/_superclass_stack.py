@@ -15,6 +15,12 @@ The beats are the window's rhythm analysis (the one ``predict`` and ``stream`` p
 model window when none is given. It is fitted at export on the network's training split only
 (``export._stack``; ``kmerl-export superclass-stack``), stored as JSON (hashed in the manifest like every
 artifact) and changes the label set's rows only: every other row (AF, the rhythm classes) is untouched.
+
+Polarity guard: a window whose lead I has both a negative QRS area and a negative mean T on its median
+beat reads as lead I recorded the other way round (a handheld device held reversed). The stack's
+measurements were fitted on upright lead I and turn such a window's scores below chance, worse than the
+model's own (``benchmarks.superclass_shift``, PTB-XL fold 9, lead I alone: macro AUC 0.42 stacked, 0.57
+the model's), so the model's own probabilities are reported for it (:func:`inverted_lead_i`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from .rhythm import choose_rhythm_lead
 if TYPE_CHECKING:  # pragma: no cover
     from .rhythm import RhythmResult
 
-__all__ = ["STACK_FILE", "SuperclassStack", "stack_measurements"]
+__all__ = ["STACK_FILE", "SuperclassStack", "inverted_lead_i", "stack_measurements"]
 
 STACK_FILE = "superclass_stack.json"
 FORMAT = "kmerl-superclass-stack/1"
@@ -76,6 +82,15 @@ def stack_measurements(
         per[k, ids] = p
         glob[k] = g
     return per, glob
+
+
+def inverted_lead_i(per: np.ndarray) -> np.ndarray:
+    """(N,) per window of :func:`stack_measurements`' per-lead block: lead I scored and measured with both a
+    negative QRS area and a negative mean T (an inverted lead I); False where lead I is not measured."""
+    i = LEADS.index("I")
+    q, t = per[:, i, PER_LEAD.index("qrs_area")], per[:, i, PER_LEAD.index("t_mean")]
+    with np.errstate(invalid="ignore"):
+        return np.asarray((q < 0) & (t < 0), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -129,7 +144,8 @@ class SuperclassStack:
                     lead_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """(N, C) probabilities from the model's logits of :attr:`classes` (N, C) and
         :func:`stack_measurements` of the same windows on ``lead_ids``: :meth:`design` times the
-        coefficients, computed on the scored leads only (the others' inputs are 0)."""
+        coefficients, computed on the scored leads only (the others' inputs are 0). Windows with an
+        inverted lead I (:func:`inverted_lead_i`) get the model's own probabilities, sigmoid(logits)."""
         key = tuple(int(i) for i in lead_ids)
         blk = self._blocks.get(key)
         if blk is None:  # per lead set: its leads' statistics and coefficients, the presence term summed
@@ -149,6 +165,9 @@ class SuperclassStack:
         g[np.isnan(g)] = 0.0
         np.clip(g, -self.clip, self.clip, out=g)
         z += g @ w_g + const
+        guard = inverted_lead_i(per)
+        if guard.any():
+            z[guard] = np.asarray(logits, np.float64)[guard]
         return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -60.0), 60.0)))
 
     @cached_property

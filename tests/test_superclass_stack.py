@@ -181,3 +181,42 @@ def test_the_exporter_fits_a_valid_stack_on_real_windows_and_needs_the_head(tmp_
     assert np.isfinite(back.probability(np.zeros((2, len(classes))), per, glob, [0, 1, 2])).all()
     with pytest.raises(ExportError, match="no superclass head"):  # the fixture bundle has none
         add_superclass_stack(BUNDLE, tmp_path)
+
+
+def _head(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(logits, -60.0), 60.0)))
+
+
+def test_an_inverted_lead_i_falls_back_on_the_logits(ecg):
+    # A device that records lead I the other way round (benchmarks.superclass_shift, fold 9: at one lead the
+    # stack scored macro AUC 0.42 against the head's 0.57) flips lead I's QRS area and T: the head is reported.
+    s = _stack(_classes())
+    rng = np.random.default_rng(1)
+    for sign, guarded in ((1.0, False), (-1.0, True)):
+        for leads, rows in ((["I"], [0]), (["I", "II"], [0, 1])):
+            x = ecg[rows, :4000].copy()
+            x[0] *= sign
+            pre = preprocess(x, fs=200.0, leads=leads)
+            per, glob = stack_measurements(pre.windows, pre.lead_ids, fs=500.0)
+            logits = rng.normal(size=(len(pre.windows), len(s.classes)))
+            p = s.probability(logits, per, glob, pre.lead_ids)
+            assert np.array_equal(p, _head(logits)) == guarded, (sign, leads)
+    # lead II inverted alone is not lead I: the stack stays on
+    x = ecg[:, :4000].copy()
+    x[1] *= -1.0
+    pre = preprocess(x, fs=200.0, leads=["I", "II"])
+    per, glob = stack_measurements(pre.windows, pre.lead_ids, fs=500.0)
+    logits = rng.normal(size=(len(pre.windows), len(s.classes)))
+    assert not np.allclose(s.probability(logits, per, glob, pre.lead_ids), _head(logits))
+
+
+def test_the_shipped_bundle_reports_the_head_on_an_inverted_lead_i(ecg):
+    pytest.importorskip("onnxruntime")
+    clf = kmerl_edge.load(backend="onnxruntime", companion=False)
+    head = kmerl_edge.load(backend="onnxruntime", companion=False)
+    assert clf.superclass_stack is not None
+    head.use_superclass_stack(None)
+    x = ecg[:1, :4000]
+    assert clf.predict(x, fs=200.0, leads=["I"]).by_label_set[SC] != head.predict(x, fs=200.0, leads=["I"]).by_label_set[SC]
+    p = clf.predict(-x, fs=200.0, leads=["I"]).by_label_set[SC]
+    assert p == head.predict(-x, fs=200.0, leads=["I"]).by_label_set[SC]
