@@ -187,8 +187,8 @@ def score_shifts(data: str | Path, bundles: str | Path, *, seed: int = 0, limit:
                 x = np.ascontiguousarray(sig[rows], dtype=np.float32)
                 ps = clfs[b][0].predict(x, fs=fs, leads=leads, label_set=LABEL_SET)
                 ph = clfs[b][1].predict(x, fs=fs, leads=leads, label_set=LABEL_SET)
-                cell["stack"].append([ps.by_label_set[LABEL_SET][c] for c in classes])
-                cell["head"].append([ph.by_label_set[LABEL_SET][c] for c in classes])
+                cell["stack"].append([round(ps.by_label_set[LABEL_SET][c], 5) for c in classes])
+                cell["head"].append([round(ph.by_label_set[LABEL_SET][c], 5) for c in classes])
                 cell["flags"].append({**_flags(ps), "lead_I_qrs_t": _lead_i_polarity(clfs[b][0], x, fs, leads, ps)})
             raw["cells"][f"{key}|{shift}"] = cell
             log(f"{shift:9s} {key:8s} {time.perf_counter() - t0:6.1f} s")
@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
            "fold": 9, "n_records": len(raw["ids"]), "seed": a.seed, "backend": raw["backend"],
            "elapsed_s": round(time.time() - t0, 1), "summary": summary, "decision": decide(summary), "raw": raw}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    text = json.dumps({k: v for k, v in res.items() if k != "raw"}, indent=1)  # per-record rows compact
+    Path(a.out).write_text(text[:-2] + ',\n "raw": ' + json.dumps(raw, separators=(",", ":")) + "\n}\n")
     for k, r in summary.items():
         print(f"{k:22s} stack {r['stack']['macro_auc']:.3f} head {r['head']['macro_auc']:.3f} "
               f"diff {r['stack_minus_head']['diff']:+.3f} {r['stack_minus_head']['ci95']} "
