@@ -19,7 +19,7 @@ and 10, held-out patients) is an :class:`ExportError`, never fitted on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,59 +152,51 @@ def pooled_embeddings(model: KMERLModel, windows: np.ndarray, lead_ids: np.ndarr
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, w))
 
 
-def subset_embeddings(model: KMERLModel, x: np.ndarray, config: ProbeConfig
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings, window index, lead count) of every (window, lead subset) row."""
+def _subset_groups(x: np.ndarray, config: ProbeConfig) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (window, lead subset) rows of :func:`subset_embeddings` in groups of one lead count: (window
+    indices (n,), lead ids — one (k,) set for every window of a fixed lead set, or (n, k) per window for the
+    ``config.random_subsets`` random draws). One sequence of random draws for every caller."""
     from kmerl_edge import lead_ids
 
     present = np.abs(x.astype(np.float32)).max(axis=-1) > 0  # (N, 12); absent leads are zero rows
-    emb, win, count = [], [], []
     for leads in FIXED_LEAD_SETS:
-        ids = lead_ids(leads)
+        ids = np.asarray(lead_ids(leads))
         have = np.flatnonzero(present[:, ids].all(axis=1))
         if len(have):
-            emb.append(pooled_embeddings(model, x[have][:, ids], ids, config.batch))
-            win.append(have)
-            count.append(np.full(len(have), len(ids)))
+            yield have, ids
     rng = np.random.default_rng(config.seed)
     for _ in range(config.random_subsets):
         n_present = present.sum(axis=1)
         k = np.minimum(rng.integers(1, 13, len(x)), n_present)
         for kk in np.unique(k[k > 0]):
             rows = np.flatnonzero(k == kk)
-            lid = np.stack([np.sort(rng.choice(np.flatnonzero(present[i]), size=int(kk), replace=False))
-                            for i in rows])
+            yield rows, np.stack([np.sort(rng.choice(np.flatnonzero(present[i]), size=int(kk), replace=False))
+                                  for i in rows])
+
+
+def subset_embeddings(model: KMERLModel, x: np.ndarray, config: ProbeConfig
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, window index, lead count) of every (window, lead subset) row."""
+    emb, win, count = [], [], []
+    for rows, lid in _subset_groups(x, config):
+        if lid.ndim == 1:
+            emb.append(pooled_embeddings(model, x[rows][:, lid], lid, config.batch))
+        else:
             xs = np.stack([x[i][lid[j]] for j, i in enumerate(rows)])
             emb.append(pooled_embeddings(model, xs, lid, config.batch))
-            win.append(rows)
-            count.append(np.full(len(rows), int(kk)))
+        win.append(rows)
+        count.append(np.full(len(rows), lid.shape[-1]))
     return np.concatenate(emb), np.concatenate(win), np.concatenate(count)
 
 
 def subset_rows(x: np.ndarray, config: ProbeConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """(window index, lead ids) of every row of :func:`subset_embeddings`, in its order and with its
     random draws."""
-    from kmerl_edge import lead_ids
-
-    present = np.abs(x.astype(np.float32)).max(axis=-1) > 0
     win: list[np.ndarray] = []
     lids: list[np.ndarray] = []
-    for leads in FIXED_LEAD_SETS:
-        ids = lead_ids(leads)
-        have = np.flatnonzero(present[:, ids].all(axis=1))
-        if len(have):
-            win.append(have)
-            lids.extend([np.asarray(ids)] * len(have))
-    rng = np.random.default_rng(config.seed)
-    for _ in range(config.random_subsets):
-        n_present = present.sum(axis=1)
-        k = np.minimum(rng.integers(1, 13, len(x)), n_present)
-        for kk in np.unique(k[k > 0]):
-            rows = np.flatnonzero(k == kk)
-            lid = np.stack([np.sort(rng.choice(np.flatnonzero(present[i]), size=int(kk), replace=False))
-                            for i in rows])
-            win.append(rows)
-            lids.extend(list(lid))
+    for rows, lid in _subset_groups(x, config):
+        win.append(rows)
+        lids.extend([lid] * len(rows) if lid.ndim == 1 else list(lid))
     return (np.concatenate(win) if win else np.zeros(0, np.int64)), lids
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._bundle import artifact_json_object
 from ._errors import BundleError, InvalidArgumentError
 from ._leads import LEADS
 from .rhythm import _median, choose_rhythm_lead
@@ -265,13 +266,7 @@ class AfFusion:
     @classmethod
     def from_bytes(cls, data: bytes) -> AfFusion:
         """From the verified bytes of a bundle's ``af_fusion.json`` (:meth:`kmerl_edge.Bundle.read`)."""
-        try:
-            d = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BundleError(f"af_fusion.json is not valid JSON: {exc}") from None
-        if not isinstance(d, dict):
-            raise BundleError("af_fusion.json must hold a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(artifact_json_object(data, "af_fusion.json"))
 
     @classmethod
     def load(cls, path: str | Path) -> AfFusion:

@@ -174,6 +174,18 @@ def _read_regular(root: Path, name: str, max_bytes: int) -> bytes:
     return data
 
 
+def artifact_json_object(data: bytes, name: str) -> dict[str, Any]:
+    """The verified bytes of the bundle artifact ``name`` (:meth:`Bundle.read`) as a JSON object, or
+    :class:`BundleError` naming the file."""
+    try:
+        d = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise BundleError(f"{name} must hold a JSON object")
+    return d
+
+
 def _loads_json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._bundle import artifact_json_object
 from ._errors import BundleError, InvalidArgumentError
 from ._leads import LEADS
 from ._measure import GLOBAL, PER_LEAD, measure_window
@@ -219,10 +220,4 @@ class SuperclassStack:
     @classmethod
     def from_bytes(cls, data: bytes) -> SuperclassStack:
         """From the verified bytes of a bundle's ``superclass_stack.json`` (:meth:`kmerl_edge.Bundle.read`)."""
-        try:
-            d = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BundleError(f"superclass_stack.json is not valid JSON: {exc}") from None
-        if not isinstance(d, dict):
-            raise BundleError("superclass_stack.json must hold a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(artifact_json_object(data, "superclass_stack.json"))
