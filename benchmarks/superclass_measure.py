@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.superclass_probe import LEAD_SETS, _paired
+from benchmarks.superclass_probe import LEAD_SETS, _paired, _row
 
 __all__ = ["CANDIDATES", "StackFeatures", "apply_rule", "main", "score_fold9"]
 
@@ -33,19 +33,6 @@ CANDIDATES = ("stack_mv", "stack_z")
 #: the rule's lead sets: (run key, lead set)
 RULE = (("cand5", "12 leads"), ("base", "I,II,V2"), ("base", "I"))
 _CLIP = 6.0
-
-
-def _row(y: np.ndarray, s: np.ndarray, base: np.ndarray | None) -> dict[str, Any]:
-    from benchmarks._stats import macro_auc_ranks
-    from benchmarks.accuracy import bootstrap_macro_auc_ci
-
-    ci = bootstrap_macro_auc_ci(y, s)
-    out: dict[str, Any] = {"macro_auc": round(macro_auc_ranks(y, s), 4),
-                           "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)]}
-    if base is not None:
-        out["diff_vs_head"] = round(macro_auc_ranks(y, s) - macro_auc_ranks(y, base), 4)
-        out["diff_ci95"] = _paired(y, s, base)
-    return out
 
 
 def band_windows(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,19 +115,6 @@ class Standardiser:
         return np.concatenate([(logits - self.lm) / self.ls, p, mask.astype(np.float64), g], axis=1)
 
 
-def _crossfit(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, cs: Sequence[float], folds: int) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-
-    z = (emb - emb.mean(axis=0)) / np.maximum(emb.std(axis=0), 1e-6)
-    out = np.zeros(y.shape)
-    for tr, te in GroupKFold(n_splits=folds).split(z, y[:, 0], groups):
-        for j, c in enumerate(cs):
-            lr = LogisticRegression(C=c, max_iter=2000).fit(z[tr], y[tr, j] > 0.5)
-            out[te, j] = lr.decision_function(z[te])
-    return out
-
-
 def _fit_stack(f: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> list[Any]:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
@@ -156,6 +130,7 @@ def score_fold9(run: str | Path, threads: int = 1, limit: int | None = None) -> 
 
     from export._corpus import read_corpus_csv
     from export._probe import ProbeConfig, fit_head, probe_training_windows, subset_embeddings, subset_rows
+    from export._stack import crossfit_head_logits
     from kmerl_edge import lead_ids
     from kmerl_edge._labels import DEFAULT_LABEL_SETS
     from kmerl_edge._measure import GLOBAL, PER_LEAD
@@ -178,7 +153,7 @@ def score_fold9(run: str | Path, threads: int = 1, limit: int | None = None) -> 
         raise RuntimeError("row bookkeeping differs from export._probe.subset_embeddings")
     head = fit_head(emb, y[win], win, sc, cfg)
     print(f"head fitted ({time.perf_counter() - t0:.0f} s):", json.dumps(head.meta["per_class"]), flush=True)
-    oof = _crossfit(emb, y[win], win, [head.meta["per_class"][c]["C"] for c in sc], cfg.cv_folds)
+    oof = crossfit_head_logits(emb, y[win], win, [head.meta["per_class"][c]["C"] for c in sc], cfg.cv_folds)
     del emb
     mv, z = band_windows([by_id[i].path for i in ids])
     gone = np.abs(x.astype(np.float32)).max(axis=-1) == 0  # leads the shard builder dropped (flat, saturated)
@@ -227,7 +202,7 @@ def score_fold9(run: str | Path, threads: int = 1, limit: int | None = None) -> 
             st, models = stacks[cand]
             f = st(per, g, logits, m)
             scores[cand] = np.stack([mdl.decision_function(f) for mdl in models], axis=1)
-        res: dict[str, Any] = {k: _row(yv_all, s, None if k == "head" else scores["head"]) for k, s in scores.items()}
+        res: dict[str, Any] = {k: _row(yv_all, s, None if k == "head" else scores["head"], "diff_vs_head") for k, s in scores.items()}
         res["n"] = n
         res["measured_share"] = round(float(g[:, 0].mean()), 4)
         out["by_lead_set"][key] = res

@@ -43,7 +43,7 @@ def _paired(y: np.ndarray, s: np.ndarray, base: np.ndarray) -> list[float]:
     return [round(v, 4) for v in paired_macro_auc_diff_ci(y, base, s)]
 
 
-def _row(y: np.ndarray, s: np.ndarray, base: np.ndarray | None) -> dict[str, Any]:
+def _row(y: np.ndarray, s: np.ndarray, base: np.ndarray | None, diff_key: str = "diff_vs_query") -> dict[str, Any]:
     from benchmarks._stats import macro_auc_ranks
     from benchmarks.accuracy import bootstrap_macro_auc_ci
 
@@ -51,7 +51,7 @@ def _row(y: np.ndarray, s: np.ndarray, base: np.ndarray | None) -> dict[str, Any
     out: dict[str, Any] = {"macro_auc": round(macro_auc_ranks(y, s), 4),
                            "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)]}
     if base is not None:
-        out["diff_vs_query"] = round(macro_auc_ranks(y, s) - macro_auc_ranks(y, base), 4)
+        out[diff_key] = round(macro_auc_ranks(y, s) - macro_auc_ranks(y, base), 4)
         out["diff_ci95"] = _paired(y, s, base)
     return out
 

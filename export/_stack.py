@@ -57,13 +57,16 @@ def stack_training_windows(records: Sequence[Any], classes: Sequence[str], confi
     return x, y, [r.record_id for r in records]
 
 
-def _crossfit(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, cs: Sequence[float]) -> np.ndarray:
+def crossfit_head_logits(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, cs: Sequence[float],
+                         folds: int = CV_FOLDS) -> np.ndarray:
+    """Out-of-fold head logits (N, C): per class a logistic regression at C ``cs[j]`` on the standardised
+    embeddings, ``folds`` folds grouped by ``groups`` (a record never in its own fit)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
     z = (emb - emb.mean(axis=0)) / np.maximum(emb.std(axis=0), 1e-6)
     out = np.zeros(y.shape)
-    for tr, te in GroupKFold(n_splits=CV_FOLDS).split(z, y[:, 0], groups):
+    for tr, te in GroupKFold(n_splits=folds).split(z, y[:, 0], groups):
         for j, c in enumerate(cs):
             lr = LogisticRegression(C=c, max_iter=2000).fit(z[tr], y[tr, j] > 0.5)
             out[te, j] = lr.decision_function(z[te])
@@ -111,7 +114,7 @@ def fit_superclass_stack(model: Any, head_cs: Sequence[float], x: np.ndarray, y:
     if not np.array_equal(rwin, win):  # pragma: no cover - the two walk the same subsets
         raise ExportError("subset rows and embeddings disagree")
     yr = y[win]
-    logits = _crossfit(emb, yr, win, head_cs)
+    logits = crossfit_head_logits(emb, yr, win, head_cs)
     per, glob, mask = _rows_measured(x, win, lids, fs)
 
     def std(a: np.ndarray) -> np.ndarray:
