@@ -347,20 +347,9 @@ class VerifiedBeatDetector(BeatDetector):
         self._vhp: list[tuple[int, float]] = []
         self._vlast = -(10**9)
 
-    def _push(self, a: np.ndarray, last: bool) -> np.ndarray:
-        if a.size == 0:
-            return self.finish() if last else np.zeros(0, dtype=np.int64)
-        self._n += a.size
-        self._raw = np.concatenate((self._raw, a)) if self._raw.size else a
-        self._feed(a)
-        self._decide(final=last)
-        self._verify(final=last)
-        return self._locate()
-
-    def finish(self) -> np.ndarray:
-        self._decide(final=True)
-        self._verify(final=True)
-        return self._locate()
+    def _decide(self, final: bool) -> None:
+        super()._decide(final)
+        self._verify(final)
 
     def _accept(self, p: int, h: float, sl: float, confident: bool, floor: float) -> None:
         super()._accept(p, h, sl, confident, floor)
