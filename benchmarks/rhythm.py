@@ -34,7 +34,7 @@ from kmerl_edge.rhythm import analyse, detect_beats
 
 from ._stats import machine_info, percentile
 
-__all__ = ["run_rhythm", "rhythm_markdown", "refresh_error_kinds", "error_kinds", "BEAT_SYMBOLS", "bootstrap_auc"]
+__all__ = ["run_rhythm", "rhythm_markdown", "refresh_error_kinds", "tolerance_sweep", "tolerance_markdown", "error_kinds", "BEAT_SYMBOLS", "bootstrap_auc"]
 
 #: MIT-BIH beat annotation symbols (non-beat symbols such as ``+`` rhythm changes, ``~`` noise are left out).
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
@@ -143,9 +143,12 @@ def _cpsc2021(data: Path, lead: int) -> list[_Rec]:
 
 
 # ----------------------------------------------------------------------------------------------- beats
-def _match(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """References and detections matched over the whole record (``compare_annotations``, 150 ms):
-    (per reference: matched, references inside [lo, hi), unmatched detections inside [lo, hi))."""
+def _match(
+    ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int, tol_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """References and detections matched over the whole record (``compare_annotations``, ``tol_s``;
+    150 ms unless given): (per reference: matched, references inside [lo, hi), unmatched detections
+    inside [lo, hi))."""
     from wfdb import processing
 
     ref = np.asarray(ref, dtype=np.int64)
@@ -154,7 +157,7 @@ def _match(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> 
     det_in = (det >= lo) & (det < hi)
     if ref.size == 0 or det.size == 0:
         return np.zeros(ref.size, dtype=bool), ref_in, det_in
-    c = processing.compare_annotations(ref, det, int(round(TOL_S * fs)))
+    c = processing.compare_annotations(ref, det, int(round((TOL_S if tol_s is None else tol_s) * fs)))
     c.compare()
     m = np.asarray(c.matching_sample_nums, dtype=np.int64)  # per reference: matched detection or -1
     matched = np.zeros(det.size, dtype=bool)
@@ -162,11 +165,13 @@ def _match(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> 
     return m >= 0, ref_in, ~matched & det_in
 
 
-def _compare(ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int) -> tuple[int, int, int]:
+def _compare(
+    ref: np.ndarray, det: np.ndarray, fs: float, *, lo: int, hi: int, tol_s: float | None = None
+) -> tuple[int, int, int]:
     """(TP, FN, FP) in the scored range [lo, hi): references and detections are matched over the whole
     record (``compare_annotations``, 150 ms), then the references inside the range are TP or FN and the
     unmatched detections inside it are FP (a detection of a beat just outside the range is neither)."""
-    hit, ref_in, fp = _match(ref, det, fs, lo=lo, hi=hi)
+    hit, ref_in, fp = _match(ref, det, fs, lo=lo, hi=hi, tol_s=tol_s)
     return int((hit & ref_in).sum()), int((~hit & ref_in).sum()), int(fp.sum())
 
 
@@ -652,9 +657,77 @@ def rhythm_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tolerance_sweep(
+    data: Path,
+    *,
+    tolerances_s: Sequence[float] = (0.075, 0.1, 0.15, 0.25),
+    detectors: Sequence[str] = ("kmerl", "xqrs", "neurokit2"),
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """CPSC-2019 Se / PPV (95 % intervals over clips) of each detector at several matching tolerances (the standard is 150 ms).
+
+    What share of the errors is *placement* (a beat found but placed more than 150 ms from the
+    reference: on wide or fragmented complexes the references and a detector may pick different
+    deflections) and what share is a beat missed or invented at any tolerance."""
+    c19 = _cpsc2019(Path(data))
+    out: dict[str, Any] = {"kind": "rhythm_tolerance_sweep", "data": "CPSC-2019 (50 clips)", "detectors": {}}
+    for name in detectors:
+        dets = [DETECTORS[name](r.x, r.fs) for r in c19]
+        rows = {}
+        for tol in tolerances_s:
+            per = np.array(
+                [_compare(r.ref, d, r.fs, lo=r.lo, hi=r.x.size if r.hi is None else r.hi, tol_s=tol) for r, d in zip(c19, dets)],
+                dtype=np.int64,
+            )
+            tp, fn, fp = (int(v) for v in per.sum(axis=0))
+            # 95 % intervals resampling clips (errors cluster in a few clips), seeded
+            rng = np.random.default_rng(0)
+            boot = per[rng.integers(0, len(per), size=(n_boot, len(per)))].sum(axis=1).astype(np.float64)
+            se_b = boot[:, 0] / np.maximum(boot[:, 0] + boot[:, 1], 1)
+            ppv_b = boot[:, 0] / np.maximum(boot[:, 0] + boot[:, 2], 1)
+            rows[f"{tol:g}"] = {
+                "tp": tp, "fn": fn, "fp": fp, "se": tp / (tp + fn), "ppv": tp / (tp + fp),
+                "se_ci95": [float(v) for v in np.percentile(se_b, [2.5, 97.5])],
+                "ppv_ci95": [float(v) for v in np.percentile(ppv_b, [2.5, 97.5])],
+                "clips_with_errors": int(((per[:, 1] + per[:, 2]) > 0).sum()),
+            }
+        out["detectors"][name] = rows
+    out["clips"] = len(c19)
+    out["bootstrap"] = {"resamples": n_boot, "unit": "clip", "seed": 0}
+    return out
+
+
+def tolerance_markdown(res: dict[str, Any]) -> str:
+    def ci(v: list[float]) -> str:
+        return f"[{100 * v[0]:.2f}, {100 * v[1]:.2f}]"
+
+    lines = [
+        "| detector | tolerance (s) | TP / FN / FP | Se [95 % CI] | PPV [95 % CI] | clips with an error |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, rows in res["detectors"].items():
+        for tol, m in rows.items():
+            lines.append(
+                f"| {name} | {tol} | {m['tp']} / {m['fn']} / {m['fp']} | {_f(m['se'], True)} {ci(m['se_ci95'])} "
+                f"| {_f(m['ppv'], True)} {ci(m['ppv_ci95'])} | {m['clips_with_errors']} of {res['clips']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+_USAGE = (
+    "usage: python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS | --tolerance-sweep DATA OUT.json "
+    "(the full run: kmerl-bench rhythm)"
+)
+
 if __name__ == "__main__":  # python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS
+    import json
     import sys
 
-    if len(sys.argv) != 4 or sys.argv[1] != "--refresh-error-kinds":
-        raise SystemExit("usage: python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS (the full run: kmerl-bench rhythm)")
-    refresh_error_kinds(Path(sys.argv[2]), Path(sys.argv[3]))
+    if len(sys.argv) != 4 or sys.argv[1] not in ("--refresh-error-kinds", "--tolerance-sweep"):
+        raise SystemExit(_USAGE)
+    if sys.argv[1] == "--refresh-error-kinds":
+        refresh_error_kinds(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sweep = tolerance_sweep(Path(sys.argv[2]))
+        Path(sys.argv[3]).write_text(json.dumps(sweep, indent=2) + "\n")
+        print(tolerance_markdown(sweep))

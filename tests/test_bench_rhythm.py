@@ -77,3 +77,13 @@ def test_error_kinds_name_what_each_missed_and_false_beat_is() -> None:
     assert set(fn_k) <= set(FN_KINDS) and set(fp_k) <= set(FP_KINDS)
     # far from every reference and quiet: neither kind applies
     assert error_kinds(x, fs, ref, [], [2450 + 240]) == ([], ["other"])
+
+
+def test_a_wider_tolerance_turns_a_misplaced_beat_into_a_hit() -> None:
+    """The tolerance sweep's premise: a beat placed 200 ms from its reference is a missed reference and
+    a false detection at the standard 150 ms, and one hit at 250 ms."""
+    fs = 500.0
+    ref = np.array([500, 1000, 1500])
+    det = np.array([500, 1100, 1500])
+    assert _compare(ref, det, fs, lo=0, hi=5000) == (2, 1, 1)
+    assert _compare(ref, det, fs, lo=0, hi=5000, tol_s=0.25) == (3, 0, 0)
