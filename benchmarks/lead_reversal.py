@@ -1,0 +1,270 @@
+"""Does ``kmerl-edge`` tell when lead I looks inverted (LA/RA electrodes swapped, a patch worn reversed)?
+
+Records are scored through the public path (``kmerl_edge.load(bundle)`` then ``Classifier.predict`` at the
+device rate, 500 Hz) with the shipped bundles: lead sets I, I+II and I+II+V2 by ``default_bundle``, 12 leads
+by ``default_bundle_12``. Three conditions of each record (mV, all 12 leads, before any lead is picked):
+
+- ``as_recorded``;
+- ``la_ra``: the left- and right-arm electrodes swapped: I → −I, II ↔ III, aVR ↔ aVL, aVF and the chest
+  leads unchanged;
+- ``invert_I``: lead I alone multiplied by −1 (a 1-lead patch or handheld device worn the other way round).
+
+A record is *flagged* when ``"lead_I_inverted"`` is in ``Prediction.quality.flags``; *unknown* when lead I
+was scored but no window could be measured (too few beats, flat). Rates are over the records with lead I
+scored; unknown counts as not flagged. Percentile-bootstrap 95 % intervals by record (2,000 resamples).
+
+Stages:
+
+- ``choose`` (PTB-XL fold 9, validation): the runtime's per-window measurements of lead I (and of aVR,
+  V5, V6 where scored), :func:`kmerl_edge._superclass_stack.stack_measurements` on the model windows with
+  the prediction's window rhythm — what :meth:`kmerl_edge.Classifier.run_windows` computes — and the
+  false-flag and detection rates of the candidate rules below, from those measurements.
+- ``report``: the shipped rule, read from the predictions themselves, on PTB-XL fold 10 (test, scored once
+  after the rule was written down and committed) and on records never used for choosing: CPSC-2018
+  (``cpsc2018_cinc2020``) and the Georgia / Chapman-Ningbo records of ``cinc2021`` (``E*``, ``JS*``; the
+  ``HR*`` ones are PTB-XL and left out).
+
+Candidate rules (written before fold 9 was measured), per window, unknown unless lead I was measured:
+
+- ``qrs_t``: lead I's median beat has a negative QRS area and a negative mean T (the superclass stack's
+  polarity guard, :func:`kmerl_edge._superclass_stack.inverted_lead_i`);
+- ``qrs_t_avr``: ``qrs_t`` and, where aVR is scored, aVR's QRS area > 0 (after an LA/RA swap the aVR shown
+  is aVL: normally upright or small; a true aVR is negative);
+- ``qrs_t_v6``: ``qrs_t`` and, where V5 or V6 is scored, their summed QRS area > 0 (an LA/RA swap leaves the
+  chest leads upright; dextrocardia and extensive lateral infarction invert them too);
+- ``qrs``: lead I's QRS area negative (more sensitive, for comparison);
+- ``qrs_v6`` (added after a 30-record smoke run of fold 9 showed ``qrs_t`` missing a quarter of the
+  swaps, those whose lead I T wave was not upright): where V5 or V6 is scored, lead I's QRS area negative
+  and their summed QRS area positive (no T condition); elsewhere ``qrs_t``.
+
+A record is flagged when at least half of its measured windows are (PTB-XL records are one 10-s window).
+Choice (written before fold 9 was measured): the rule with the highest mean detection rate over
+(lead set, ``la_ra`` / ``invert_I``) among those whose fold-9 false-flag rate as recorded is at most 2 %
+at every lead set; ties (within 1 point of detection) go to the simpler rule, in the order above.
+
+Chosen on fold 9 (81 records; ``fold9_choose.json``), before fold 10 was scored: ``qrs_t``. Its largest
+false-flag rate as recorded is 1.2 % (1 of 81 records, at lead I alone); ``qrs_t_avr`` and ``qrs_t_v6`` are as
+low but detect less (12 leads: aVR vetoes every lead-I-alone inversion); ``qrs_v6`` (3.7 % at 12 leads) and
+``qrs`` (up to 4.9 %) flag too many records as recorded. The runtime therefore reports the superclass
+stack's polarity guard itself (:mod:`kmerl_edge._polarity`).
+
+    python -m benchmarks.lead_reversal choose --data ../shared/data --out benchmarks/results/lead_reversal/fold9_choose.json
+    python -m benchmarks.lead_reversal report --data ../shared/data --out benchmarks/results/lead_reversal/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CONDITIONS", "LEAD_SETS", "apply_condition", "bootstrap_rate", "main"]
+
+LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+LEAD_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "I": ("default_bundle", ("I",)),
+    "I,II": ("default_bundle", ("I", "II")),
+    "I,II,V2": ("default_bundle", ("I", "II", "V2")),
+    "12 leads": ("default_bundle_12", LEADS12),
+}
+CONDITIONS = ("as_recorded", "la_ra", "invert_I")
+#: leads whose measurements the ``choose`` stage keeps (the candidates look at no others)
+KEPT = ("I", "aVR", "V5", "V6")
+N_BOOT = 2000
+
+
+def apply_condition(name: str, x: np.ndarray, leads: Sequence[str]) -> np.ndarray:
+    """The record ``x`` (n_leads, n_samples) with named ``leads`` under one condition (a new array)."""
+    y = np.array(x, dtype=np.float64, copy=True)
+    idx = {lead: i for i, lead in enumerate(leads)}
+    if name == "as_recorded":
+        return y
+    if name == "invert_I":
+        y[idx["I"]] *= -1.0
+        return y
+    if name == "la_ra":
+        y[idx["I"]] = -x[idx["I"]]
+        for a, b in (("II", "III"), ("aVR", "aVL")):
+            if a in idx and b in idx:
+                y[idx[a]], y[idx[b]] = x[idx[b]], x[idx[a]]
+        return y
+    raise ValueError(f"unknown condition {name!r}; known: {', '.join(CONDITIONS)}")
+
+
+def bootstrap_rate(hits: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """Share of True in ``hits`` (one per record) with its percentile-bootstrap 95 % interval by record."""
+    h = np.asarray(hits, dtype=bool)
+    n = len(h)
+    if n == 0:
+        return {"rate": None, "ci95": None, "n": 0, "k": 0}
+    rng = np.random.default_rng(seed)
+    boot = h[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"rate": round(float(h.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "n": n,
+            "k": int(h.sum())}
+
+
+def _ptbxl(data: Path, fold: int, limit: int | None) -> list[tuple[str, Any]]:
+    from kmerl_edge import read_record
+    from trainer.data import read_ptbxl
+
+    ds = read_ptbxl(data / "ptbxl", rate=500, folds=[fold])
+    return [(str(item.record_id), read_record(item.path)) for item in ds.items[:limit]]
+
+
+def _other_sources(data: Path, limit: int | None) -> list[tuple[str, Any]]:
+    from kmerl_edge import read_record
+
+    paths = sorted((data / "cpsc2018_cinc2020").glob("*.hea"))
+    paths += sorted(p for p in (data / "cinc2021").glob("*.hea") if p.name.startswith(("E", "JS")))
+    out = []
+    for p in paths[:limit]:
+        r = read_record(p.with_suffix(""))
+        if all(lead in r.leads for lead in LEADS12):
+            out.append((f"{p.parent.name}/{p.stem}", r))
+    return out
+
+
+def _classifiers(bundles: Path, backend: str) -> dict[str, Any]:
+    import kmerl_edge
+
+    return {b: kmerl_edge.load(bundles / b, backend=backend, threads=1, companion=False)
+            for b in {b for b, _ in LEAD_SETS.values()}}
+
+
+def _rows(r: Any, leads: Sequence[str]) -> list[int]:
+    return [list(r.leads).index(lead) for lead in leads]
+
+
+# -- choose (fold 9) ---------------------------------------------------------------------------------------
+def _measure(clf: Any, x: np.ndarray, fs: float, leads: Sequence[str]) -> np.ndarray:
+    """(n_windows, len(KEPT), 2) QRS area and mean T of the kept leads as ``run_windows`` measures them
+    (NaN: not scored or not measured)."""
+    from kmerl_edge import LEADS, lead_ids
+    from kmerl_edge._af_fusion import fusion_rhythm_lead
+    from kmerl_edge._measure import PER_LEAD
+    from kmerl_edge._superclass_stack import stack_measurements
+    from kmerl_edge.rhythm import analyse
+
+    pred = clf.predict(x, fs=fs, leads=leads)
+    pre = clf.preprocess(x, fs=fs, leads=leads)
+    keep = [i for i, lead in enumerate(pre.leads) if lead in pred.leads]
+    names = [pre.leads[i] for i in keep]
+    w = np.asarray(pre.windows)[:, keep]
+    lead = fusion_rhythm_lead(lead_ids(names))  # the beats run_windows is given (predict's _Piecer)
+    row, n = list(leads).index(lead), int(round(clf.bundle.preprocess_config.window_s * fs))
+    rhythm = [analyse(x[row, int(round(s * fs)) : int(round(s * fs)) + n], fs=fs, lead=lead)
+              for s in pre.window_starts_s]
+    per, _ = stack_measurements(w, lead_ids(names), fs=clf.bundle.preprocess_config.target_fs, rhythm=rhythm)
+    cols = [PER_LEAD.index("qrs_area"), PER_LEAD.index("t_mean")]
+    return per[:, [LEADS.index(lead) for lead in KEPT]][:, :, cols]
+
+
+def _nan_pos(v: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(v), True, v > 0)  # a lead not scored does not veto
+
+
+def rule_windows(name: str, m: np.ndarray) -> np.ndarray:
+    """Per window of :func:`_measure`'s array: 1 flagged, 0 not, -1 unknown (lead I not measured)."""
+    q, t = m[:, 0, 0], m[:, 0, 1]
+    known = ~(np.isnan(q) | np.isnan(t))
+    with np.errstate(invalid="ignore"):
+        base = (q < 0) & (t < 0)
+        if name == "qrs_t":
+            hit = base
+        elif name == "qrs_t_avr":
+            hit = base & _nan_pos(m[:, 1, 0])
+        elif name == "qrs_t_v6":
+            chest = np.nansum(m[:, 2:4, 0], axis=1)
+            chest[np.all(np.isnan(m[:, 2:4, 0]), axis=1)] = np.nan
+            hit = base & _nan_pos(chest)
+        elif name == "qrs_v6":
+            chest = np.nansum(m[:, 2:4, 0], axis=1)
+            has = ~np.all(np.isnan(m[:, 2:4, 0]), axis=1)
+            hit = np.where(has, (q < 0) & (chest > 0), base)
+            known = np.where(has, ~np.isnan(q), known)
+        elif name == "qrs":
+            hit = q < 0
+            known = ~np.isnan(q)
+        else:
+            raise ValueError(name)
+    return np.where(known, hit.astype(np.int8), np.int8(-1))
+
+
+RULES = ("qrs_t", "qrs_t_avr", "qrs_t_v6", "qrs_v6", "qrs")
+
+
+def record_flag(per_window: np.ndarray) -> int:
+    """1 when at least half of the measured windows are flagged, 0 when none is … -1 when none is measured."""
+    known = per_window[per_window >= 0]
+    if not known.size:
+        return -1
+    return int(2 * int(known.sum()) >= known.size)
+
+
+def choose(data: Path, bundles: Path, backend: str, limit: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+    recs = _ptbxl(data, 9, limit)
+    clfs = _classifiers(bundles, backend)
+    rates: dict[str, Any] = {}
+    for key, (b, leads) in LEAD_SETS.items():
+        for cond in CONDITIONS:
+            t0 = time.perf_counter()
+            ms = []
+            for _, r in recs:
+                x = apply_condition(cond, r.signal, r.leads)[_rows(r, leads)]
+                ms.append(_measure(clfs[b], np.ascontiguousarray(x, np.float32), float(r.fs), leads))
+            for rule in RULES:
+                flags = np.array([record_flag(rule_windows(rule, m)) for m in ms])
+                rates.setdefault(rule, {}).setdefault(key, {})[cond] = {
+                    **bootstrap_rate(flags == 1), "unknown": int((flags == -1).sum())}
+            log(f"{key:9s} {cond:12s} {time.perf_counter() - t0:6.1f} s  " + "  ".join(
+                f"{rule} {rates[rule][key][cond]['rate']}" for rule in RULES))
+    summary: dict[str, Any] = {}
+    for rule in RULES:
+        ff = max(rates[rule][k]["as_recorded"]["rate"] for k in LEAD_SETS)
+        det = float(np.mean([rates[rule][k][c]["rate"] for k in LEAD_SETS for c in ("la_ra", "invert_I")]))
+        summary[rule] = {"max_false_flag": ff, "mean_detection": round(det, 4), "eligible": ff <= 0.02}
+    eligible = [r for r in RULES if summary[r]["eligible"]]
+    chosen = None
+    if eligible:
+        best = max(summary[r]["mean_detection"] for r in eligible)
+        chosen = next(r for r in eligible if summary[r]["mean_detection"] >= best - 0.01)
+    return {"fold": 9, "n_records": len(recs), "rates": rates, "summary": summary, "chosen": chosen}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_reversal", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=("choose", "report"))
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--bundles", default="kmerl_edge", help="folder holding default_bundle and default_bundle_12")
+    ap.add_argument("--backend", default="onnxruntime-int8")
+    ap.add_argument("--limit", type=int, default=None, help="first N records of each source (smoke test)")
+    ap.add_argument("--out", required=True, help="JSON results file")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    if a.stage == "choose":
+        res = choose(Path(a.data), Path(a.bundles), a.backend, a.limit, print)
+    else:
+        res = report(Path(a.data), Path(a.bundles), a.backend, a.limit, print)
+    res = {"command": "python -m benchmarks.lead_reversal " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "backend": a.backend, "elapsed_s": round(time.time() - t0, 1), **res}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res.get("summary", {}), indent=1))
+    return 0
+
+
+def report(data: Path, bundles: Path, backend: str, limit: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+    raise SystemExit("the report stage scores fold 10 once, after the rule is committed")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
