@@ -262,8 +262,83 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exact_upper(k: int, n: int) -> float | None:
+    """Clopper-Pearson 95 % upper bound of a rate of ``k`` in ``n`` (the bootstrap gives [0, 0] when k = 0)."""
+    from scipy.stats import beta
+
+    return None if n == 0 else round(float(1.0 if k == n else beta.ppf(0.975, k + 1, n - k)), 4)
+
+
+def _score(clf: Any, x: np.ndarray, fs: float, leads: Sequence[str]) -> tuple[int, bool]:
+    """(the record's flag: 1 flagged, 0 not, -1 lead I unknown; whether lead I was scored) through the public
+    path: ``predict``'s own scoring (:func:`kmerl_edge._scoring.score_reader`, then the Prediction it makes),
+    keeping the per-window polarity that the Prediction reduces to a flag."""
+    from kmerl_edge._io import ArrayReader
+    from kmerl_edge._polarity import INVERTED_FLAG
+    from kmerl_edge._scoring import score_reader
+
+    sw = score_reader(clf, ArrayReader(x, fs=fs, leads=tuple(leads)), batch_windows=clf.batch_windows)
+    pred = clf._prediction(sw, None)
+    flagged = INVERTED_FLAG in pred.quality.flags
+    if flagged != any("lead I looks inverted" in n for n in pred.notes):
+        raise AssertionError("flag and note disagree")
+    unknown = not flagged and not np.any(sw.polarity >= 0)
+    return (1 if flagged else -1 if unknown else 0), "I" in pred.leads
+
+
+def _normal(r: Any) -> bool:
+    """Sinus rhythm with no other statement: CPSC-2018 ``Normal``, SNOMED 426783006 alone (cinc2021)."""
+    dx = next((c.split(":", 1)[1].strip() for c in r.comments if c.strip().startswith("Dx")), "")
+    return dx in ("Normal", "426783006")
+
+
+def _cells(recs: Sequence[tuple[str, Any]], clfs: dict[str, Any], conditions: Sequence[str],
+           log: Callable[[str], None], tag: str, subset: np.ndarray | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, (b, leads) in LEAD_SETS.items():
+        for cond in conditions:
+            t0 = time.perf_counter()
+            flags, scored, ids = [], [], []
+            for rid, r in recs:
+                x = apply_condition(cond, r.signal, r.leads)[_rows(r, leads)]
+                f, has_i = _score(clfs[b], np.ascontiguousarray(x, np.float32), float(r.fs), leads)
+                flags.append(f)
+                scored.append(has_i)
+                ids.append(rid)
+            fl, sc = np.array(flags), np.array(scored)
+            cell: dict[str, Any] = {**bootstrap_rate(fl[sc] == 1), "unknown": int((fl[sc] == -1).sum()),
+                                    "lead_I_not_scored": int((~sc).sum())}
+            cell["exact95_upper"] = exact_upper(cell["k"], cell["n"])
+            if cond == "as_recorded":
+                cell["flagged_records"] = [i for i, f in zip(ids, flags) if f == 1]
+            if subset is not None:
+                m = subset & sc
+                cell["normal"] = {**bootstrap_rate(fl[m] == 1), "exact95_upper": exact_upper(int((fl[m] == 1).sum()),
+                                                                                            int(m.sum()))}
+            out.setdefault(key, {})[cond] = cell
+            log(f"{tag:9s} {key:9s} {cond:12s} {time.perf_counter() - t0:6.1f} s  rate {cell['rate']} "
+                f"{cell['ci95']} unknown {cell['unknown']}")
+    return out
+
+
 def report(data: Path, bundles: Path, backend: str, limit: int | None, log: Callable[[str], None]) -> dict[str, Any]:
-    raise SystemExit("the report stage scores fold 10 once, after the rule is committed")
+    """The shipped rule, from the predictions: PTB-XL fold 9 (agreement with ``choose``), fold 10 (test, once)
+    and the other sources."""
+    clfs = _classifiers(bundles, backend)
+    res: dict[str, Any] = {"rule": "lead I QRS area < 0 and mean T < 0 (kmerl_edge._superclass_stack.inverted_lead_i)"}
+    for fold in (9, 10):
+        recs = _ptbxl(data, fold, limit)
+        res[f"ptbxl_fold{fold}"] = {"n_records": len(recs), "cells": _cells(recs, clfs, CONDITIONS, log, f"fold{fold}")}
+    other = _other_sources(data, limit)
+    normal = np.array([_normal(r) for _, r in other])
+    res["cpsc2018_georgia_ningbo"] = {
+        "n_records": len(other), "n_normal": int(normal.sum()),
+        "sources": sorted({rid.split("/")[0] + "/" + rid.split("/")[1][:1] for rid, _ in other}),
+        "cells": _cells(other, clfs, CONDITIONS, log, "other", subset=normal)}
+    res["summary"] = {src: {key: {c: [v["rate"], v["ci95"]] for c, v in cell.items()}
+                            for key, cell in res[src]["cells"].items()}
+                      for src in ("ptbxl_fold9", "ptbxl_fold10", "cpsc2018_georgia_ningbo")}
+    return res
 
 
 if __name__ == "__main__":
