@@ -19,6 +19,7 @@ Stages:
   V5, V6 where scored), :func:`kmerl_edge._superclass_stack.stack_measurements` on the model windows with
   the prediction's window rhythm — what :meth:`kmerl_edge.Classifier.run_windows` computes — and the
   false-flag and detection rates of the candidate rules below, from those measurements.
+- ``cost``: the check's in-process cost per window (:func:`cost`).
 - ``report``: the shipped rule, read from the predictions themselves, on PTB-XL fold 10 (test, scored once
   after the rule was written down and committed) and on records never used for choosing: CPSC-2018
   (``cpsc2018_cinc2020``) and the Georgia / Chapman-Ningbo records of ``cinc2021`` (``E*``, ``JS*``; the
@@ -50,6 +51,7 @@ stack's polarity guard itself (:mod:`kmerl_edge._polarity`).
 
     python -m benchmarks.lead_reversal choose --data ../shared/data --out benchmarks/results/lead_reversal/fold9_choose.json
     python -m benchmarks.lead_reversal report --data ../shared/data --out benchmarks/results/lead_reversal/report.json
+    python -m benchmarks.lead_reversal cost --out benchmarks/results/lead_reversal/cost.json
 """
 
 from __future__ import annotations
@@ -239,10 +241,55 @@ def choose(data: Path, bundles: Path, backend: str, limit: int | None, log: Call
     return {"fold": 9, "n_records": len(recs), "rates": rates, "summary": summary, "chosen": chosen}
 
 
+def _cost_calls(clf: Any, x: np.ndarray, fs: float, leads: Sequence[str]) -> tuple[Callable[[], None], Callable[[], None]]:
+    import kmerl_edge as ke
+    from kmerl_edge._af_fusion import fusion_rhythm_lead
+    from kmerl_edge._polarity import inverted_note, run_with_polarity
+
+    pre = clf.preprocess(x, fs=fs, leads=leads)
+    lead = fusion_rhythm_lead(pre.lead_ids)  # the beats predict hands run_windows
+    rh = [ke.rhythm.analyse(x[list(leads).index(lead)], fs=fs, lead=lead)]
+
+    def plain() -> None:
+        clf.run_windows(pre.windows, pre.lead_ids, rhythm=rh)
+
+    def checked() -> None:
+        _, pol = run_with_polarity(clf, pre.windows, pre.lead_ids, rhythm=rh)
+        inverted_note(np.concatenate([pol]))
+
+    return plain, checked
+
+
+def cost(rounds: int = 300, iters: int = 10) -> dict[str, Any]:
+    """In-process cost of the check per 10-s window (the real fixture record 00001_hr, ONNX Runtime int8, one
+    thread): ``Classifier.run_windows`` alone against what ``predict`` / ``stream`` run instead
+    (:func:`kmerl_edge._polarity.run_with_polarity` and the record's verdict), alternating, median µs."""
+    import kmerl_edge as ke
+
+    rec = ke.read_record(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "records" / "00001_hr")
+    out: dict[str, Any] = {}
+    for key, (b, leads) in LEAD_SETS.items():
+        clf = ke.load(Path(ke.__file__).parent / b, backend="onnxruntime-int8", threads=1, companion=False)
+        x = np.ascontiguousarray(rec.signal[_rows(rec, leads), :5000])
+        plain, checked = _cost_calls(clf, x, float(rec.fs), leads)
+        ts: dict[str, list[float]] = {"run_windows": [], "with_check": []}
+        for f in (plain, checked) * 5:
+            f()
+        for rnd in range(rounds):
+            for name, f in (("run_windows", plain), ("with_check", checked))[:: 1 if rnd % 2 == 0 else -1]:
+                for _ in range(iters):
+                    t = time.perf_counter()
+                    f()
+                    ts[name].append((time.perf_counter() - t) * 1e6)
+        med = {k: round(float(np.median(v)), 1) for k, v in ts.items()}
+        out[key] = {**med, "diff_us": round(med["with_check"] - med["run_windows"], 1)}
+    return {"cost_us_per_window": out, "calls_each": rounds * iters}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_reversal", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=("choose", "report"))
+    ap.add_argument("stage", choices=("choose", "report", "cost"))
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--bundles", default="kmerl_edge", help="folder holding default_bundle and default_bundle_12")
     ap.add_argument("--backend", default="onnxruntime-int8")
@@ -252,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if a.stage == "choose":
         res = choose(Path(a.data), Path(a.bundles), a.backend, a.limit, print)
+    elif a.stage == "cost":
+        res = cost()
+        print(json.dumps(res))
     else:
         res = report(Path(a.data), Path(a.bundles), a.backend, a.limit, print)
     res = {"command": "python -m benchmarks.lead_reversal " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -385,7 +385,7 @@ class _Piecer:
         # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
         reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off, clean) for w in keep]
         fused: list[RhythmResult | None] | None = None
-        if target.needs_rhythm:
+        if target.needs_rhythm or "I" in pre.leads:  # the lead I polarity check measures on these beats too
             lead = fusion_rhythm_lead(pre.lead_ids)
             row = self.leads.index(lead)
             fused = [r if r.lead == lead else self._analyse(raw, row, pre.window_starts_s[w], t_off)
@@ -393,11 +393,11 @@ class _Piecer:
         t0 = time.perf_counter()
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
-            kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
             # consecutive windows (the usual case) as a view, not a copy
             batch = (pre.windows[rows[0] : rows[-1] + 1] if rows[-1] - rows[0] == len(rows) - 1
                      else pre.windows[rows])
-            probs, polarity = run_with_polarity(target, batch, pre.lead_ids, **kw)
+            probs, polarity = run_with_polarity(target, batch, pre.lead_ids,
+                                                rhythm=None if fused is None else fused[a : a + self.batch])
             self.probs.append(probs)
             self.polarity.append(polarity)
         self.infer_s += time.perf_counter() - t0

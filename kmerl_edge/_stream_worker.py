@@ -339,11 +339,11 @@ class InferenceWorker:
             bundle = str(target.bundle.path)
             for k in range(0, len(members), self.max_batch):
                 part = members[k : k + self.max_batch]
-                kw: dict[str, Any] = {}
+                rhythm = None
                 if getattr(target, "needs_rhythm", False):  # the fusion's / stack's beats: as predict finds them
                     lead = fusion_rhythm_lead(ids)
-                    kw["rhythm"] = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
-                probs, polarity = run_with_polarity(target, np.stack([model_in[p] for p in part]), ids, **kw)
+                    rhythm = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
+                probs, polarity = run_with_polarity(target, np.stack([model_in[p] for p in part]), ids, rhythm=rhythm)
                 now = time.perf_counter()
                 for p, pr, pol in zip(part, probs, polarity.tolist()):
                     j, keep, report, excluded = plans[p]
