@@ -204,11 +204,12 @@ RULES = ("qrs_t", "qrs_t_avr", "qrs_t_v6", "qrs_v6", "qrs")
 
 
 def record_flag(per_window: np.ndarray) -> int:
-    """1 when at least half of the measured windows are flagged, 0 when none is … -1 when none is measured."""
-    known = per_window[per_window >= 0]
-    if not known.size:
-        return -1
-    return int(2 * int(known.sum()) >= known.size)
+    """The record's verdict from its windows' flags (:func:`kmerl_edge._polarity.record_inverted`, the runtime's
+    own): 1 flagged, 0 not, -1 no window measured."""
+    from kmerl_edge._polarity import record_inverted
+
+    v = record_inverted(per_window)
+    return -1 if v is None else int(v)
 
 
 def choose(data: Path, bundles: Path, backend: str, limit: int | None, log: Callable[[str], None]) -> dict[str, Any]:

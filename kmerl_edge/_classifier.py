@@ -60,7 +60,9 @@ class Prediction:
       10-s windows of the recording;
     - ``by_label_set``: the same, grouped {label set: {class: probability}};
     - ``window_scores``: one {class: probability} per window, starting at ``window_starts_s``;
-    - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored;
+    - ``quality``: per-lead and overall flags (record-level: ``padded``, ``gap``, ``lead_I_inverted`` — lead I
+      looks inverted, electrodes swapped or the device reversed, explained in ``notes``; it never changes a
+      score); ``leads``: the leads actually scored;
     - ``coverage``: how much of the recording was missing (gaps) or left unscored; windows never overlap
       a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``;
     - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own

@@ -9,7 +9,7 @@ beats ``predict`` finds at the device rate, about 0.07 ms per 1-lead window; a s
 finds its beats on the model window, about 0.25 ms).
 
 Criterion: the superclass stack's polarity guard, :func:`kmerl_edge._superclass_stack.inverted_lead_i` (a
-negative QRS area *and* a negative mean T), chosen on PTB-XL fold 9 among four candidates and written down
+negative QRS area *and* a negative mean T), chosen on PTB-XL fold 9 among five candidates and written down
 before the test fold was scored (``python -m benchmarks.lead_reversal``; numbers in
 ``benchmarks/results/lead_reversal/README.md``). A window whose lead I was not scored or not measured (too few
 beats, a flat lead) is *unknown*, never a guess. A recording is flagged when at least half of its measured
