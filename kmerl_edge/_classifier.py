@@ -16,6 +16,7 @@ from ._bundle import Bundle, load_bundle
 from ._errors import BundleError, InvalidArgumentError, LeadError, UnknownLabelSetError
 from ._io import ArrayReader
 from ._leads import canonical_leads
+from ._polarity import lead_i_polarity, window_polarity
 from ._preprocess import Preprocessed, QualityReport, _check_fs, preprocess
 from ._scoring import Coverage, Route, ScoredWindows, score_reader
 from ._superclass_stack import STACK_FILE, SuperclassStack, stack_measurements
@@ -59,7 +60,9 @@ class Prediction:
       10-s windows of the recording;
     - ``by_label_set``: the same, grouped {label set: {class: probability}};
     - ``window_scores``: one {class: probability} per window, starting at ``window_starts_s``;
-    - ``quality``: per-lead and overall flags; ``leads``: the leads actually scored;
+    - ``quality``: per-lead and overall flags (record-level: ``padded``, ``gap``, ``lead_I_inverted`` — lead I
+      looks inverted, electrodes swapped or the device reversed, explained in ``notes``; it never changes a
+      score); ``leads``: the leads actually scored;
     - ``coverage``: how much of the recording was missing (gaps) or left unscored; windows never overlap
       a gap. A class name that appears in two label sets is keyed ``"label set/class"`` in ``scores``;
     - ``rhythm``: beats, heart rate, HRV and RR irregularity of the whole recording on one lead at its own
@@ -313,6 +316,21 @@ class Classifier:
         ``stream`` pass it; ``None`` (or a ``None`` entry) analyses the model window instead. With a
         ``superclass_stack.json`` (and ``fuse``), the stacked label set's probabilities come from the model's
         logits and the window's ECG measurements on the same beats (:mod:`kmerl_edge._superclass_stack`)."""
+        return self._run_windows(windows, lead_ids, fuse=fuse, rhythm=rhythm)[0]
+
+    def _run_windows(
+        self,
+        windows: np.ndarray,
+        lead_ids: np.ndarray,
+        *,
+        fuse: bool = True,
+        rhythm: Sequence[RhythmResult | None] | None = None,
+        polarity: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`run_windows`, and with ``polarity`` each window's lead I polarity
+        (:func:`kmerl_edge._polarity.lead_i_polarity`: 1 looks inverted, 0 not, -1 unknown) from the
+        superclass stack's own measurements, or measured here when the stack did not run; else ``None``.
+        The probabilities are the same either way."""
         n, b = len(windows), max(1, int(self.batch_windows))
         if n <= b:
             logits = self.backend.run(windows, lead_ids).astype(np.float64)
@@ -321,16 +339,20 @@ class Classifier:
                 [self.backend.run(windows[a : a + b], lead_ids).astype(np.float64) for a in range(0, n, b)]
             )
         probs = _sigmoid(logits)
+        fs = self.bundle.preprocess_config.target_fs
         if fuse and self.af_fusion is not None and len(probs):
-            feats = window_rhythm_features(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs,
-                                           rhythm=rhythm)
+            feats = window_rhythm_features(windows, lead_ids, fs=fs, rhythm=rhythm)
             probs[:, self._fusion_col] = self.af_fusion.probability(logits[:, self._fusion_col], feats)
+        pol: np.ndarray | None = None
         if fuse and self.superclass_stack is not None and len(probs):
-            per, glob = stack_measurements(windows, lead_ids, fs=self.bundle.preprocess_config.target_fs,
-                                           rhythm=rhythm)
+            per, glob = stack_measurements(windows, lead_ids, fs=fs, rhythm=rhythm)
             cols = self._stack_cols
             probs[:, cols] = self.superclass_stack.probability(logits[:, cols], per, glob, lead_ids)
-        return probs
+            if polarity:
+                pol = lead_i_polarity(per)
+        if polarity and pol is None:
+            pol = window_polarity(windows, lead_ids, fs=fs, rhythm=rhythm)
+        return probs, pol
 
     def scores_from_probs(
         self, probs: np.ndarray, label_set: str | None = None

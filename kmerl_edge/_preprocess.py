@@ -170,7 +170,8 @@ class LeadQuality:
 
 @dataclass(frozen=True)
 class QualityReport:
-    """Per-lead and overall quality of one input. ``flags`` holds record-level notes such as ``padded``."""
+    """Per-lead and overall quality of one input. ``flags`` holds record-level notes such as ``padded`` (and,
+    from scoring, ``gap`` and ``lead_I_inverted``: :mod:`kmerl_edge._polarity`)."""
 
     leads: tuple[LeadQuality, ...]
     flags: tuple[str, ...] = ()

@@ -35,6 +35,7 @@ import numpy as np
 
 from ._af_fusion import fusion_rhythm_lead
 from ._errors import LeadError, NonFiniteSignalError, NoUsableLeadsError, RecordReadError, SignalTooShortError
+from ._polarity import INVERTED_FLAG, inverted_note, run_with_polarity
 from ._preprocess import LeadQuality, QualityReport, _check_fs, preprocess
 from .rhythm import BeatDetector, RhythmResult, analyse, choose_rhythm_lead, summarise_beats
 
@@ -115,6 +116,9 @@ class ScoredWindows:
     #: {lead: why} for every given lead left out of at least one scored piece (``flat``, ``saturated``,
     #: ``out_of_range``, ``missing samples``)
     dropped: dict[str, str] = field(default_factory=dict)
+    #: per window, lead I's polarity (:func:`kmerl_edge._polarity.lead_i_polarity`: 1 looks inverted, 0 not,
+    #: -1 unknown)
+    polarity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
 
 
 _RHYTHM_SCALARS = ("hr_bpm", "sdnn_ms", "rmssd_ms", "pnn50", "nrmssd", "rr_irregularity", "max_rr_ms", "snr")
@@ -281,6 +285,7 @@ class _Piecer:
         self.margin_n = self.hop_n
         self.tail_n = max(self.win_n - self.hop_n, 0) + self.margin_n
         self.probs: list[np.ndarray] = []
+        self.polarity: list[np.ndarray] = []
         self.starts: list[float] = []
         self.qualities: list[QualityReport] = []
         self.used: list[tuple[str, ...]] = []
@@ -380,7 +385,7 @@ class _Piecer:
         # fusion's rhythm evidence when it is on the fusion's lead (it nearly always is)
         reported = [self._window_rhythm(raw, pre.window_starts_s[w], t_off, clean) for w in keep]
         fused: list[RhythmResult | None] | None = None
-        if target.needs_rhythm:
+        if target.needs_rhythm or "I" in pre.leads:  # the lead I polarity check measures on these beats too
             lead = fusion_rhythm_lead(pre.lead_ids)
             row = self.leads.index(lead)
             fused = [r if r.lead == lead else self._analyse(raw, row, pre.window_starts_s[w], t_off)
@@ -388,11 +393,13 @@ class _Piecer:
         t0 = time.perf_counter()
         for a in range(0, len(keep), self.batch):
             rows = keep[a : a + self.batch]
-            kw: dict[str, Any] = {} if fused is None else {"rhythm": fused[a : a + self.batch]}
             # consecutive windows (the usual case) as a view, not a copy
             batch = (pre.windows[rows[0] : rows[-1] + 1] if rows[-1] - rows[0] == len(rows) - 1
                      else pre.windows[rows])
-            self.probs.append(target.run_windows(batch, pre.lead_ids, **kw))
+            probs, polarity = run_with_polarity(target, batch, pre.lead_ids,
+                                                rhythm=None if fused is None else fused[a : a + self.batch])
+            self.probs.append(probs)
+            self.polarity.append(polarity)
         self.infer_s += time.perf_counter() - t0
         bundle = str(target.bundle.path)
         last = self.routes[-1] if self.routes else None
@@ -580,7 +587,11 @@ def score_reader(
     else:
         record_rhythm = beats.result()
     used = tuple(lead for lead in leads if any(lead in u for u in piecer.used))
-    extra = ("gap",) if n_gaps or lead_missing.any() else ()
+    extra: tuple[str, ...] = ("gap",) if n_gaps or lead_missing.any() else ()
+    polarity = np.concatenate(piecer.polarity)
+    inverted = inverted_note(polarity)
+    if inverted is not None:
+        extra += (INVERTED_FLAG,)
     quality = _merge_quality(piecer.qualities, leads, extra)
     if piecer.left_out_missing:
         quality = QualityReport(quality.leads, quality.flags,
@@ -601,6 +612,8 @@ def score_reader(
         notes.append(f"{piecer.no_lead_pieces} stretch(es) with no usable lead left unscored")
     if piecer.unserved_pieces:
         notes.append(f"{piecer.unserved_pieces} piece(s) left unscored: {piecer.unserved_error}")
+    if inverted is not None:
+        notes.append(inverted)
     dropped: dict[str, str] = {}
     for lead in quality.dropped_leads:
         why = [f for f in ("flat", "saturated", "out_of_range") if any(getattr(q, f) for q in quality.leads if q.lead == lead)]
@@ -620,4 +633,5 @@ def score_reader(
         routes=tuple(piecer.routes),
         leads_given=leads,
         dropped=dropped,
+        polarity=polarity,
     )

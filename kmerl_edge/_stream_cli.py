@@ -80,6 +80,7 @@ class _Printer:
         self.out = out or sys.stdout
         self.events: list[RhythmEvent] = []
         self.results: list[WindowResult] = []  # kept for --plot
+        self._noted: set[str] = set()  # window notes already printed (each once)
 
     def _emit(self, obj: dict[str, Any] | None, text: str) -> None:
         if self.json:
@@ -111,6 +112,10 @@ class _Printer:
         self._emit(
             r.to_dict(), f"{span}  {' | '.join(parts)}{hr}  quality {q} ({leads}){flags}  {r.latency_ms:.1f} ms"
         )
+        for note in r.notes:  # once per session in words; the flag marks every window it applies to
+            if note not in self._noted:
+                self._noted.add(note)
+                self._emit(None, f"note: {note} (from {r.t_start:.1f} s)")
 
     def episodes(self) -> list[tuple[str, float, float | None]]:
         """(label, start, end or None if still on) of the rhythm events printed so far."""

@@ -581,7 +581,7 @@ class StreamSession:
                 missing_fraction=info.missing_fraction,
                 latency_ms=latency,
                 device_id=self.device_id,
-                flags=info.flags,
+                flags=info.flags + out.flags,
                 rhythm=info.rhythm,
                 bundle=out.bundle,
             )

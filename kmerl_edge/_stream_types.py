@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._polarity import FLAG_NOTES
 from ._preprocess import QualityReport
 from ._stream_errors import StreamConfigError
 from .rhythm import RateEventRule, RhythmResult
@@ -161,6 +162,9 @@ class WindowResult:
       directory that scored the window (the session's own unless it does not serve ``leads_used``: see
       :meth:`kmerl_edge.Classifier.stream`); empty when skipped.
     - ``missing_fraction``: share of the window lost in source gaps.
+    - ``flags``: ``gap`` (scored around missing samples), ``lead_I_inverted`` (lead I looks inverted: left/right
+      arm electrodes swapped or the device worn reversed; also in ``quality.flags``; never changes a score);
+      ``notes`` (derived from ``flags``): what a flag means, in words.
     - ``latency_ms``: from the moment the window's last sample was pushed to the moment its result
       existed (queueing + preprocessing + inference).
     - ``skipped`` / ``reason`` / ``detail``: a window that produced no scores, and why (one of
@@ -189,6 +193,11 @@ class WindowResult:
     rhythm: RhythmResult | None = None
     bundle: str = ""
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the window's ``flags`` mean, in words (for ``lead_I_inverted``)."""
+        return tuple(FLAG_NOTES[f] for f in self.flags if f in FLAG_NOTES)
+
     def top(self, k: int = 3, label_set: str | None = None, smoothed: bool = False) -> list[tuple[str, float]]:
         """The ``k`` most probable classes (of one label set, or over all)."""
         if label_set is not None:
@@ -215,6 +224,7 @@ class WindowResult:
             "excluded_leads": dict(self.excluded_leads),
             "missing_fraction": round(self.missing_fraction, 4),
             "flags": list(self.flags),
+            "notes": list(self.notes),
             "latency_ms": round(self.latency_ms, 3),
             "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
         }

@@ -21,6 +21,7 @@ import numpy as np
 
 from ._af_fusion import fusion_rhythm_lead
 from ._leads import lead_ids
+from ._polarity import INVERTED_FLAG, run_with_polarity
 from ._preprocess import (
     LeadQuality,
     PreprocessConfig,
@@ -72,6 +73,8 @@ class Outcome:
     reason: str | None = None
     detail: str = ""
     bundle: str = ""
+    #: flags of the scored window itself (``lead_I_inverted``), also in ``quality.flags``
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -336,15 +339,19 @@ class InferenceWorker:
             bundle = str(target.bundle.path)
             for k in range(0, len(members), self.max_batch):
                 part = members[k : k + self.max_batch]
-                kw: dict[str, Any] = {}
+                rhythm = None
                 if getattr(target, "needs_rhythm", False):  # the fusion's / stack's beats: as predict finds them
                     lead = fusion_rhythm_lead(ids)
-                    kw["rhythm"] = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
-                probs = target.run_windows(np.stack([model_in[p] for p in part]), ids, **kw)
+                    rhythm = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
+                probs, polarity = run_with_polarity(target, np.stack([model_in[p] for p in part]), ids, rhythm=rhythm)
                 now = time.perf_counter()
-                for p, pr in zip(part, probs):
+                for p, pr, pol in zip(part, probs, polarity.tolist()):
                     j, keep, report, excluded = plans[p]
-                    jobs[j].sink._complete(jobs[j], Outcome(pr, report, names, excluded, now, bundle=bundle))
+                    out = Outcome(pr, report, names, excluded, now, bundle=bundle)
+                    if pol == 1:  # lead I looks inverted: flagged and explained, the scores untouched
+                        out.quality = replace(report, flags=report.flags + (INVERTED_FLAG,))
+                        out.flags = (INVERTED_FLAG,)
+                    jobs[j].sink._complete(jobs[j], out)
                     done.add(j)
 
     @staticmethod
