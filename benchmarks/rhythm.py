@@ -34,7 +34,7 @@ from kmerl_edge.rhythm import analyse, detect_beats
 
 from ._stats import machine_info, percentile
 
-__all__ = ["run_rhythm", "rhythm_markdown", "refresh_error_kinds", "tolerance_sweep", "tolerance_markdown", "error_kinds", "BEAT_SYMBOLS", "bootstrap_auc"]
+__all__ = ["run_rhythm", "rhythm_markdown", "refresh_error_kinds", "tolerance_sweep", "tolerance_markdown", "hr_trust", "hr_trust_markdown", "error_kinds", "BEAT_SYMBOLS", "bootstrap_auc"]
 
 #: MIT-BIH beat annotation symbols (non-beat symbols such as ``+`` rhythm changes, ``~`` noise are left out).
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
@@ -714,8 +714,72 @@ def tolerance_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hr_trust(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neurokit2"), wrong: float = 0.1) -> dict[str, Any]:
+    """How often a reported heart rate is wrong: per data set and detector, the 10-s windows with a
+    reference rate, those given a rate (``kmerl``: :func:`~kmerl_edge.rhythm.analyse`, which withholds it on
+    flat, noisy or too-few-beat windows; the anchors: their beats, no quality gate) and, of those, the
+    share more than ``wrong`` (10 %) off the reference beats' rate, with a Wilson 95 % interval."""
+    from scipy.stats import binomtest
+
+    data = Path(data)
+    held = holter_test_patients()
+    c21 = {lead: _cpsc2021(data, i) for lead, i in (("I", 0), ("II", 1))}
+    sets = {
+        "MIT-BIH 100": _mitbih(data),
+        "CPSC-2019 (50 clips)": _cpsc2019(data),
+        **{
+            f"CPSC-2021 lead {lead}, {part}": [r for r in c21[lead] if (_holter_patient(r.name) in held) == (part == "held-out patients")]
+            for lead in ("I", "II")
+            for part in ("training patients", "held-out patients")
+        },
+    }
+    out: dict[str, Any] = {"kind": "rhythm_hr_trust", "wrong_if_off_by_more_than": wrong, "sets": {}}
+    for label, recs in sets.items():
+        rows = {}
+        for name in detectors:
+            windows = given = bad = 0
+            for r in recs:
+                det = None if name == "kmerl" else np.sort(DETECTORS[name](r.x, r.fs))
+                n = int(round(10.0 * r.fs))
+                for s0 in range(0, max(1, r.x.size - n + 1), n):
+                    e = min(r.x.size, s0 + n)
+                    hr_ref = _window_hr(r.ref, s0, e, r.fs)
+                    if hr_ref is None:
+                        continue
+                    windows += 1
+                    hr = analyse(r.x[s0:e], fs=r.fs, lead="II").hr_bpm if det is None else _window_hr(det, s0, e, r.fs)
+                    if hr is not None:
+                        given += 1
+                        bad += int(abs(hr - hr_ref) > wrong * hr_ref)
+            ci = binomtest(bad, given).proportion_ci(method="wilson") if given else None
+            rows[name] = {
+                "windows": windows,
+                "given": given,
+                "wrong": bad,
+                "wrong_share": bad / given if given else None,
+                "wrong_share_ci95": None if ci is None else [float(ci.low), float(ci.high)],
+            }
+        out["sets"][label] = rows
+    return out
+
+
+def hr_trust_markdown(res: dict[str, Any]) -> str:
+    pct = round(100 * res["wrong_if_off_by_more_than"])
+    lines = [
+        f"| data | detector | windows | rate given | of them > {pct} % off [95 % CI] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, rows in res["sets"].items():
+        for name, m in rows.items():
+            ci = m["wrong_share_ci95"]
+            share = "–" if ci is None else f"{m['wrong']} ({_f(m['wrong_share'], True)}) [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+            lines.append(f"| {label} | {name} | {m['windows']} | {m['given']} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
 _USAGE = (
     "usage: python -m benchmarks.rhythm --refresh-error-kinds DATA RESULTS | --tolerance-sweep DATA OUT.json "
+    "| --hr-trust DATA OUT.json "
     "(the full run: kmerl-bench rhythm)"
 )
 
@@ -723,10 +787,14 @@ if __name__ == "__main__":  # python -m benchmarks.rhythm --refresh-error-kinds 
     import json
     import sys
 
-    if len(sys.argv) != 4 or sys.argv[1] not in ("--refresh-error-kinds", "--tolerance-sweep"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("--refresh-error-kinds", "--tolerance-sweep", "--hr-trust"):
         raise SystemExit(_USAGE)
     if sys.argv[1] == "--refresh-error-kinds":
         refresh_error_kinds(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1] == "--hr-trust":
+        trust = hr_trust(Path(sys.argv[2]))
+        Path(sys.argv[3]).write_text(json.dumps(trust, indent=2) + "\n")
+        print(hr_trust_markdown(trust))
     else:
         sweep = tolerance_sweep(Path(sys.argv[2]))
         Path(sys.argv[3]).write_text(json.dumps(sweep, indent=2) + "\n")
