@@ -231,3 +231,38 @@ def test_the_stack_glue_measures_each_window_as_before() -> None:
                 full = np.full((12, len(PER_LEAD)), np.nan)
                 full[pre.lead_ids] = want_p
                 assert _same((per[k], glob[k]), (full, want_g))
+
+
+def _reference_atrial_coherence(signal: np.ndarray, r_peaks: np.ndarray, *, fs: float) -> float:
+    """kmerl_edge._af_fusion.atrial_coherence before the strided gather (commit be6f335), unchanged."""
+    from kmerl_edge._af_fusion import ATRIAL_SEGMENT_RR, ATRIAL_SEGMENT_S
+    from kmerl_edge.rhythm import _median
+
+    rp = np.asarray(r_peaks, dtype=np.int64)
+    start_s = ATRIAL_SEGMENT_S[0]
+    if rp.size > 1:
+        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median((rp[1:] - rp[:-1]).tolist()) / fs)
+    a, b = round(start_s * fs), round(ATRIAL_SEGMENT_S[1] * fs)
+    starts = rp[rp >= a] - a
+    if starts.size < 3 or a <= b:
+        return float("nan")
+    segs = np.asarray(signal)[starts[:, None] + np.arange(a - b)[None, :]].astype(np.float64, copy=False)
+    segs -= np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]
+    power = float(np.add.reduce(np.add.reduce(segs * segs, axis=1)) / segs.shape[0])
+    if power <= 0.0:
+        return float("nan")
+    tmpl = np.add.reduce(segs, axis=0) / segs.shape[0]
+    return float(np.add.reduce(tmpl * tmpl) / power)
+
+
+def test_the_atrial_coherence_is_computed_bit_for_bit_as_before(cases) -> None:
+    from kmerl_edge._af_fusion import atrial_coherence
+
+    n = 0
+    for w, _leads, beats, fs in cases:
+        for x, b in ((w[0], beats), (w[-1], beats[1:]), (w[0].astype(np.float64), beats), (w[0][::2], beats // 2),
+                     (w[0], beats[:2]), (w[0], beats[:3])):
+            got, want = atrial_coherence(x, b, fs=fs), _reference_atrial_coherence(x, b, fs=fs)
+            assert np.float64(got).tobytes() == np.float64(want).tobytes(), fs
+            n += int(math.isfinite(got))
+    assert n >= 1000
