@@ -63,17 +63,17 @@ def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int] | np.ndarray, *,
     """Share of the power of the segments from min(250 ms, 0.35 × median RR) to 60 ms before each R peak
     that their average keeps (0–1): high when every beat has the same P wave, low for fibrillatory waves;
     NaN with fewer than 3 segments."""
-    rp = np.asarray(r_peaks, dtype=np.int64)
+    rp = np.asarray(r_peaks, dtype=np.int64).reshape(-1).tolist()  # the beats as Python ints: a few, cheaper
     start_s = ATRIAL_SEGMENT_S[0]
-    if rp.size > 1:
-        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median((rp[1:] - rp[:-1]).tolist()) / fs)
+    if len(rp) > 1:
+        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median([q - p for p, q in zip(rp, rp[1:])]) / fs)
     a, b = round(start_s * fs), round(ATRIAL_SEGMENT_S[1] * fs)
-    starts = rp[rp >= a] - a
-    if starts.size < 3 or a <= b:
+    starts = [p - a for p in rp if p >= a]
+    if len(starts) < 3 or a <= b:
         return float("nan")
     # only the segments are taken to float64 (a float32 window's samples convert exactly); numpy's own
     # reductions, as ``mean`` / ``sum`` run them, without their wrappers
-    segs = _rows(np.asarray(signal), starts, a - b).astype(np.float64, copy=False)
+    segs = _rows(np.asarray(signal), np.array(starts, dtype=np.int64), a - b).astype(np.float64, copy=False)
     segs -= np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]
     power = float(np.add.reduce(np.add.reduce(segs * segs, axis=1)) / segs.shape[0])
     if power <= 0.0:
