@@ -129,7 +129,7 @@ def measure_window(window: np.ndarray, leads: Sequence[str], r_peaks: Sequence[i
     ptp = np.maximum.reduce(med, axis=1) - np.minimum.reduce(med, axis=1)
     good = [v > _FLAT for v in ptp.tolist()]
     all_good = all(good)
-    if not (all_good or any(good)):
+    if not any(good):
         return _nan_result(n_leads)
     # QRS onset / offset from the smoothed spatial velocity of the usable leads, each at unit peak-to-peak
     unit = med / ptp[:, None] if all_good else med[good] / ptp[good][:, None]
