@@ -63,23 +63,32 @@ def atrial_coherence(signal: np.ndarray, r_peaks: Sequence[int] | np.ndarray, *,
     """Share of the power of the segments from min(250 ms, 0.35 × median RR) to 60 ms before each R peak
     that their average keeps (0–1): high when every beat has the same P wave, low for fibrillatory waves;
     NaN with fewer than 3 segments."""
-    rp = np.asarray(r_peaks, dtype=np.int64)
+    rp = np.asarray(r_peaks, dtype=np.int64).reshape(-1).tolist()  # the beats as Python ints: a few, cheaper
     start_s = ATRIAL_SEGMENT_S[0]
-    if rp.size > 1:
-        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median((rp[1:] - rp[:-1]).tolist()) / fs)
+    if len(rp) > 1:
+        start_s = min(start_s, ATRIAL_SEGMENT_RR * _median([q - p for p, q in zip(rp, rp[1:])]) / fs)
     a, b = round(start_s * fs), round(ATRIAL_SEGMENT_S[1] * fs)
-    starts = rp[rp >= a] - a
-    if starts.size < 3 or a <= b:
+    starts = [p - a for p in rp if p >= a]
+    if len(starts) < 3 or a <= b:
         return float("nan")
     # only the segments are taken to float64 (a float32 window's samples convert exactly); numpy's own
     # reductions, as ``mean`` / ``sum`` run them, without their wrappers
-    segs = np.asarray(signal)[starts[:, None] + np.arange(a - b)[None, :]].astype(np.float64, copy=False)
+    segs = _rows(np.asarray(signal), np.array(starts, dtype=np.int64), a - b).astype(np.float64, copy=False)
     segs -= np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]
     power = float(np.add.reduce(np.add.reduce(segs * segs, axis=1)) / segs.shape[0])
     if power <= 0.0:
         return float("nan")
     tmpl = np.add.reduce(segs, axis=0) / segs.shape[0]
     return float(np.add.reduce(tmpl * tmpl) / power)
+
+
+def _rows(x: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """(len(starts), width): ``x[s : s + width]`` for each start ``s`` of the 1-D ``x``, taken from the strided
+    view v[s, j] = x[s + j] (``sliding_window_view(x, width)``, built without its per-call overhead)."""
+    if x.ndim != 1 or x.dtype.hasobject or not x.flags.c_contiguous or x.shape[0] < width:
+        return x[starts[:, None] + np.arange(width)[None, :]]
+    step = x.strides[0]
+    return np.ndarray((x.shape[0] - width + 1, width), x.dtype, x, 0, (step, step))[starts]
 
 
 _NO_RHYTHM = np.array([0.0 if name == "rhythm_ok" else math.nan for name in RHYTHM_FEATURES])
@@ -125,6 +134,12 @@ def _fusion_lead(lead_ids: tuple[int, ...]) -> str:
     return choose_rhythm_lead([LEADS[i] for i in lead_ids])
 
 
+@lru_cache(maxsize=256)
+def _fusion_lead_row(lead_ids: tuple[int, ...]) -> tuple[str, int]:
+    lead = _fusion_lead(lead_ids)
+    return lead, [LEADS[i] for i in lead_ids].index(lead)
+
+
 def fusion_rhythm_lead(lead_ids: Sequence[int] | np.ndarray) -> str:
     """The lead whose rhythm the fusion uses among the scored ``lead_ids``."""
     return _fusion_lead(tuple(int(i) for i in lead_ids))
@@ -141,8 +156,7 @@ def window_rhythm_features(
     ``lead_ids`` (:func:`fusion_rhythm_lead`). ``rhythm``: per window, that lead's analysis at the device
     rate over the window's time span (what ``predict`` and ``stream`` pass), or ``None`` to analyse the
     model window itself."""
-    lead = fusion_rhythm_lead(lead_ids)
-    row = [LEADS[int(i)] for i in lead_ids].index(lead)
+    lead, row = _fusion_lead_row(tuple(int(i) for i in lead_ids))
     if rhythm is not None:
         if len(rhythm) != len(windows):
             raise InvalidArgumentError(f"{len(rhythm)} rhythm analyses for {len(windows)} windows")

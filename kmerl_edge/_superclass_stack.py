@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +59,7 @@ def stack_measurements(
     (N, len(GLOBAL))) of preprocessed ``windows`` (N, L, S) on ``lead_ids``. ``rhythm``: per window the
     analysis of the rhythm lead (:func:`kmerl_edge.rhythm.choose_rhythm_lead` of the leads) at the device
     rate over the window's span, or ``None`` (or a ``None`` entry) to analyse the model window."""
-    ids = [int(i) for i in lead_ids]
-    names = [LEADS[i] for i in ids]
-    lead = choose_rhythm_lead(names)
-    row = names.index(lead)
+    ids, names, lead, row = _lead_plan(tuple(int(i) for i in lead_ids))
     if rhythm is not None and len(rhythm) != len(windows):
         raise InvalidArgumentError(f"{len(rhythm)} rhythm analyses for {len(windows)} windows")
     per = np.full((len(windows), N_LEADS, len(PER_LEAD)), np.nan)
@@ -75,14 +72,24 @@ def stack_measurements(
             r = analyse(w[row], fs=fs, lead=lead)
         elif r.lead != lead:
             raise InvalidArgumentError(f"the stack analyses lead {lead}; a rhythm of lead {r.lead} was given")
-        peaks = np.asarray(r.r_peaks if r.usable else (), dtype=np.int64)
-        if r.fs != fs and peaks.size:  # device-rate beats on the model-rate window
-            peaks = np.rint(peaks * (fs / r.fs)).astype(np.int64)
-            peaks = peaks[peaks < np.shape(w)[-1]]
+        peaks: Sequence[int] | np.ndarray = r.r_peaks if r.usable else ()
+        if r.fs != fs and len(peaks):  # device-rate beats on the model-rate window
+            beats = np.rint(np.asarray(peaks, dtype=np.int64) * (fs / r.fs)).astype(np.int64)
+            peaks = beats[beats < np.shape(w)[-1]]
         p, g = measure_window(w, names, peaks, fs=fs)
         per[k, ids] = p
         glob[k] = g
     return per, glob
+
+
+@lru_cache(maxsize=64)
+def _lead_plan(lead_ids: tuple[int, ...]) -> tuple[np.ndarray, tuple[str, ...], str, int]:
+    """The lead ids as an index array, their names, the rhythm lead and its row."""
+    names = tuple(LEADS[i] for i in lead_ids)
+    lead = choose_rhythm_lead(names)
+    ids = np.array(lead_ids, dtype=np.intp)
+    ids.setflags(write=False)
+    return ids, names, lead, names.index(lead)
 
 
 def inverted_lead_i(per: np.ndarray) -> np.ndarray:
