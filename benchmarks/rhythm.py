@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,6 +327,19 @@ def _window_hr(beats: np.ndarray, a: int, b: int, fs: float) -> float | None:
     return 60.0 * fs / float(np.mean(np.diff(w))) if w.size >= 3 else None
 
 
+def _window_rates(r: _Rec, name: str, det: np.ndarray) -> Iterator[tuple[float, float | None]]:
+    """(reference rate, rate given) per 10-s window of ``r`` with a reference rate: ``kmerl``'s from
+    :func:`~kmerl_edge.rhythm.analyse` (``None`` where its quality gate withholds it), another detector's from
+    its beats ``det`` (no gate)."""
+    n = int(round(10.0 * r.fs))
+    for s in range(0, max(1, r.x.size - n + 1), n):
+        e = min(r.x.size, s + n)
+        hr_ref = _window_hr(r.ref, s, e, r.fs)
+        if hr_ref is None:
+            continue
+        yield hr_ref, analyse(r.x[s:e], fs=r.fs, lead="II").hr_bpm if name == "kmerl" else _window_hr(det, s, e, r.fs)
+
+
 def _beats_part(recs: list[_Rec], detectors: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in detectors:
@@ -342,17 +355,8 @@ def _beats_part(recs: list[_Rec], detectors: Sequence[str]) -> dict[str, Any]:
             hi = r.x.size if r.hi is None else r.hi
             a, b, c = _compare(r.ref, det, r.fs, lo=r.lo, hi=hi)
             tp, fn_, fp = tp + a, fn_ + b, fp + c
-            n = int(round(10.0 * r.fs))
-            for s in range(0, max(1, r.x.size - n + 1), n):
-                e = min(r.x.size, s + n)
-                hr_ref = _window_hr(r.ref, s, e, r.fs)
-                if hr_ref is None:
-                    continue
+            for hr_ref, hr in _window_rates(r, name, det):
                 windows += 1
-                if name == "kmerl":
-                    hr = analyse(r.x[s:e], fs=r.fs, lead="II").hr_bpm
-                else:
-                    hr = _window_hr(det, s, e, r.fs)
                 if hr is not None:
                     covered += 1
                     errs.append(abs(hr - hr_ref))
@@ -739,15 +743,9 @@ def hr_trust(data: Path, *, detectors: Sequence[str] = ("kmerl", "xqrs", "neurok
         for name in detectors:
             windows = given = bad = 0
             for r in recs:
-                det = None if name == "kmerl" else np.sort(DETECTORS[name](r.x, r.fs))
-                n = int(round(10.0 * r.fs))
-                for s0 in range(0, max(1, r.x.size - n + 1), n):
-                    e = min(r.x.size, s0 + n)
-                    hr_ref = _window_hr(r.ref, s0, e, r.fs)
-                    if hr_ref is None:
-                        continue
+                det = np.zeros(0, dtype=np.int64) if name == "kmerl" else np.sort(DETECTORS[name](r.x, r.fs))
+                for hr_ref, hr in _window_rates(r, name, det):
                     windows += 1
-                    hr = analyse(r.x[s0:e], fs=r.fs, lead="II").hr_bpm if det is None else _window_hr(det, s0, e, r.fs)
                     if hr is not None:
                         given += 1
                         bad += int(abs(hr - hr_ref) > wrong * hr_ref)
