@@ -106,3 +106,21 @@ def test_python_m_entry_point(tmp_path: Path) -> None:
                         str(FIX / "reports.csv")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_reports"] == 6
+
+
+@pytest.mark.parametrize("argv", [
+    ["-q", "knowledge", "extract"],  # the global option before the command, as every kmerl-train command takes it
+    ["knowledge", "-q", "extract"],
+    ["knowledge", "extract", "-q"],
+])
+def test_kmerl_train_knowledge_takes_quiet_anywhere(argv: list[str], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``kmerl-train -q knowledge extract ...`` (reported: "unrecognized arguments") runs quietly: no
+    progress bar on stderr, the result line on stdout."""
+    from trainer.cli import main as train_main
+
+    out = tmp_path / "k"
+    assert train_main(argv + ["--reports", str(FIX / "reports.csv"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert load_knowledge(out).record_ids == ("1", "2", "3", "4", "5", "6")
+    assert captured.out.startswith(f"wrote {out}") and "it/s" not in captured.err and "%|" not in captured.err

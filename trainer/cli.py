@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -208,13 +209,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "knowledge":
+    # -v / -q before the command (``kmerl-train -q knowledge extract ...``) go to the knowledge CLI with the rest
+    i = 0
+    while i < len(args) and (args[i] in ("--verbose", "-q", "--quiet") or re.fullmatch(r"-v+", args[i])):
+        i += 1
+    if i < len(args) and args[i] == "knowledge":
         try:
             from trainer.knowledge import cli as kcli  # type: ignore[attr-defined]
         except ImportError:
             print("kmerl-train: the knowledge CLI (trainer.knowledge.cli) is not installed", file=sys.stderr)
             return 2
-        return int(kcli.main(args[1:]) or 0)
+        return int(kcli.main(args[:i] + args[i + 1 :]) or 0)
     a = _parser().parse_args(args)
     from kmerl_edge._cli_common import configure
 

@@ -130,23 +130,29 @@ def build_parser(prog: str = "kmerl-train knowledge") -> argparse.ArgumentParser
         p.add_argument("--prompts", help='JSON file replacing LLM prompts by stage, e.g. {"merge": "...", '
                        '"superclass": "...", "verbatim": ["merge", "superclass"]} for the paper\'s own text')
 
-    p = sub.add_parser("extract", help="extract entities and write the knowledge directory")
+    ex = p = sub.add_parser("extract", help="extract entities and write the knowledge directory")
     add_input(p)
     p.add_argument("--out", required=True)
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("--no-superclass-labels", action="store_true",
                    help="do not add each entity's superclass name as a label (the paper's aggregation)")
     p.add_argument("--no-progress", action="store_true")
-    p = sub.add_parser("dry-run", help="count reports and estimate LLM calls, asking nothing")
-    add_input(p)
-    p = sub.add_parser("stats", help="print the statistics of a knowledge directory")
-    p.add_argument("directory")
+    dry = sub.add_parser("dry-run", help="count reports and estimate LLM calls, asking nothing")
+    add_input(dry)
+    st = sub.add_parser("stats", help="print the statistics of a knowledge directory")
+    st.add_argument("directory")
+    from kmerl_edge._cli_common import add_common_args
+
+    add_common_args(ap, prog=prog, subparsers=[ex, dry, st])  # -v / -q before or after the command
     return ap
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "kmerl-train knowledge") -> int:
     """Entry point; returns the exit status (1 with one line on stderr for a :class:`KmerlError`)."""
     args = build_parser(prog).parse_args(argv)
+    from kmerl_edge._cli_common import configure
+
+    quiet = configure(args) < 0  # -q: no progress bar
     try:
         if args.command == "stats":
             k = load_knowledge(args.directory)
@@ -159,7 +165,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "kmerl-train knowledge")
             print(json.dumps(dry_run(texts, _backend(args), cache=args.cache), indent=1))
             return 0
         out = extract_knowledge(texts, ids, out_dir=args.out, backend=_backend(args), cache=args.cache,
-                                min_count=args.min_count, progress=not args.no_progress,
+                                min_count=args.min_count, progress=not (args.no_progress or quiet),
                                 superclass_labels=not args.no_superclass_labels)
         k = load_knowledge(out)
         print(f"wrote {out}: {len(k.record_ids)} reports x {len(k.vocabulary)} entities, "
