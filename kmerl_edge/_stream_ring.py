@@ -83,8 +83,14 @@ class RingBuffer:
         if start + n <= self.capacity:
             sl = slice(start, start + n)
             return self.data[:, sl].copy(), self.gap[sl].copy(), self.bad[:, sl].copy()
-        idx = (np.arange(n) + start) % self.capacity
-        return self.data[:, idx], self.gap[idx], self.bad[:, idx]
+        # the window wraps around the end of the ring: its two slices joined (the same copy as indexing the
+        # ring with every slot's position, without building and gathering that index)
+        a, b = slice(start, self.capacity), slice(0, start + n - self.capacity)
+        return (
+            np.concatenate((self.data[:, a], self.data[:, b]), axis=1),
+            np.concatenate((self.gap[a], self.gap[b])),
+            np.concatenate((self.bad[:, a], self.bad[:, b]), axis=1),
+        )
 
     def gap_window(self, n: int) -> np.ndarray:
         """The gap mask of the last ``n`` slots (cheap check before copying data)."""
