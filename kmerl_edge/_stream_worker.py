@@ -225,18 +225,16 @@ class InferenceWorker:
 
     def _quality(
         self, jobs: Sequence[WindowJob]
-    ) -> tuple[list[list[LeadQuality]], dict[tuple[int, int], _Row], dict[tuple[int, int], _Row]]:
-        """Per-lead quality of every job, rows of equal rate and length assessed together; also, keyed
-        (job, row), where each row sits in the float64 rows assessed and in their band-passed version
-        (the model's band-pass when the rate is the model's): see :func:`_gather`."""
+    ) -> tuple[list[list[LeadQuality]], dict[tuple[int, int], np.ndarray]]:
+        """Per-lead quality of every job, rows of equal rate and length assessed together; also the
+        band-passed rows, keyed (job, row), which are the model's band-pass when the rate is the model's."""
         cfg = self.config
         groups: dict[tuple[float, int], list[tuple[int, int]]] = {}
         for j, job in enumerate(jobs):
             for r in range(job.data.shape[0]):
                 groups.setdefault((job.fs, job.data.shape[1]), []).append((j, r))
         out: list[list[LeadQuality | None]] = [[None] * job.data.shape[0] for job in jobs]
-        raws: dict[tuple[int, int], _Row] = {}
-        bands: dict[tuple[int, int], _Row] = {}
+        bands: dict[tuple[int, int], np.ndarray] = {}
         for (fs, _), all_rows in groups.items():
             for k in range(0, len(all_rows), _QUALITY_CHUNK):
                 rows = all_rows[k : k + _QUALITY_CHUNK]
@@ -246,9 +244,8 @@ class InferenceWorker:
                 rep = _quality_of_rows(x, fs, names, cfg, band)
                 for i, ((j, r), lq) in enumerate(zip(rows, rep.leads)):
                     out[j][r] = replace(lq, lead=jobs[j].leads[r])
-                    raws[(j, r)] = (x, i)
-                    bands[(j, r)] = (band, i)
-        return [[q for q in row if q is not None] for row in out], raws, bands
+                    bands[(j, r)] = band[i]
+        return [[q for q in row if q is not None] for row in out], bands
 
     def _gappy_window(self, x: np.ndarray, fs: float, segments: Sequence[tuple[int, int]]) -> np.ndarray:
         """Model input for a window with gaps: each gap-free stretch resampled and band-passed on its own,
@@ -275,7 +272,7 @@ class InferenceWorker:
     def _score(self, jobs: Sequence[WindowJob], done: set[int]) -> None:
         cfg = self.config
         clf = self.classifier
-        quality, raws, bands = self._quality(jobs)
+        quality, bands = self._quality(jobs)
         plans: list[tuple[int, list[int], QualityReport, dict[str, str]]] = []
         for j, job in enumerate(jobs):
             excluded = dict(job.excluded)
@@ -307,22 +304,17 @@ class InferenceWorker:
             else:
                 by_shape.setdefault((job.fs, job.data.shape[1], len(keep)), []).append(p)
         win = cfg.window_samples
-        #: each window's model input as (array of a group, its index there), to hand a whole group to the
-        #: backend without copying it once more
-        placed: dict[int, tuple[np.ndarray, int]] = {}
-        for (fs, _, n_leads), members in by_shape.items():
-            keys = [(plans[p][0], r) for p in members for r in plans[p][1]]
-            shape = (len(members), n_leads)
+        for (fs, _, _), members in by_shape.items():
             if abs(fs - cfg.target_fs) < 1e-9:  # already band-passed at the model rate by the quality check
-                y = _gather(bands, keys, shape)
+                y = np.stack([np.stack([bands[(plans[p][0], r)] for r in plans[p][1]]) for p in members])
             else:
-                y = _model_band(_gather(raws, keys, shape), fs, cfg)
+                x = np.stack([jobs[plans[p][0]].data[plans[p][1]] for p in members]).astype(np.float64)
+                y = _model_band(x, fs, cfg)
             y = normalize_window(y[..., :win], config=cfg)
             w = np.zeros((len(members), y.shape[1], win), dtype=np.float32)
             w[..., : y.shape[-1]] = y
             for k, p in enumerate(members):
                 model_in[p] = w[k]
-                placed[p] = (w, k)
 
         # inference, batched by identical lead set (lead embeddings are indexed by lead id); a lead set the
         # session's bundle does not serve (supported_lead_sets) goes to the bundle that serves it
@@ -351,7 +343,7 @@ class InferenceWorker:
                 if getattr(target, "needs_rhythm", False):  # the fusion's / stack's beats: as predict finds them
                     lead = fusion_rhythm_lead(ids)
                     rhythm = [_device_rhythm(jobs[plans[p][0]], plans[p][1], names, lead) for p in part]
-                probs, polarity = run_with_polarity(target, _batch(part, model_in, placed), ids, rhythm=rhythm)
+                probs, polarity = run_with_polarity(target, np.stack([model_in[p] for p in part]), ids, rhythm=rhythm)
                 now = time.perf_counter()
                 for p, pr, pol in zip(part, probs, polarity.tolist()):
                     j, keep, report, excluded = plans[p]
@@ -372,28 +364,6 @@ class InferenceWorker:
         if serves is None or serves(names):
             return own
         return own.route(names)
-
-
-#: where a row of a job sits: (a stacked array, the row's index in it)
-_Row = tuple[np.ndarray, int]
-
-
-def _gather(rows: dict[tuple[int, int], _Row], keys: Sequence[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
-    """The rows ``keys`` stacked as ``shape + (samples,)``: the array they already sit in when they are all of
-    it, in order (no copy: the same values, the same memory layout as a fresh stack); else a fresh stack."""
-    base, i0 = rows[keys[0]]
-    if i0 == 0 and len(base) == len(keys) and all(rows[k][0] is base and rows[k][1] == i for i, k in enumerate(keys)):
-        return base.reshape(shape + base.shape[1:])
-    return np.stack([rows[k][0][rows[k][1]] for k in keys]).reshape(shape + base.shape[1:])
-
-
-def _batch(part: Sequence[int], model_in: dict[int, np.ndarray], placed: dict[int, tuple[np.ndarray, int]]) -> np.ndarray:
-    """The model inputs of windows ``part`` as one (N, L, S) array: the preprocessing's own array when
-    ``part`` is all of it, in order (no copy); else a fresh stack."""
-    base = placed[part[0]][0] if part[0] in placed else None
-    if base is not None and len(base) == len(part) and all(placed.get(p, (None, -1))[0] is base and placed[p][1] == k for k, p in enumerate(part)):
-        return base
-    return np.stack([model_in[p] for p in part])
 
 
 def _device_rhythm(job: WindowJob, keep: Sequence[int], names: tuple[str, ...], lead: str) -> RhythmResult | None:
