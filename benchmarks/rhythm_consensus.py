@@ -35,6 +35,8 @@ import numpy as np
 
 from kmerl_edge.rhythm import DetectorConfig, detect_beats
 
+from .rhythm import _Rec as _Sig  # a signal and its reference beats
+
 __all__ = [
     "ConsensusConfig",
     "Consensus",
@@ -210,14 +212,6 @@ def label_records(data: Path, out: Path, *, n250: int = 350, seed: int = 0, conf
 
 
 # ----------------------------------------------------------------------------------------------- scoring
-@dataclass
-class _Sig:
-    name: str
-    x: np.ndarray
-    fs: float
-    ref: np.ndarray
-
-
 def training_signals(labels: dict[str, Any], *, copies: int = 1, seed: int = 0) -> tuple[list[_Sig], list[_Sig]]:
     """Every lead of every kept record against its consensus beats, and ``copies`` augmented copies
     of each (seeded)."""
